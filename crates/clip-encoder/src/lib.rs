@@ -1,0 +1,1 @@
+//! clip-encoder (being written)

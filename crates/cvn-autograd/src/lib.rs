@@ -1,0 +1,1 @@
+//! cvn-autograd (being written)

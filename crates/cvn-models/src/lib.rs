@@ -1,0 +1,1 @@
+//! cvn-models (being written)

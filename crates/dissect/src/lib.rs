@@ -1,0 +1,1 @@
+//! dissect (being written)

@@ -1,0 +1,1 @@
+//! Filled by the LWTA reference work: parity of the CPU reference against `tests/fixtures/lwta`.
