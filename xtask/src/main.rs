@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod clip;
+
 #[derive(Parser)]
 #[command(name = "xtask", about = "DISCOVER in Rust: competition-based vision networks and their dissection")]
 struct Cli {
@@ -11,11 +13,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Zero-shot image–text probabilities with a Hugging Face CLIP directory.
+    Clip(clip::Args),
+}
 
 fn main() {
     let cli = Cli::parse();
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Clip(args) => clip::run(args),
+    };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
         std::process::exit(1);

@@ -24,8 +24,10 @@
 //! Blocks are numbered `(o·(channels/U) + group)·inner + p`; the winner index of a block (0..U) is
 //! stored as one `u8` at that number.
 
+pub mod cpu;
 pub mod parity;
 pub mod philox;
+pub mod simd;
 
 use thiserror::Error;
 

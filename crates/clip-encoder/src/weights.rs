@@ -1,0 +1,93 @@
+//! Where tower parameters come from: a Hugging Face `model.safetensors` (any float dtype, read as
+//! f32 by `cvn_autograd::io`) or deterministic random values for benchmarks and tests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cvn_autograd::io::TensorFile;
+use cvn_autograd::Tensor;
+
+use crate::error::{ClipError, Result};
+
+/// Hands out parameters by their Hugging Face name and expected shape.
+///
+/// Sources never fail per tensor: a checkpoint records every missing or mis-shaped tensor and
+/// reports them all at once from [`WeightSource::finish`], so one error lists everything wrong.
+pub trait WeightSource {
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Tensor;
+    /// Ok once every requested tensor was found with its expected shape.
+    fn finish(self) -> Result<()>;
+}
+
+/// The tensors of a safetensors checkpoint. Tensors nobody asks for (`position_ids`, heads of
+/// other models) are ignored.
+pub struct Checkpoint {
+    tensors: BTreeMap<String, Tensor>,
+    file: PathBuf,
+    problems: Vec<String>,
+}
+
+impl Checkpoint {
+    pub fn load(path: &Path) -> Result<Self> {
+        let file = TensorFile::load(path)?;
+        Ok(Self { tensors: file.tensors, file: path.to_path_buf(), problems: Vec::new() })
+    }
+}
+
+impl WeightSource for Checkpoint {
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Tensor {
+        match self.tensors.remove(name) {
+            Some(t) if t.shape() == shape => return t,
+            Some(t) => self.problems.push(format!("`{name}`: expected {shape:?}, found {:?}", t.shape())),
+            None => self.problems.push(format!("`{name}`: expected {shape:?}, missing")),
+        }
+        // A stand-in so the build can go on collecting problems; `finish` rejects the model.
+        Tensor::zeros(shape)
+    }
+
+    fn finish(self) -> Result<()> {
+        if self.problems.is_empty() {
+            return Ok(());
+        }
+        Err(ClipError::Weights {
+            file: self.file.display().to_string(),
+            detail: format!(
+                "{} tensor(s) missing or mis-shaped for this config.json:\n  {}",
+                self.problems.len(),
+                self.problems.join("\n  ")
+            ),
+        })
+    }
+}
+
+/// Uniform values in ±0.02·√3 (standard deviation 0.02, CLIP's init range) from the Philox stream,
+/// so a benchmark model is the same on every run.
+pub struct RandomWeights {
+    seed: u64,
+    next_offset: u64,
+}
+
+impl RandomWeights {
+    pub fn new(seed: u64) -> Self {
+        Self { seed, next_offset: 0 }
+    }
+}
+
+impl WeightSource for RandomWeights {
+    fn tensor(&mut self, _name: &str, shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        let half_width = 0.02 * 3f32.sqrt();
+        let offset = self.next_offset;
+        self.next_offset += 1;
+        let data = (0..n.div_ceil(4) as u64)
+            .flat_map(|group| lwta_kernels::philox::uniforms_of_group(self.seed, offset, group))
+            .take(n)
+            .map(|u| (2.0 * u - 1.0) * half_width)
+            .collect();
+        Tensor::from_vec(data, shape).expect("the data has exactly the shape's element count")
+    }
+
+    fn finish(self) -> Result<()> {
+        Ok(())
+    }
+}

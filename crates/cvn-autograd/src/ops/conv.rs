@@ -1,0 +1,174 @@
+//! 2-D convolution as im2col + one GEMM per chunk of images (groups = 1, as ResNet and CLIP use).
+//!
+//! Images are processed in chunks whose unfolded columns stay around [`COL_BUDGET`] floats, so the
+//! GEMM is large enough to run at full speed and memory stays bounded at ImageNet sizes.
+
+use rayon::prelude::*;
+
+use crate::error::{shape_err, Result};
+use crate::ops::matmul::{gemm, Mat};
+use crate::tensor::Tensor;
+
+const COL_BUDGET: usize = 1 << 23;
+
+/// Geometry of one convolution.
+#[derive(Debug, Clone, Copy)]
+struct ConvGeom {
+    c: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl ConvGeom {
+    fn ckk(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    fn hwo(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// Unfolds `images` images starting at `x` into `col [C·kh·kw, images·HWo]`: row `(c, i, j)`,
+    /// column `b·HWo + p` holds the input pixel that kernel tap `(i, j)` sees at output pixel `p`.
+    fn im2col(&self, x: &[f32], images: usize, col: &mut [f32]) {
+        let (hwo, cols) = (self.hwo(), images * self.hwo());
+        col.par_chunks_mut(cols).enumerate().for_each(|(r, row)| {
+            let (ch, ki, kj) = (r / (self.kh * self.kw), (r / self.kw) % self.kh, r % self.kw);
+            for b in 0..images {
+                let plane = &x[(b * self.c + ch) * self.h * self.w..][..self.h * self.w];
+                let dst = &mut row[b * hwo..(b + 1) * hwo];
+                for oy in 0..self.ho {
+                    let iy = (oy * self.stride + ki) as isize - self.pad as isize;
+                    let out_row = &mut dst[oy * self.wo..(oy + 1) * self.wo];
+                    if iy < 0 || iy >= self.h as isize {
+                        out_row.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[iy as usize * self.w..][..self.w];
+                    for (ox, v) in out_row.iter_mut().enumerate() {
+                        let ix = (ox * self.stride + kj) as isize - self.pad as isize;
+                        *v = if ix < 0 || ix >= self.w as isize { 0.0 } else { src[ix as usize] };
+                    }
+                }
+            }
+        });
+    }
+
+    /// The adjoint of `im2col`: adds columns back into image gradients (parallel over channels).
+    fn col2im(&self, col: &[f32], images: usize, dx: &mut [f32]) {
+        let (hwo, cols, kk) = (self.hwo(), images * self.hwo(), self.kh * self.kw);
+        let plane_len = self.h * self.w;
+        // dx is [images, C, H, W]; split by image then channel so each task owns one plane.
+        dx.par_chunks_mut(plane_len).enumerate().for_each(|(bp, plane)| {
+            let (b, ch) = (bp / self.c, bp % self.c);
+            for k in 0..kk {
+                let (ki, kj) = (k / self.kw, k % self.kw);
+                let row = &col[(ch * kk + k) * cols + b * hwo..][..hwo];
+                for oy in 0..self.ho {
+                    let iy = (oy * self.stride + ki) as isize - self.pad as isize;
+                    if iy < 0 || iy >= self.h as isize {
+                        continue;
+                    }
+                    let dst = &mut plane[iy as usize * self.w..][..self.w];
+                    for ox in 0..self.wo {
+                        let ix = (ox * self.stride + kj) as isize - self.pad as isize;
+                        if ix >= 0 && ix < self.w as isize {
+                            dst[ix as usize] += row[oy * self.wo + ox];
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Tensor {
+    /// Convolution of `[N, C, H, W]` with `weight [O, C, kh, kw]`, optional `bias [O]`, square
+    /// stride and zero padding (as `nn.Conv2d` with groups = 1, dilation = 1).
+    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Result<Tensor> {
+        let (&[n, c, h, w], &[o, wc, kh, kw]) = (self.shape(), weight.shape()) else {
+            return shape_err("conv2d", format!("input {:?} must be [N,C,H,W] and weight {:?} [O,C,kh,kw]", self.shape(), weight.shape()));
+        };
+        if wc != c || stride == 0 || h + 2 * padding < kh || w + 2 * padding < kw {
+            return shape_err(
+                "conv2d",
+                format!("input {:?} does not fit weight {:?} with stride {stride}, padding {padding}", self.shape(), weight.shape()),
+            );
+        }
+        if let Some(b) = bias {
+            if b.shape() != [o] {
+                return shape_err("conv2d", format!("bias {:?} should be [{o}]", b.shape()));
+            }
+        }
+        let ho = (h + 2 * padding - kh) / stride + 1;
+        let wo = (w + 2 * padding - kw) / stride + 1;
+        let g = ConvGeom { c, h, w, kh, kw, stride, pad: padding, ho, wo };
+        let chunk = (COL_BUDGET / (g.ckk() * g.hwo()).max(1)).clamp(1, n.max(1));
+        let mut out = vec![0.0f32; n * o * g.hwo()];
+        let mut col = vec![0.0f32; g.ckk() * chunk * g.hwo()];
+        let mut tmp = vec![0.0f32; o * chunk * g.hwo()];
+        let (x, wd) = (self.data(), weight.data());
+        for start in (0..n).step_by(chunk) {
+            let b = chunk.min(n - start);
+            let cols = b * g.hwo();
+            g.im2col(&x[start * c * h * w..], b, &mut col[..g.ckk() * cols]);
+            gemm(Mat::new(wd, o, g.ckk()), Mat::new(&col[..g.ckk() * cols], g.ckk(), cols), &mut tmp[..o * cols], 0.0);
+            // [O, b·HWo] → [b, O, HWo], adding the bias on the way.
+            out[start * o * g.hwo()..(start + b) * o * g.hwo()].par_chunks_mut(g.hwo()).enumerate().for_each(|(bo, dst)| {
+                let (bi, oc) = (bo / o, bo % o);
+                let bias = bias.map_or(0.0, |t| t.data()[oc]);
+                dst.iter_mut().zip(&tmp[oc * cols + bi * g.hwo()..][..g.hwo()]).for_each(|(d, s)| *d = s + bias);
+            });
+        }
+        let (x_in, w_in, b_in) = (self.clone(), weight.clone(), bias.cloned());
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        Ok(Tensor::from_op(out, vec![n, o, ho, wo], &inputs, move |grad, grads| {
+            let (x, wd) = (x_in.data(), w_in.data());
+            let mut gw = vec![0.0f32; o * g.ckk()];
+            let mut gx = if x_in.requires_grad() { vec![0.0f32; x.len()] } else { Vec::new() };
+            let mut col = vec![0.0f32; g.ckk() * chunk * g.hwo()];
+            let mut gcol = vec![0.0f32; g.ckk() * chunk * g.hwo()];
+            let mut gt = vec![0.0f32; o * chunk * g.hwo()];
+            for start in (0..n).step_by(chunk) {
+                let b = chunk.min(n - start);
+                let cols = b * g.hwo();
+                // [b, O, HWo] → [O, b·HWo]
+                gt[..o * cols].par_chunks_mut(cols).enumerate().for_each(|(oc, dst)| {
+                    for bi in 0..b {
+                        dst[bi * g.hwo()..(bi + 1) * g.hwo()]
+                            .copy_from_slice(&grad[((start + bi) * o + oc) * g.hwo()..][..g.hwo()]);
+                    }
+                });
+                let gmat = Mat::new(&gt[..o * cols], o, cols);
+                if w_in.requires_grad() {
+                    g.im2col(&x[start * c * h * w..], b, &mut col[..g.ckk() * cols]);
+                    gemm(gmat, Mat::new(&col[..g.ckk() * cols], g.ckk(), cols).t(), &mut gw, 1.0);
+                }
+                if x_in.requires_grad() {
+                    gemm(Mat::new(wd, o, g.ckk()).t(), gmat, &mut gcol[..g.ckk() * cols], 0.0);
+                    g.col2im(&gcol[..g.ckk() * cols], b, &mut gx[start * c * h * w..(start + b) * c * h * w]);
+                }
+            }
+            if x_in.requires_grad() {
+                grads.accumulate(x_in.id(), gx);
+            }
+            if w_in.requires_grad() {
+                grads.accumulate(w_in.id(), gw);
+            }
+            if let Some(bt) = b_in.filter(|b| b.requires_grad()) {
+                let gb = (0..o)
+                    .map(|oc| (0..n).map(|i| grad[(i * o + oc) * g.hwo()..][..g.hwo()].iter().sum::<f32>()).sum())
+                    .collect();
+                grads.accumulate(bt.id(), gb);
+            }
+            Ok(())
+        }))
+    }
+}

@@ -1,0 +1,108 @@
+//! The IDX format of (Fashion-)MNIST: a big-endian header `[0, 0, type, ndim]`, `ndim` big-endian
+//! u32 dimensions, then the data. Only unsigned bytes (type 0x08) occur in these data sets. Files may
+//! be gzip-compressed; compression is recognised by its magic bytes, not the file name.
+
+use std::io::Read;
+use std::path::Path;
+
+use flate2::read::GzDecoder;
+
+use crate::error::{data_err, Result};
+
+/// The contents of one IDX file of unsigned bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdxArray {
+    pub dims: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const TYPE_U8: u8 = 0x08;
+
+/// Reads an IDX file (gzip or plain) from disk.
+pub fn read_idx(path: &Path) -> Result<IdxArray> {
+    let bytes = std::fs::read(path).or_else(|e| data_err(path.display(), format!("cannot read: {e}")))?;
+    parse_idx(&bytes, &path.display().to_string())
+}
+
+/// Parses IDX bytes (gzip or plain); `name` identifies the source in errors.
+pub fn parse_idx(bytes: &[u8], name: &str) -> Result<IdxArray> {
+    let raw;
+    let bytes = if bytes.starts_with(&GZIP_MAGIC) {
+        let mut out = Vec::new();
+        GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .or_else(|e| data_err(name, format!("corrupt gzip stream: {e}")))?;
+        raw = out;
+        &raw[..]
+    } else {
+        bytes
+    };
+    let Some(&[zero0, zero1, kind, ndim]) = bytes.first_chunk::<4>() else {
+        return data_err(name, format!("{} bytes is too short for an IDX header", bytes.len()));
+    };
+    if zero0 != 0 || zero1 != 0 || kind != TYPE_U8 || ndim == 0 {
+        return data_err(
+            name,
+            format!(
+                "bad IDX magic number {:02x}{:02x}{:02x}{:02x}: expected 000008NN \
+                 (unsigned bytes, NN >= 1 dimensions)",
+                zero0, zero1, kind, ndim
+            ),
+        );
+    }
+    let header_len = 4 + 4 * ndim as usize;
+    if bytes.len() < header_len {
+        return data_err(name, format!("the header announces {ndim} dimensions but the file ends first"));
+    }
+    let dims: Vec<usize> = bytes[4..header_len]
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .collect();
+    let expected: usize = dims.iter().product();
+    let got = bytes.len() - header_len;
+    if got != expected {
+        return data_err(name, format!("dimensions {dims:?} need {expected} data bytes, the file has {got}"));
+    }
+    Ok(IdxArray { dims, data: bytes[header_len..].to_vec() })
+}
+
+/// IDX bytes for `dims` and `data` (used to write test data and subsets).
+pub fn encode_idx(dims: &[usize], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, TYPE_U8, dims.len() as u8];
+    for &d in dims {
+        out.extend_from_slice(&(d as u32).to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::{write::GzEncoder, Compression};
+    use std::io::Write;
+
+    #[test]
+    fn round_trip_plain_and_gzip() {
+        let data: Vec<u8> = (0..24).collect();
+        let plain = encode_idx(&[2, 3, 4], &data);
+        let expected = IdxArray { dims: vec![2, 3, 4], data: data.clone() };
+        assert_eq!(parse_idx(&plain, "plain").unwrap(), expected);
+        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+        gz.write_all(&plain).unwrap();
+        assert_eq!(parse_idx(&gz.finish().unwrap(), "gz").unwrap(), expected);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_problem() {
+        let err = parse_idx(&[0, 0, 0x0d, 1, 0, 0, 0, 0], "x.idx").unwrap_err().to_string();
+        assert!(err.starts_with("x.idx: bad IDX magic number 00000d01"), "{err}");
+        let err = parse_idx(&encode_idx(&[5], &[1, 2, 3]), "y.idx").unwrap_err().to_string();
+        assert!(err.contains("y.idx") && err.contains("need 5 data bytes, the file has 3"), "{err}");
+        let err = parse_idx(&[0, 0, 8, 3, 0, 0], "z.idx").unwrap_err().to_string();
+        assert!(err.contains("3 dimensions but the file ends first"), "{err}");
+        let err = parse_idx(&[0x1f, 0x8b, 1, 2, 3], "w.gz").unwrap_err().to_string();
+        assert!(err.contains("w.gz: corrupt gzip stream"), "{err}");
+    }
+}

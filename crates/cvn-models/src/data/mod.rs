@@ -1,0 +1,40 @@
+//! Data: Fashion-MNIST (IDX, from `--data DIR`, the Debian package or the embedded subset),
+//! ImageFolder trees (ImageNet/Places365 layouts), augmentation, and a batch loader that prepares
+//! the next batches on other threads while the model computes.
+
+mod fashion_mnist;
+mod idx;
+mod image_folder;
+mod loader;
+
+mod transform;
+
+pub use fashion_mnist::{DataSource, FashionMnist, IdxDataset, FASHION_MNIST_CLASSES, INSTALLED_FASHION_MNIST};
+pub use idx::{encode_idx, parse_idx, read_idx, IdxArray};
+pub use image_folder::ImageFolder;
+pub use loader::{Batch, BatchLoader, LoaderConfig};
+pub use transform::{FolderTransform, Normalize, PadCropFlip};
+
+use crate::error::Result;
+
+/// A labelled image data set whose samples come out as normalised `f32` CHW arrays.
+pub trait Dataset: Send + Sync {
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Class names, indexed by label.
+    fn class_names(&self) -> &[String];
+
+    /// `[C, H, W]` of every prepared sample.
+    fn sample_shape(&self) -> [usize; 3];
+
+    /// Prepares sample `index` — augmentation drawn from `rng`, then normalisation — into `out`
+    /// (`C·H·W` floats) and returns its label.
+    fn load_into(&self, index: usize, rng: &mut CounterRng, out: &mut [f32]) -> Result<usize>;
+
+    /// The original image, without augmentation or normalisation (CLIP input, report thumbnails).
+    fn raw_image(&self, index: usize) -> Result<image::RgbImage>;
+}

@@ -1,0 +1,88 @@
+//! [`Model`]: a configuration, its tensors and its layers — what training, evaluation, parity and
+//! dissection handle.
+
+use cvn_autograd::Tensor;
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::forward::Forward;
+use crate::params::{Builder, Params, Registry};
+use crate::resnet::ResNet;
+use crate::vit::VisionTransformer;
+
+/// A ViT/DeiT or ResNet-18, conventional (U = 1) or competition-based (U > 1).
+#[derive(Debug, Clone)]
+pub struct Model {
+    config: ModelConfig,
+    params: Params,
+    layers: Vec<String>,
+    activations: Vec<String>,
+    net: Net,
+}
+
+#[derive(Debug, Clone)]
+enum Net {
+    Vit(VisionTransformer),
+    ResNet(ResNet),
+}
+
+impl Model {
+    /// Builds the model with freshly initialised weights (timm / torchvision schemes) from `seed`.
+    pub fn new(config: ModelConfig, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let mut registry = Registry::default();
+        let mut b = Builder::new(&mut registry, seed);
+        let net = match &config {
+            ModelConfig::Vit(c) => Net::Vit(VisionTransformer::new(&mut b, c)?),
+            ModelConfig::ResNet18(c) => Net::ResNet(ResNet::new(&mut b, c)?),
+        };
+        Ok(Self { config, params: registry.params, layers: registry.layers, activations: registry.activations, net })
+    }
+
+    /// A named model (see [`crate::PRESETS`]) with `competitors` per LWTA block.
+    pub fn preset(name: &str, competitors: usize, seed: u64) -> Result<Self> {
+        Self::new(ModelConfig::preset(name, competitors)?, seed)
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    pub fn params_mut(&mut self) -> &mut Params {
+        &mut self.params
+    }
+
+    /// Every layer whose output can be tapped, in forward order (`patch_embed`, `blocks.0.norm1`, …,
+    /// `head`; `conv1`, …, `layer4`, `avgpool`, `fc`).
+    pub fn layer_names(&self) -> &[String] {
+        &self.layers
+    }
+
+    /// The activation layers (LWTA when U > 1): `blocks.N.mlp.act`; `act`, `layerK.N.act1/act2`.
+    pub fn activation_layers(&self) -> &[String] {
+        &self.activations
+    }
+
+    /// Checks that every name is a layer of this model; the error lists the available ones.
+    pub fn check_layers<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> Result<()> {
+        match names.into_iter().find(|n| !self.layers.contains(n)) {
+            Some(name) => Err(Error::UnknownLayer { name: name.clone(), available: self.layers.join(", ") }),
+            None => Ok(()),
+        }
+    }
+
+    /// Logits `[N, classes]` for images `x` (`[N, C, H, W]`). `ctx` sets the mode and noise and
+    /// receives the requested taps; in training mode BatchNorm running statistics are updated.
+    /// To train, trace `x` on a tape first (`x.traced(&tape)`).
+    pub fn forward(&mut self, x: &Tensor, ctx: &mut Forward) -> Result<Tensor> {
+        self.check_layers(ctx.requested())?;
+        match &self.net {
+            Net::Vit(v) => v.forward(&self.params, x, ctx),
+            Net::ResNet(r) => r.forward(&mut self.params, x, ctx),
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Parity with the reference fixtures `tiny_vit` (timm) and `tiny_resnet` (torchvision): logits of
+//! the conventional model and of the deterministic-LWTA model, and the tapped activations of the
+//! LWTA model. Architecture, U and the tapped layers all come from the files.
+
+use std::path::Path;
+
+use cvn_autograd::io::TensorFile;
+use cvn_autograd::Tensor;
+use lwta_kernels::parity::{max_rel_err, Check};
+
+use crate::checkpoint::config_of;
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::forward::Forward;
+use crate::model::Model;
+
+/// The fixtures' tolerance (relative error).
+const TOLERANCE: f64 = 1e-5;
+/// Relative errors are taken against `max(|expected|, FLOOR · max|expected|)`, so values near zero
+/// are judged on the tensor's scale rather than their own.
+const FLOOR: f64 = 1e-3;
+
+/// All model parity checks, for `cargo xtask parity` and `tests/model_parity.rs`.
+pub fn parity_checks(fixtures: &Path) -> Result<Vec<Check>> {
+    let mut checks = Vec::new();
+    for name in ["tiny_vit", "tiny_resnet"] {
+        checks.extend(fixture_checks(name, &fixtures.join(name))?);
+    }
+    Ok(checks)
+}
+
+fn fixture_checks(fixture: &str, dir: &Path) -> Result<Vec<Check>> {
+    let model_path = dir.join("model.safetensors");
+    let io_path = dir.join("io.safetensors");
+    let bytes = std::fs::read(&model_path).map_err(|e| Error::Data { path: model_path.display().to_string(), detail: format!("cannot read: {e}") })?;
+    let config = config_of(&bytes, &model_path)?;
+    let io = TensorFile::load(&io_path)?;
+    let expected = |key: &str| -> Result<&Tensor> {
+        io.tensors.get(key).ok_or_else(|| Error::Data {
+            path: io_path.display().to_string(),
+            detail: format!("tensor `{key}` is missing (has: {})", io.tensors.keys().cloned().collect::<Vec<_>>().join(", ")),
+        })
+    };
+    let x = expected("x")?;
+    let u = config.competition().competitors;
+    let conventional = match config {
+        ModelConfig::Vit(_) => "logits_gelu",
+        ModelConfig::ResNet18(_) => "logits_relu",
+    };
+    let taps: Vec<String> = io.tensors.keys().filter_map(|k| k.strip_prefix("act.").map(str::to_string)).collect();
+
+    let mut checks = Vec::new();
+    for (competitors, key) in [(1, conventional.to_string()), (u, format!("logits_lwta_u{u}_argmax"))] {
+        let mut model = Model::new(config.clone().with_competitors(competitors)?, 0)?;
+        model.load_weights(&model_path)?;
+        let lwta = competitors > 1;
+        let mut ctx = Forward::deterministic().with_taps(if lwta { taps.clone() } else { Vec::new() });
+        let logits = model.forward(x, &mut ctx)?;
+        checks.push(compare(&format!("{fixture} {key}"), &logits, expected(&key)?));
+        for (layer, tap) in ctx.taps() {
+            checks.push(compare(&format!("{fixture} act.{layer} (U={u})"), &tap.output, expected(&format!("act.{layer}"))?));
+        }
+    }
+    Ok(checks)
+}
+
+fn compare(name: &str, actual: &Tensor, expected: &Tensor) -> Check {
+    if actual.shape() != expected.shape() {
+        return Check::within(name, f64::INFINITY, TOLERANCE)
+            .require(false, format!("shape {:?}, expected {:?}", actual.shape(), expected.shape()));
+    }
+    let scale = expected.data().iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
+    let err = max_rel_err(
+        actual.data().iter().map(|&v| v as f64),
+        expected.data().iter().map(|&v| v as f64),
+        (FLOOR * scale).max(f64::MIN_POSITIVE),
+    );
+    Check::within(name, err, TOLERANCE).require(true, format!("shape {:?}, floor {FLOOR}·max|expected|", expected.shape()))
+}

@@ -1,0 +1,62 @@
+//! The one error type of the crate: every variant names the file, flag, layer or tensor it is about
+//! and what was expected, so a person reading the message knows what to change.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum DissectError {
+    /// An input matrix or buffer does not have the shape the computation needs.
+    #[error("{what}: expected {expected}, got {got}")]
+    Shape { what: String, expected: String, got: String },
+    /// A parameter (a similarity's `top_k`, a flag) is out of its valid range.
+    #[error("parameter `{name}`: {detail}")]
+    Parameter { name: String, detail: String },
+    #[error("unknown similarity `{0}`: expected one of cos, cos-cubed, rank-reorder, wpmi, soft-wpmi")]
+    UnknownSimilarity(String),
+    #[error("unknown built-in concept set `{0}`: expected a file or one of {1}")]
+    UnknownConceptSet(String, String),
+    #[error("concept set {0} holds no concepts (every line is empty)")]
+    EmptyConceptSet(PathBuf),
+    #[error("unknown layer `{layer}`: available layers are {available}")]
+    UnknownLayer { layer: String, available: String },
+    /// The label backend needs the probe set's class labels.
+    #[error("probe set `{0}` has no class labels: the label backend needs them (or pass --clip DIR for the CLIP backend)")]
+    MissingLabels(String),
+    /// The label backend found no class name in the concept set.
+    #[error("none of the {classes} class names of probe set `{probe}` is in the concept set `{concepts}`")]
+    NoClassConcepts { probe: String, concepts: String, classes: usize },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file exists but its content is not what this crate expects (fixture, cache entry, JSON).
+    #[error("{path}: {detail}")]
+    Format { path: PathBuf, detail: String },
+    /// An error from another crate of the workspace (model, CLIP encoder), with what we were doing.
+    #[error("{context}: {detail}")]
+    Upstream { context: String, detail: String },
+}
+
+pub type Result<T> = std::result::Result<T, DissectError>;
+
+impl DissectError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn format(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
+        Self::Format { path: path.into(), detail: detail.into() }
+    }
+
+    pub(crate) fn parameter(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::Parameter { name: name.into(), detail: detail.into() }
+    }
+
+    pub(crate) fn shape(what: impl Into<String>, expected: impl Into<String>, got: impl Into<String>) -> Self {
+        Self::Shape { what: what.into(), expected: expected.into(), got: got.into() }
+    }
+}
