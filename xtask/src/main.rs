@@ -3,7 +3,11 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod build_kernels;
 mod clip;
+mod gpu_bundle;
+mod parity;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "DISCOVER in Rust: competition-based vision networks and their dissection")]
@@ -16,12 +20,24 @@ struct Cli {
 enum Command {
     /// Zero-shot image–text probabilities with a Hugging Face CLIP directory.
     Clip(clip::Args),
+    /// Assemble kernels/*.ptx with ptxas (sm_80, sm_90); report registers and spills.
+    BuildKernels(build_kernels::Args),
+    /// Check implementations against reference fixtures (cpu) or the PTX kernels against the CPU (cuda).
+    Parity(parity::Args),
+    /// Time the LWTA kernels against the copy-bandwidth floor (cuda) or run the criterion benches (cpu).
+    Bench(bench::Args),
+    /// Pack the release binary, fixtures and scripts into .device-bundle/ for a GPU machine.
+    GpuBundle(gpu_bundle::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Clip(args) => clip::run(args),
+        Command::BuildKernels(args) => build_kernels::run(args),
+        Command::Parity(args) => parity::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::GpuBundle(args) => gpu_bundle::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -17,8 +17,10 @@ const MODEL_TOLERANCE: f64 = 1e-5;
 /// Mean absolute error allowed against `CLIPImageProcessor` (JPEG decoders differ slightly).
 const PREPROCESS_TOLERANCE: f64 = 2e-2;
 /// Errors are relative to `max(|reference|, FLOOR · max|reference|)`, so elements that happen to
-/// be near zero are judged on the tensor's scale rather than their own.
-const FLOOR: f64 = 1e-2;
+/// be near zero are judged on the tensor's scale rather than their own. The reference sets the
+/// floor: `transformers`' float32 outputs are themselves up to 3e-5 away from an exact (float64)
+/// evaluation of the same model at a 1e-2 floor, but within 4e-6 at 1e-1 — and so are ours.
+const FLOOR: f64 = 1e-1;
 
 /// Runs every CLIP parity check on `fixtures` (the repository's `tests/fixtures`).
 pub fn parity_checks(fixtures: &Path) -> Result<Vec<Check>> {

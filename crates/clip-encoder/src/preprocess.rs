@@ -278,3 +278,88 @@ fn resize_plane<P: Pixel>(src: &[P], width: usize, height: usize, out_w: usize, 
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test pattern the Pillow references below were computed from.
+    fn pattern(w: usize, h: usize) -> Vec<u8> {
+        (0..h).flat_map(|y| (0..w).map(move |x| ((x * 37 + y * 91 + 13) % 256) as u8)).collect()
+    }
+
+    #[test]
+    fn eight_bit_resize_is_pillows_to_the_bit() {
+        // Image.fromarray(pattern, "L").resize((ow, oh), Image.BICUBIC), Pillow 13.0.
+        let down = resize_plane(&pattern(11, 7), 11, 7, 4, 3);
+        assert_eq!(down, [109, 152, 123, 124, 126, 125, 144, 129, 137, 128, 131, 134]);
+        let up = resize_plane(&pattern(3, 4), 3, 4, 7, 9);
+        assert_eq!(
+            up,
+            [
+                0, 7, 22, 41, 60, 75, 82, 18, 25, 40, 59, 80, 96, 103, 58, 65, 79, 99, 126, 149, 159, 105, 112, 128, 146,
+                162, 173, 178, 162, 170, 193, 203, 158, 106, 90, 192, 201, 231, 233, 140, 37, 3, 133, 141, 166, 174, 116,
+                50, 30, 46, 53, 70, 87, 92, 92, 94, 10, 17, 31, 51, 81, 107, 118
+            ]
+        );
+    }
+
+    #[test]
+    fn float_resize_matches_pillow_mode_f() {
+        let src: Vec<f32> = pattern(5, 4).iter().map(|&v| v as f32 / 255.0).collect();
+        let ours = resize_plane(&src, 5, 4, 3, 7);
+        let pillow = [
+            0.07401396, 0.31286764, 0.5517214, 0.1953096, 0.46565065, 0.71370643, 0.43111992, 0.6953094, 0.9415674,
+            0.7177376, 0.49270406, 0.59598798, 0.82816362, 0.2543222, 0.25566792, 0.38857085, 0.34683737, 0.50369024,
+            0.11520986, 0.41948354, 0.67745608,
+        ];
+        for (a, b) in ours.iter().zip(pillow) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn shortest_edge_becomes_the_size_and_the_long_edge_is_truncated() {
+        assert_eq!(shortest_edge_size(640, 427, 224), (335, 224));
+        assert_eq!(shortest_edge_size(301, 517, 224), (224, 384));
+        assert_eq!(shortest_edge_size(28, 28, 224), (224, 224));
+    }
+
+    #[test]
+    fn greyscale_becomes_three_equal_channels() {
+        let p = ImageProcessor::clip(32);
+        let grey = pattern(28, 28);
+        let out = p.gray8(&grey, 28, 28).unwrap();
+        assert_eq!(out.len(), 3 * 32 * 32);
+        let unnormalised: Vec<Vec<f32>> =
+            out.chunks(32 * 32).enumerate().map(|(c, ch)| ch.iter().map(|v| v * CLIP_STD[c] + CLIP_MEAN[c]).collect()).collect();
+        for i in 0..32 * 32 {
+            assert!((unnormalised[0][i] - unnormalised[1][i]).abs() < 1e-5 && (unnormalised[0][i] - unnormalised[2][i]).abs() < 1e-5);
+        }
+        let floats: Vec<f32> = grey.iter().map(|&v| v as f32 / 255.0).collect();
+        let from_floats = p.gray_f32(&floats, 28, 28).unwrap();
+        // 8-bit resampling rounds to whole levels; float resampling does not.
+        let worst = out.iter().zip(&from_floats).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1.0 / 255.0 / CLIP_STD[1] + 1e-4, "{worst}");
+    }
+
+    #[test]
+    fn constant_images_stay_constant() {
+        let p = ImageProcessor::clip(16);
+        let out = p.rgb8(&[200, 100, 50].repeat(40 * 25), 40, 25).unwrap();
+        for (c, v) in [200.0f32, 100.0, 50.0].iter().enumerate() {
+            let expected = (v / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
+            assert!(out[c * 256..(c + 1) * 256].iter().all(|x| (x - expected).abs() < 1e-5));
+        }
+    }
+
+    #[test]
+    fn wrong_sizes_and_missing_files_are_errors() {
+        let p = ImageProcessor::clip(16);
+        let err = p.rgb8(&[0; 10], 2, 2).unwrap_err().to_string();
+        assert!(err.contains("rgb8") && err.contains("2x2"), "{err}");
+        assert!(p.gray8(&[], 0, 0).is_err());
+        let err = p.load(Path::new("/nonexistent/cat.jpg")).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/cat.jpg"), "{err}");
+    }
+}

@@ -33,12 +33,13 @@ impl ClipTokenizer {
         inner
             .with_truncation(Some(TruncationParams { max_length: context_length, ..Default::default() }))
             .map_err(|e| err(format!("cannot truncate to {context_length} tokens: {e}")))?;
+        let pad_token = inner.id_to_token(PAD_ID).unwrap_or_default();
         inner.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::Fixed(context_length),
             direction: PaddingDirection::Right,
             pad_id: PAD_ID,
             pad_type_id: 0,
-            pad_token: inner.id_to_token(PAD_ID).unwrap_or_default(),
+            pad_token,
             pad_to_multiple_of: None,
         }));
         Ok(Self { inner, context_length, file: path.to_path_buf() })

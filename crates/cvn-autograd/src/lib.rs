@@ -40,7 +40,7 @@ pub mod device;
 mod error;
 pub mod gradcheck;
 pub mod io;
-// pub mod kernels;
+pub mod kernels;
 mod ops;
 pub mod optim;
 pub mod shape;

@@ -82,6 +82,12 @@ fn attention() {
     });
 }
 
+#[test]
+fn activations() {
+    check("gelu", &[t(&[4, 5], 70).scale(3.0)], |x| Ok(x[0].gelu()));
+    check("quick_gelu", &[t(&[4, 5], 71).scale(3.0)], |x| Ok(x[0].quick_gelu()));
+    check("relu", &[t(&[4, 5], 72)], |x| Ok(x[0].relu()));
+}
 
 #[test]
 fn convolution_and_pooling() {

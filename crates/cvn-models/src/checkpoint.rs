@@ -63,14 +63,19 @@ impl Model {
         let mut tensors = BTreeMap::new();
         for e in self.params().entries() {
             let stored = match e.kind {
-                Kind::Counter => Stored::I64 { shape: e.tensor.shape().to_vec(), values: e.tensor.data().iter().map(|v| *v as i64).collect() },
+                Kind::Counter => {
+                    Stored::I64 { shape: e.tensor.shape().to_vec(), values: e.tensor.data().iter().map(|v| *v as i64).collect() }
+                }
                 _ => Stored::F32(e.tensor.clone()),
             };
             tensors.insert(e.name.clone(), stored);
         }
         for (name, t) in &extras.tensors {
             if roots.contains(root(name)) {
-                return Err(ckpt_err(path, format!("extra tensor `{name}` lies inside the model's module `{}`; use another prefix", root(name))));
+                return Err(ckpt_err(
+                    path,
+                    format!("extra tensor `{name}` lies inside the model's module `{}`; use another prefix", root(name)),
+                ));
             }
             tensors.insert(name.clone(), Stored::F32(t.clone()));
         }

@@ -276,7 +276,8 @@ mod tests {
 
     #[test]
     fn fixture_style_json_takes_defaults() {
-        let json = r#"{"arch": "resnet18", "widths": [8, 16, 32, 64], "in_chans": 3, "num_classes": 10, "bn_eps": 1e-05, "competitors": 4}"#;
+        let json =
+            r#"{"arch": "resnet18", "widths": [8, 16, 32, 64], "in_chans": 3, "num_classes": 10, "bn_eps": 1e-05, "competitors": 4}"#;
         let ModelConfig::ResNet18(c) = ModelConfig::from_json(json, "fixture").unwrap() else { panic!("resnet") };
         assert_eq!((c.stem, c.competition.tau_train, c.competition.tau_test), (Stem::Imagenet, 1.67, 0.01));
     }

@@ -32,7 +32,8 @@ pub fn parity_checks(fixtures: &Path) -> Result<Vec<Check>> {
 fn fixture_checks(fixture: &str, dir: &Path) -> Result<Vec<Check>> {
     let model_path = dir.join("model.safetensors");
     let io_path = dir.join("io.safetensors");
-    let bytes = std::fs::read(&model_path).map_err(|e| Error::Data { path: model_path.display().to_string(), detail: format!("cannot read: {e}") })?;
+    let bytes = std::fs::read(&model_path)
+        .map_err(|e| Error::Data { path: model_path.display().to_string(), detail: format!("cannot read: {e}") })?;
     let config = config_of(&bytes, &model_path)?;
     let io = TensorFile::load(&io_path)?;
     let expected = |key: &str| -> Result<&Tensor> {

@@ -8,11 +8,11 @@
 use std::path::Path;
 
 use lwta_kernels::parity::{max_rel_err, Check};
-use ndarray::Array2;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 
 use crate::error::{DissectError, Result};
 use crate::similarity::{CosCubedParams, Similarity, SoftWpmiParams, WpmiParams};
+use crate::tensor_file::read_matrix;
 
 /// Relative tolerance of every similarity check.
 pub const TOLERANCE: f64 = 1e-4;
@@ -118,22 +118,6 @@ fn reference_function(name: &str) -> Option<Similarity> {
 
 fn argmax<'a>(values: impl Iterator<Item = &'a f32>) -> Option<usize> {
     values.enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i)
-}
-
-/// A 2-D f32 tensor of the fixture.
-fn read_matrix(file: &SafeTensors, name: &str, path: &Path) -> Result<Array2<f32>> {
-    let view = file.tensor(name).map_err(|err| DissectError::format(path, format!("tensor `{name}`: {err}")))?;
-    let shape = view.shape();
-    if view.dtype() != Dtype::F32 || shape.len() != 2 {
-        return Err(DissectError::format(
-            path,
-            format!("tensor `{name}`: expected a 2-D F32 tensor, got {:?} {:?}", view.dtype(), shape),
-        ));
-    }
-    let values: Vec<f32> =
-        view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    Array2::from_shape_vec((shape[0], shape[1]), values)
-        .map_err(|err| DissectError::format(path, format!("tensor `{name}`: {err}")))
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
 use crate::error::{DissectError, Result};
+use crate::linalg::{matmul, Operand};
 use crate::simd::{exp_f32, multiversion};
 
 /// Parameters of `soft_wpmi` (CLIP-Dissect defaults: `top_k=100, a=10, lam=1, min_prob=1e-7,
@@ -226,30 +227,8 @@ pub fn cos_cubed(clip: ArrayView2<f32>, target: ArrayView2<f32>, params: &CosCub
 
 /// `out[k, m] = scale_t[k] · scale_c[m] · Σ_n t[n, k] c[n, m]`.
 fn scaled_gram(t: &[f32], c: &[f32], d: Dims, scale_t: &[f32], scale_c: &[f32]) -> Vec<f32> {
-    let (n, k, m) = (d.images, d.neurons, d.concepts);
-    assert!(t.len() == n * k && c.len() == n * m, "scaled_gram: operands do not match {n}×{k}, {n}×{m}");
-    let mut out = vec![0.0f32; k * m];
-    // SAFETY: tᵀ is k×n with strides (1, k) inside t (n·k elements), c is n×m with strides (m, 1),
-    // out is k×m with strides (m, 1); all lengths were checked above.
-    unsafe {
-        matrixmultiply::sgemm(
-            k,
-            n,
-            m,
-            1.0,
-            t.as_ptr(),
-            1,
-            k as isize,
-            c.as_ptr(),
-            m as isize,
-            1,
-            0.0,
-            out.as_mut_ptr(),
-            m as isize,
-            1,
-        );
-    }
-    out.par_chunks_mut(m).zip(scale_t).for_each(|(row, &st)| {
+    let mut out = matmul(Operand::transposed(t, d.images, d.neurons), Operand::matrix(c, d.images, d.concepts));
+    out.par_chunks_mut(d.concepts).zip(scale_t).for_each(|(row, &st)| {
         for (value, &sc) in row.iter_mut().zip(scale_c) {
             *value *= st * sc;
         }

@@ -1,4 +1,4 @@
-//! The CPU implementation of stochastic LWTA: single pass, multi-threaded, vectorised.
+//! The CPU implementation of stochastic LWTA: single pass over memory, multi-threaded, vectorised.
 //!
 //! * [`forward`] reads `x` once and writes `y = x·onehot` and the winner index of every block;
 //! * [`backward`] reads `x` and `dy` once and writes `dx`, regenerating the noise from the Philox
@@ -6,28 +6,30 @@
 //!
 //! ## How it is organised (and why)
 //! Rayon splits the tensor into chunks of whole `(outer, group)` slabs (`U·inner` contiguous
-//! elements, `inner` winners), big enough to amortise scheduling. Each chunk is cut into *tiles*
-//! of at most [`TILE_ELEMENTS`] elements that live in L1: a tile holds `lanes` blocks — consecutive
-//! blocks for tokens, consecutive pixels of one slab for NCHW. A tile is
-//! 1. filled with noise for its contiguous memory runs ([`crate::philox::gumbel_noise`], Philox
-//!    on 16 counters at once and the branch-free `ln_f32`),
-//! 2. gathered into a competitor-major ("structure of arrays") buffer, so that
-//! 3. the argmax / softmax over the `U` competitors of every block runs across lanes in vector
-//!    registers, and
-//! 4. scattered back to memory order.
+//! elements holding `inner` blocks), big enough to amortise scheduling and small enough that a
+//! chunk's working arrays stay in L2. Per chunk, the logits `z = x + g` are computed in memory order
+//! (the noise for a contiguous range is Philox on many counters at once plus the vector `ln`; see
+//! [`crate::philox::gumbel_noise_with`]). The competition itself runs on *tiles* of blocks laid out
+//! competitor-major — row `j` holds competitor `j` of every block in the tile — so the argmax and the
+//! softmax over `U` competitors are plain vertical vector operations:
+//! * NCHW with large `H·W`: competitor `j` of consecutive pixels is already a contiguous channel row,
+//!   so tiles read the rows in place ([`Kind::Rows`]);
+//! * tokens (and NCHW with small `H·W`): a tile is whole slabs, gathered into rows and scattered
+//!   back through index tables built once per chunk ([`Kind::Gathered`]).
 //!
-//! Kernels are compiled per instruction set ([`crate::simd::run`]) and per common `U` (2, 4, 8, 16:
-//! constant strides let the token layout's transposes vectorise); other `U` take a generic copy.
+//! Every kernel is generic over [`Simd`] and compiled for AVX-512, AVX2 and scalar code
+//! ([`simd::run`]); all three give identical results.
 
 use rayon::prelude::*;
 
-use crate::philox::{gumbel_from_uniform, gumbel_noise};
-use crate::simd::{self, exp_f32};
+use crate::philox::{gumbel, gumbel_noise_with};
+use crate::simd::{self, load_padded, store_partial, Simd};
 use crate::{BlockGeometry, LwtaError, Noise, Result};
 
-/// Elements per rayon task: enough work (≈ 30 µs) to amortise scheduling, small enough to balance.
-const CHUNK_ELEMENTS: usize = 1 << 15;
-/// Elements per tile: its half-dozen buffers together stay well inside L1.
+/// Elements per rayon task: enough work (tens of µs) to amortise scheduling, and the chunk's
+/// logits (64 KiB) stay in L2 next to its slices of `x`, `y` / `dy`, `dx`.
+const CHUNK_ELEMENTS: usize = 1 << 14;
+/// Elements per tile, at least: its competitor-major buffers stay in L1.
 const TILE_ELEMENTS: usize = 512;
 
 /// Forward pass. For every block, the winner is the first `j` maximising `x_j + g_j` (the hard
@@ -46,8 +48,8 @@ pub fn forward(x: &[f32], y: &mut [f32], winners: &mut [u8], geom: BlockGeometry
         .zip(winners.par_chunks_mut(split.blocks))
         .enumerate()
         .for_each(|(i, ((x, y), winners))| {
-            let chunk = Chunk { x, start: i * split.elements, inner: geom.inner, noise };
-            run_specialised(Forward { chunk, y, winners }, u);
+            let chunk = Chunk { x, start: i * split.elements, u, inner: geom.inner, noise };
+            simd::run(Forward { chunk, y, winners });
         });
     Ok(())
 }
@@ -71,8 +73,8 @@ pub fn backward(x: &[f32], dy: &[f32], dx: &mut [f32], geom: BlockGeometry, u: u
         .zip(dx.par_chunks_mut(split.elements))
         .enumerate()
         .for_each(|(i, ((x, dy), dx))| {
-            let chunk = Chunk { x, start: i * split.elements, inner: geom.inner, noise };
-            run_specialised(Backward { chunk, dy, dx, inv_tau: 1.0 / tau }, u);
+            let chunk = Chunk { x, start: i * split.elements, u, inner: geom.inner, noise };
+            simd::run(Backward { chunk, dy, dx, inv_tau: 1.0 / tau });
         });
     Ok(())
 }
@@ -103,238 +105,270 @@ struct Split {
 impl Split {
     /// `None` when the tensor has no elements.
     fn new(geom: BlockGeometry, u: usize) -> Option<Self> {
-        let slab = u * geom.inner;
         if geom.is_empty() {
             return None;
         }
+        let slab = u * geom.inner;
         let slabs = (CHUNK_ELEMENTS / slab).max(1);
         Some(Self { elements: slabs * slab, blocks: slabs * geom.inner })
     }
 }
 
-/// Competitors per block, either a compile-time constant (so strides are constants) or not.
-trait Competitors: Copy + Send + Sync {
-    fn get(self) -> usize;
-}
-
-#[derive(Clone, Copy)]
-struct Fixed<const U: usize>;
-
-impl<const U: usize> Competitors for Fixed<U> {
-    #[inline(always)]
-    fn get(self) -> usize {
-        U
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Any(usize);
-
-impl Competitors for Any {
-    #[inline(always)]
-    fn get(self) -> usize {
-        self.0
-    }
-}
-
-/// A pass over one chunk: the work of one tile, for either layout.
-trait Pass {
-    fn chunk(&self) -> &Chunk<'_>;
-    /// Processes the tile at memory `offset` (in the chunk) holding blocks `first_block ..
-    /// first_block + lanes` (in the chunk's winner numbering).
-    fn tile<L: Layout>(&mut self, layout: L, scratch: &mut Scratch, offset: usize, first_block: usize, lanes: usize);
-}
-
-/// A [`Pass`] with its `U` chosen, ready for [`simd::run`].
-struct Specialised<P, C>(P, C);
-
-impl<P: Pass, C: Competitors> simd::Kernel for Specialised<P, C> {
-    type Output = ();
-    #[inline(always)]
-    fn run(self) {
-        let Specialised(mut pass, u) = self;
-        let (len, inner) = (pass.chunk().x.len(), pass.chunk().inner);
-        let mut scratch = Scratch::new();
-        if inner == 1 {
-            let layout = Tokens(u);
-            layout.tiles(len, |offset, block, lanes| pass.tile(layout, &mut scratch, offset, block, lanes));
-        } else {
-            let layout = Pixels { u, inner };
-            layout.tiles(len, |offset, block, lanes| pass.tile(layout, &mut scratch, offset, block, lanes));
-        }
-    }
-}
-
-fn run_specialised<P: Pass>(pass: P, u: usize) {
-    match u {
-        2 => simd::run(Specialised(pass, Fixed::<2>)),
-        4 => simd::run(Specialised(pass, Fixed::<4>)),
-        8 => simd::run(Specialised(pass, Fixed::<8>)),
-        16 => simd::run(Specialised(pass, Fixed::<16>)),
-        _ => simd::run(Specialised(pass, Any(u))),
-    }
-}
-
-/// Where the elements of a tile live. A tile is `runs` contiguous memory runs, `stride` apart,
-/// each `outer × inner` elements in memory order; element `(r, a, b)` belongs to lane
-/// `lane_of(r, a, b)` as competitor `competitor_of(r, a, b)`.
-trait Layout: Copy {
-    fn u(self) -> usize;
-    /// `(runs, stride between runs)`.
-    fn runs(self) -> (usize, usize);
-    /// `(outer, inner)` shape of one run of a tile with `lanes` blocks.
-    fn run_shape(self, lanes: usize) -> (usize, usize);
-    fn lane_of(self, r: usize, a: usize, b: usize) -> usize;
-    fn competitor_of(self, r: usize, a: usize, b: usize) -> usize;
-    /// Calls `tile(memory offset, first block, lanes)` for the tiles covering a chunk of `len`
-    /// elements, in order.
-    fn tiles(self, len: usize, tile: impl FnMut(usize, usize, usize));
-}
-
-/// Tokens `[..., C]`: a block is `U` contiguous elements; a tile is `lanes` consecutive blocks.
-#[derive(Clone, Copy)]
-struct Tokens<C>(C);
-
-impl<C: Competitors> Layout for Tokens<C> {
-    #[inline(always)]
-    fn u(self) -> usize {
-        self.0.get()
-    }
-    #[inline(always)]
-    fn runs(self) -> (usize, usize) {
-        (1, 0)
-    }
-    #[inline(always)]
-    fn run_shape(self, lanes: usize) -> (usize, usize) {
-        (lanes, self.u())
-    }
-    #[inline(always)]
-    fn lane_of(self, _r: usize, a: usize, _b: usize) -> usize {
-        a
-    }
-    #[inline(always)]
-    fn competitor_of(self, _r: usize, _a: usize, b: usize) -> usize {
-        b
-    }
-    #[inline(always)]
-    fn tiles(self, len: usize, mut tile: impl FnMut(usize, usize, usize)) {
-        let u = self.u();
-        let (blocks, per_tile) = (len / u, TILE_ELEMENTS / u);
-        for first in (0..blocks).step_by(per_tile) {
-            tile(first * u, first, per_tile.min(blocks - first));
-        }
-    }
-}
-
-/// NCHW: competitor `j` of pixel `p` sits `j·inner` after competitor 0; a tile is `lanes`
-/// consecutive pixels of one `(n, group)` slab, i.e. `U` channel runs of `lanes` elements.
-#[derive(Clone, Copy)]
-struct Pixels<C> {
-    u: C,
-    inner: usize,
-}
-
-impl<C: Competitors> Layout for Pixels<C> {
-    #[inline(always)]
-    fn u(self) -> usize {
-        self.u.get()
-    }
-    #[inline(always)]
-    fn runs(self) -> (usize, usize) {
-        (self.u(), self.inner)
-    }
-    #[inline(always)]
-    fn run_shape(self, lanes: usize) -> (usize, usize) {
-        (1, lanes)
-    }
-    #[inline(always)]
-    fn lane_of(self, _r: usize, _a: usize, b: usize) -> usize {
-        b
-    }
-    #[inline(always)]
-    fn competitor_of(self, r: usize, _a: usize, _b: usize) -> usize {
-        r
-    }
-    #[inline(always)]
-    fn tiles(self, len: usize, mut tile: impl FnMut(usize, usize, usize)) {
-        let (u, inner) = (self.u(), self.inner);
-        let per_tile = (TILE_ELEMENTS / u).min(inner);
-        for slab in 0..len / (u * inner) {
-            for first in (0..inner).step_by(per_tile) {
-                tile(slab * u * inner + first, slab * inner + first, per_tile.min(inner - first));
-            }
-        }
-    }
-}
-
-/// Visits every element of a tile: `f(memory offset, position in the noise buffer, lane, j)`.
-/// The noise buffer holds the tile's runs back to back, so its position is the memory-order rank.
-#[inline(always)]
-fn for_each_element<L: Layout>(layout: L, lanes: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
-    let (runs, stride) = layout.runs();
-    let (outer, inner) = layout.run_shape(lanes);
-    for r in 0..runs {
-        for a in 0..outer {
-            for b in 0..inner {
-                let rank = (r * outer + a) * inner + b;
-                f(r * stride + a * inner + b, rank, layout.lane_of(r, a, b), layout.competitor_of(r, a, b));
-            }
-        }
-    }
-}
-
-/// What a pass over a chunk reads: `x`, where it starts in the tensor, and the noise.
+/// What a pass over a chunk reads.
 struct Chunk<'a> {
     x: &'a [f32],
     /// Flat index of `x[0]` in the whole tensor (the noise stream is indexed by it).
     start: usize,
+    u: usize,
     inner: usize,
     noise: Noise<'a>,
 }
 
 impl Chunk<'_> {
-    /// Fills `scratch.logits` (competitor-major) with `x + g` for the tile at `offset`.
+    /// The logits `x + g` of the whole chunk, in memory order.
     #[inline(always)]
-    fn load_logits<L: Layout>(&self, layout: L, scratch: &mut Scratch, offset: usize, lanes: usize) {
-        let (runs, stride) = layout.runs();
-        let (outer, inner) = layout.run_shape(lanes);
-        let run_len = outer * inner;
-        for r in 0..runs {
-            let start = self.start + offset + r * stride;
-            fill_noise(self.noise, start, &mut scratch.noise[r * run_len..(r + 1) * run_len]);
+    fn logits<S: Simd>(&self, s: S) -> Vec<f32> {
+        let mut z = vec![0.0; self.x.len()];
+        match self.noise {
+            Noise::None => z.copy_from_slice(self.x),
+            Noise::Philox { seed, offset } => {
+                gumbel_noise_with(s, seed, offset, self.start as u64, &mut z);
+                for i in (0..z.len()).step_by(S::LANES) {
+                    let end = (i + S::LANES).min(z.len());
+                    let sum = s.add(load_padded(s, &z[i..end], 0.0), load_padded(s, &self.x[i..end], 0.0));
+                    store_partial(s, &mut z[i..end], sum);
+                }
+            }
+            Noise::Uniforms(uniforms) => {
+                let uniforms = &uniforms[self.start..self.start + self.x.len()];
+                for i in (0..z.len()).step_by(S::LANES) {
+                    let end = (i + S::LANES).min(z.len());
+                    let g = gumbel(s, load_padded(s, &uniforms[i..end], 0.5));
+                    store_partial(s, &mut z[i..end], s.add(load_padded(s, &self.x[i..end], 0.0), g));
+                }
+            }
         }
-        let x = &self.x[offset..];
-        let (noise, logits) = (&scratch.noise, &mut scratch.logits);
-        for_each_element(layout, lanes, |mem, rank, lane, j| logits[j * lanes + lane] = x[mem] + noise[rank]);
+        z
     }
 }
 
-/// Writes the noise `g` of elements `start .. start + out.len()` of the tensor.
+/// How tiles find their competitors.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A tile is up to `pitch` consecutive pixels of one slab; competitor `j` is the channel row
+    /// `j·inner` further on (NCHW with `H·W ≥ pitch`).
+    Rows,
+    /// A tile is `slabs_per_tile` whole slabs, gathered through [`Tables`] (tokens, small `H·W`).
+    Gathered,
+}
+
+/// The tiling of a chunk, for a vector width.
+struct Tiling {
+    kind: Kind,
+    u: usize,
+    inner: usize,
+    /// Lanes per competitor row in the tile buffers: a multiple of `S::LANES`.
+    pitch: usize,
+    /// Slabs per tile ([`Kind::Gathered`]).
+    slabs_per_tile: usize,
+}
+
+/// One tile of a chunk.
+struct Tile {
+    /// Memory offset of the tile's first element in the chunk.
+    offset: usize,
+    /// Its first block, in the chunk's winner numbering (the tile's blocks are consecutive).
+    first_block: usize,
+    lanes: usize,
+    /// Elements from `offset` to the tile's end ([`Kind::Gathered`]: the tile is contiguous).
+    len: usize,
+}
+
+impl Tiling {
+    fn new<S: Simd>(u: usize, inner: usize) -> Self {
+        let pitch = (TILE_ELEMENTS / u).max(1).next_multiple_of(S::LANES);
+        if inner >= pitch {
+            Self { kind: Kind::Rows, u, inner, pitch, slabs_per_tile: 0 }
+        } else {
+            Self { kind: Kind::Gathered, u, inner, pitch, slabs_per_tile: pitch / inner }
+        }
+    }
+
+    /// The tiles of a chunk of `chunk_len` elements, in memory order.
+    fn tiles(&self, chunk_len: usize) -> Vec<Tile> {
+        let (u, inner) = (self.u, self.inner);
+        let slabs = chunk_len / (u * inner);
+        let mut tiles = Vec::new();
+        match self.kind {
+            Kind::Rows => {
+                for slab in 0..slabs {
+                    for p in (0..inner).step_by(self.pitch) {
+                        let lanes = self.pitch.min(inner - p);
+                        tiles.push(Tile { offset: slab * u * inner + p, first_block: slab * inner + p, lanes, len: 0 });
+                    }
+                }
+            }
+            Kind::Gathered => {
+                for first in (0..slabs).step_by(self.slabs_per_tile) {
+                    let n = self.slabs_per_tile.min(slabs - first);
+                    tiles.push(Tile { offset: first * u * inner, first_block: first * inner, lanes: n * inner, len: n * u * inner });
+                }
+            }
+        }
+        tiles
+    }
+}
+
+/// Index tables of a [`Kind::Gathered`] tile (the same for every full tile; a partial last tile
+/// uses their prefixes). Padded to whole vectors; padding indices are 0.
+struct Tables {
+    /// Per tile element (memory order): its lane, its competitor `j` (as f32), and `j·pitch + lane`.
+    lane_of: Vec<u32>,
+    competitor_of: Vec<f32>,
+    row_of: Vec<u32>,
+    /// Per `j·pitch + lane`: the memory offset of that competitor.
+    memory_of: Vec<u32>,
+}
+
+impl Tables {
+    fn new<S: Simd>(t: &Tiling) -> Self {
+        let (u, inner, pitch) = (t.u, t.inner, t.pitch);
+        let len = t.slabs_per_tile * u * inner;
+        let padded = len.next_multiple_of(S::LANES);
+        let mut tables = Tables {
+            lane_of: vec![0; padded],
+            competitor_of: vec![0.0; padded],
+            row_of: vec![0; padded],
+            memory_of: vec![0; u * pitch],
+        };
+        for e in 0..len {
+            let (slab, rest) = (e / (u * inner), e % (u * inner));
+            let (j, lane) = (rest / inner, slab * inner + rest % inner);
+            tables.lane_of[e] = lane as u32;
+            tables.competitor_of[e] = j as f32;
+            tables.row_of[e] = (j * pitch + lane) as u32;
+            tables.memory_of[j * pitch + lane] = e as u32;
+        }
+        tables
+    }
+}
+
+/// Competitor rows of a tile: row `j` is `data[start + j·stride ..][..len]`.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    data: &'a [f32],
+    start: usize,
+    stride: usize,
+    len: usize,
+}
+
+impl<'a> Rows<'a> {
+    #[inline(always)]
+    fn row(&self, j: usize) -> &'a [f32] {
+        &self.data[self.start + j * self.stride..][..self.len]
+    }
+
+    /// Lanes `l .. l + LANES` of row `j` (padded with 0 past the row's end).
+    #[inline(always)]
+    fn load<S: Simd>(&self, s: S, j: usize, l: usize) -> S::F {
+        let row = self.row(j);
+        load_padded(s, &row[l..(l + S::LANES).min(row.len())], 0.0)
+    }
+}
+
+/// Fills `rows` (pitch `pitch`) with the tile's competitors gathered from `memory` (the chunk-level
+/// array, e.g. logits) and returns them as [`Rows`].
 #[inline(always)]
-fn fill_noise(noise: Noise, start: usize, out: &mut [f32]) {
-    match noise {
-        Noise::None => out.fill(0.0),
-        Noise::Philox { seed, offset } => gumbel_noise(seed, offset, start as u64, out),
-        Noise::Uniforms(uniforms) => {
-            let uniforms = &uniforms[start..start + out.len()];
-            for (g, &u) in out.iter_mut().zip(uniforms) {
-                *g = gumbel_from_uniform(u);
+fn gather_rows<'a, S: Simd>(s: S, t: &Tiling, tables: &Tables, tile: &Tile, memory: &[f32], rows: &'a mut [f32]) -> Rows<'a> {
+    let memory = &memory[tile.offset..tile.offset + tile.len];
+    for j in 0..t.u {
+        for l in (0..tile.lanes).step_by(S::LANES) {
+            let at = j * t.pitch + l;
+            s.store(&mut rows[at..], s.gather(memory, s.load_i(&tables.memory_of[at..])));
+        }
+    }
+    Rows { data: rows, start: 0, stride: t.pitch, len: tile.lanes }
+}
+
+/// Per lane, the largest logit and the first competitor holding it (as f32).
+#[inline(always)]
+fn argmax<S: Simd>(s: S, u: usize, logits: Rows, best: &mut [f32], winner: &mut [f32]) {
+    for l in (0..logits.len).step_by(S::LANES) {
+        let mut b = logits.load(s, 0, l);
+        let mut w = s.splat(0.0);
+        for j in 1..u {
+            let z = logits.load(s, j, l);
+            let wins = s.lt(b, z);
+            b = s.select(wins, z, b);
+            w = s.select(wins, s.splat(j as f32), w);
+        }
+        s.store(&mut best[l..], b);
+        s.store(&mut winner[l..], w);
+    }
+}
+
+/// Writes `out = (winner == j) ? value : 0` (+ `extra` where given) for every element of the
+/// tile, in memory order; `values`/`extra` are read and `out` written at the tile's memory
+/// positions. The one place that maps a tile back to memory.
+#[inline(always)]
+fn scatter<S: Simd>(
+    s: S,
+    t: &Tiling,
+    tables: Option<&Tables>,
+    tile: &Tile,
+    winner: &[f32],
+    values: &[f32],
+    extra: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    match (t.kind, tables) {
+        (Kind::Gathered, Some(tables)) => {
+            let (values, out) = (&values[tile.offset..][..tile.len], &mut out[tile.offset..][..tile.len]);
+            for e in (0..tile.len).step_by(S::LANES) {
+                let end = (e + S::LANES).min(tile.len);
+                let win = s.gather(winner, s.load_i(&tables.lane_of[e..]));
+                let hard = s.keep(s.eq(win, s.load(&tables.competitor_of[e..])), load_padded(s, &values[e..end], 0.0));
+                let v = match extra {
+                    Some(extra) => s.add(hard, s.gather(extra, s.load_i(&tables.row_of[e..]))),
+                    None => hard,
+                };
+                store_partial(s, &mut out[e..end], v);
+            }
+        }
+        _ => {
+            for j in 0..t.u {
+                let row = tile.offset + j * t.inner;
+                let (values, out) = (&values[row..][..tile.lanes], &mut out[row..][..tile.lanes]);
+                for l in (0..tile.lanes).step_by(S::LANES) {
+                    let end = (l + S::LANES).min(tile.lanes);
+                    let mine = s.eq(s.load(&winner[l..]), s.splat(j as f32));
+                    let hard = s.keep(mine, load_padded(s, &values[l..end], 0.0));
+                    let v = match extra {
+                        Some(extra) => s.add(hard, s.load(&extra[j * t.pitch + l..])),
+                        None => hard,
+                    };
+                    store_partial(s, &mut out[l..end], v);
+                }
             }
         }
     }
 }
 
-/// Per lane, the first competitor with the largest logit (`best`, `winner`).
-#[inline(always)]
-fn argmax(u: usize, lanes: usize, logits: &[f32], best: &mut [f32], winner: &mut [u32]) {
-    let (best, winner) = (&mut best[..lanes], &mut winner[..lanes]);
-    best.copy_from_slice(&logits[..lanes]);
-    winner.fill(0);
-    for j in 1..u {
-        for ((b, w), &z) in best.iter_mut().zip(winner.iter_mut()).zip(&logits[j * lanes..(j + 1) * lanes]) {
-            let wins = z > *b;
-            *b = if wins { z } else { *b };
-            *w = if wins { j as u32 } else { *w };
+/// Tile-sized working buffers: competitor-major rows (`u × pitch`) and per-lane values (`pitch`).
+struct Buffers {
+    rows: Vec<f32>,
+    rows2: Vec<f32>,
+    best: Vec<f32>,
+    winner: Vec<f32>,
+}
+
+impl Buffers {
+    fn new(t: &Tiling) -> Self {
+        Self {
+            rows: vec![0.0; t.u * t.pitch],
+            rows2: vec![0.0; t.u * t.pitch],
+            best: vec![0.0; t.pitch],
+            winner: vec![0.0; t.pitch],
         }
     }
 }
@@ -345,22 +379,26 @@ struct Forward<'a> {
     winners: &'a mut [u8],
 }
 
-impl Pass for Forward<'_> {
-    #[inline(always)]
-    fn chunk(&self) -> &Chunk<'_> {
-        &self.chunk
-    }
+impl simd::Kernel for Forward<'_> {
+    type Output = ();
 
     #[inline(always)]
-    fn tile<L: Layout>(&mut self, layout: L, s: &mut Scratch, offset: usize, first_block: usize, lanes: usize) {
-        self.chunk.load_logits(layout, s, offset, lanes);
-        argmax(layout.u(), lanes, &s.logits, &mut s.best, &mut s.winner);
-        let (x, y, winner) = (&self.chunk.x[offset..], &mut self.y[offset..], &s.winner);
-        for_each_element(layout, lanes, |mem, _, lane, j| {
-            y[mem] = if winner[lane] == j as u32 { x[mem] } else { 0.0 };
-        });
-        for (w, &win) in self.winners[first_block..first_block + lanes].iter_mut().zip(&winner[..lanes]) {
-            *w = win as u8;
+    fn run<S: Simd>(self, s: S) {
+        let Forward { chunk, y, winners } = self;
+        let t = Tiling::new::<S>(chunk.u, chunk.inner);
+        let tables = (t.kind == Kind::Gathered).then(|| Tables::new::<S>(&t));
+        let z = chunk.logits(s);
+        let mut b = Buffers::new(&t);
+        for tile in t.tiles(chunk.x.len()) {
+            let logits = match &tables {
+                Some(tables) => gather_rows(s, &t, tables, &tile, &z, &mut b.rows),
+                None => Rows { data: &z, start: tile.offset, stride: t.inner, len: tile.lanes },
+            };
+            argmax(s, t.u, logits, &mut b.best, &mut b.winner);
+            scatter(s, &t, tables.as_ref(), &tile, &b.winner, chunk.x, None, y);
+            for (w, &win) in winners[tile.first_block..][..tile.lanes].iter_mut().zip(&b.winner) {
+                *w = win as u8;
+            }
         }
     }
 }
@@ -372,78 +410,62 @@ struct Backward<'a> {
     inv_tau: f32,
 }
 
-impl Pass for Backward<'_> {
+impl simd::Kernel for Backward<'_> {
+    type Output = ();
+
     #[inline(always)]
-    fn chunk(&self) -> &Chunk<'_> {
-        &self.chunk
+    fn run<S: Simd>(self, s: S) {
+        let Backward { chunk, dy, dx, inv_tau } = self;
+        let t = Tiling::new::<S>(chunk.u, chunk.inner);
+        let tables = (t.kind == Kind::Gathered).then(|| Tables::new::<S>(&t));
+        let z = chunk.logits(s);
+        let mut dy_x = vec![0.0; chunk.x.len()];
+        for i in (0..dy_x.len()).step_by(S::LANES) {
+            let end = (i + S::LANES).min(dy_x.len());
+            let product = s.mul(load_padded(s, &dy[i..end], 0.0), load_padded(s, &chunk.x[i..end], 0.0));
+            store_partial(s, &mut dy_x[i..end], product);
+        }
+        let mut b = Buffers::new(&t);
+        let mut soft = vec![0.0; t.u * t.pitch];
+        for tile in t.tiles(chunk.x.len()) {
+            let (logits, products) = match &tables {
+                Some(tables) => (
+                    gather_rows(s, &t, tables, &tile, &z, &mut b.rows),
+                    gather_rows(s, &t, tables, &tile, &dy_x, &mut b.rows2),
+                ),
+                None => (
+                    Rows { data: &z, start: tile.offset, stride: t.inner, len: tile.lanes },
+                    Rows { data: &dy_x, start: tile.offset, stride: t.inner, len: tile.lanes },
+                ),
+            };
+            argmax(s, t.u, logits, &mut b.best, &mut b.winner);
+            relaxed_gradient(s, t.u, t.pitch, inv_tau, logits, products, &b.best, &mut soft);
+            scatter(s, &t, tables.as_ref(), &tile, &b.winner, dy, Some(&soft), dx);
+        }
     }
+}
 
-    #[inline(always)]
-    fn tile<L: Layout>(&mut self, layout: L, s: &mut Scratch, offset: usize, _first_block: usize, lanes: usize) {
-        let (u, inv_tau) = (layout.u(), self.inv_tau);
-        self.chunk.load_logits(layout, s, offset, lanes);
-        let (x, dy) = (&self.chunk.x[offset..], &self.dy[offset..]);
-        let dy_x = &mut s.dy_x;
-        for_each_element(layout, lanes, |mem, _, lane, j| dy_x[j * lanes + lane] = dy[mem] * x[mem]);
-        argmax(u, lanes, &s.logits, &mut s.best, &mut s.winner);
-
-        // Unnormalised softmax e_j = exp((z_j − max)/τ), its sum, and Σ dy·x·e, per lane.
-        let (sum, weighted, best) = (&mut s.sum[..lanes], &mut s.weighted[..lanes], &s.best[..lanes]);
-        sum.fill(0.0);
-        weighted.fill(0.0);
+/// The relaxed part of the gradient, per competitor row: with `e_j = exp((z_j − max)/τ)`,
+/// `s_j = e_j / Σ e`, `soft_j = (s_j/τ)·(dy_j·x_j − Σ_i dy_i·x_i·s_i)` (`products` holds `dy·x`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn relaxed_gradient<S: Simd>(s: S, u: usize, pitch: usize, inv_tau: f32, logits: Rows, products: Rows, best: &[f32], soft: &mut [f32]) {
+    for l in (0..logits.len).step_by(S::LANES) {
+        let max = s.load(&best[l..]);
+        let (mut sum, mut weighted) = (s.splat(0.0), s.splat(0.0));
         for j in 0..u {
-            let row = j * lanes..(j + 1) * lanes;
-            let (logits, dy_x) = (&mut s.logits[row.clone()], &s.dy_x[row]);
-            for ((((z, &p), &m), sum), weighted) in logits.iter_mut().zip(dy_x).zip(best).zip(sum.iter_mut()).zip(weighted.iter_mut()) {
-                let e = exp_f32((*z - m) * inv_tau);
-                *z = e;
-                *sum += e;
-                *weighted += p * e;
-            }
+            let e = simd::exp(s, s.mul(s.sub(logits.load(s, j, l), max), s.splat(inv_tau)));
+            sum = s.add(sum, e);
+            weighted = s.add(weighted, s.mul(products.load(s, j, l), e));
+            s.store(&mut soft[j * pitch + l..], e);
         }
-        // sum → 1/sum, weighted → Σ dy·x·s.
-        for (sum, weighted) in sum.iter_mut().zip(weighted.iter_mut()) {
-            *sum = 1.0 / *sum;
-            *weighted *= *sum;
-        }
-
-        let (exps, dy_x, winner) = (&s.logits, &s.dy_x, &s.winner);
-        let (inv_sum, weighted) = (&s.sum, &s.weighted);
-        let dx = &mut self.dx[offset..];
-        for_each_element(layout, lanes, |mem, _, lane, j| {
-            let k = j * lanes + lane;
-            let hard = if winner[lane] == j as u32 { dy[mem] } else { 0.0 };
-            dx[mem] = hard + exps[k] * inv_sum[lane] * inv_tau * (dy_x[k] - weighted[lane]);
-        });
-    }
-}
-
-/// Tile-sized working buffers (on the stack, in L1).
-struct Scratch {
-    /// Noise of the tile's runs, then reused for other memory-order values.
-    noise: [f32; TILE_ELEMENTS],
-    /// `x + g` competitor-major: `logits[j·lanes + lane]`; the backward turns it into `exp`.
-    logits: [f32; TILE_ELEMENTS],
-    /// `dy·x` competitor-major (backward only).
-    dy_x: [f32; TILE_ELEMENTS],
-    /// Per lane: best logit, softmax sum, `Σ dy·x·e`.
-    best: [f32; TILE_ELEMENTS],
-    sum: [f32; TILE_ELEMENTS],
-    weighted: [f32; TILE_ELEMENTS],
-    /// Per lane: the winner's competitor index.
-    winner: [u32; TILE_ELEMENTS],
-}
-
-impl Scratch {
-    fn new() -> Self {
-        Self {
-            noise: [0.0; TILE_ELEMENTS],
-            logits: [0.0; TILE_ELEMENTS],
-            dy_x: [0.0; TILE_ELEMENTS],
-            best: [0.0; TILE_ELEMENTS],
-            sum: [0.0; TILE_ELEMENTS],
-            weighted: [0.0; TILE_ELEMENTS],
-            winner: [0; TILE_ELEMENTS],
+        let inv_sum = s.div(s.splat(1.0), sum);
+        let mean = s.mul(weighted, inv_sum);
+        let scale = s.mul(inv_sum, s.splat(inv_tau));
+        for j in 0..u {
+            let e = s.load(&soft[j * pitch + l..]);
+            let v = s.mul(s.mul(e, scale), s.sub(products.load(s, j, l), mean));
+            s.store(&mut soft[j * pitch + l..], v);
         }
     }
 }

@@ -25,6 +25,7 @@
 //! stored as one `u8` at that number.
 
 pub mod cpu;
+pub mod cuda;
 pub mod parity;
 pub mod philox;
 pub mod simd;

@@ -9,9 +9,16 @@
 //! * counter = `[(e / 4) as u32, ((e / 4) >> 32) as u32, offset as u32, (offset >> 32) as u32]`
 //! * the uniform of element `e` is lane `e % 4` of `philox4x32_10(counter, key)`, mapped by
 //!   [`uniform_from_bits`]: `(bits >> 8) * 2^-24`, exactly representable in f32, in `[0, 1)`;
-//! * its Gumbel noise is [`gumbel_from_uniform`]: `g = -ln(-ln(u + 1e-8) + 1e-8)` in f32.
+//! * its Gumbel noise is [`gumbel_from_uniform`]: `g = -ln(-ln(u + 1e-8) + 1e-8)` in f32, with
+//!   both logarithms computed by [`ln_f32`] (specified operation by operation, so the PTX
+//!   kernels reproduce every bit).
 //!
 //! `seed` identifies the run, `offset` one LWTA call (layer × step), so no two calls share noise.
+//!
+//! Every function here is written once, generic over [`Simd`]; the scalar entry points are its
+//! one-lane instances, so the vector paths cannot drift from the contract.
+
+use crate::simd::{self, Scalar, Simd, MAX_LANES};
 
 /// Philox multipliers and Weyl key increments (Random123).
 const M0: u32 = 0xD251_1F53;
@@ -20,16 +27,14 @@ const W0: u32 = 0x9E37_79B9;
 const W1: u32 = 0xBB67_AE85;
 
 /// Ten rounds of Philox4x32 on `counter` with `key`.
-#[inline(always)]
+#[inline]
 pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
-    philox_rounds(counter.map(|c| [c]), key).map(|[lane]| lane)
+    philox_rounds(Scalar, counter, key)
 }
 
-/// Philox4x32-10 on `N` counters at once, as a structure of arrays (`counters[word][k]` is word
-/// `word` of counter `k`), so that the rounds vectorise across counters. The one implementation of
-/// the rounds: [`philox4x32_10`] is its `N = 1` case.
+/// Philox4x32-10 on `S::LANES` counters at once (`counters[word]` holds that word of every counter).
 #[inline(always)]
-fn philox_rounds<const N: usize>(counters: [[u32; N]; 4], key: [u32; 2]) -> [[u32; N]; 4] {
+fn philox_rounds<S: Simd>(s: S, counters: [S::I; 4], key: [u32; 2]) -> [S::I; 4] {
     let [mut c0, mut c1, mut c2, mut c3] = counters;
     let [mut k0, mut k1] = key;
     for round in 0..10 {
@@ -37,13 +42,14 @@ fn philox_rounds<const N: usize>(counters: [[u32; N]; 4], key: [u32; 2]) -> [[u3
             k0 = k0.wrapping_add(W0);
             k1 = k1.wrapping_add(W1);
         }
-        for k in 0..N {
-            let p0 = (M0 as u64) * (c0[k] as u64);
-            let p1 = (M1 as u64) * (c2[k] as u64);
-            let (hi0, lo0) = ((p0 >> 32) as u32, p0 as u32);
-            let (hi1, lo1) = ((p1 >> 32) as u32, p1 as u32);
-            (c0[k], c1[k], c2[k], c3[k]) = (hi1 ^ c1[k] ^ k0, lo1, hi0 ^ c3[k] ^ k1, lo0);
-        }
+        let (hi0, lo0) = s.mul_wide(c0, M0);
+        let (hi1, lo1) = s.mul_wide(c2, M1);
+        (c0, c1, c2, c3) = (
+            s.xor_i(s.xor_i(hi1, c1), s.splat_i(k0)),
+            lo1,
+            s.xor_i(s.xor_i(hi0, c3), s.splat_i(k1)),
+            lo0,
+        );
     }
     [c0, c1, c2, c3]
 }
@@ -60,108 +66,164 @@ pub const KNOWN_ANSWERS: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
 ];
 
 /// Maps 32 random bits to a uniform in `[0, 1)` with 24 bits of resolution (exact in f32).
-#[inline(always)]
+#[inline]
 pub fn uniform_from_bits(bits: u32) -> f32 {
-    (bits >> 8) as f32 * (1.0 / 16_777_216.0)
+    uniform(Scalar, bits)
+}
+
+#[inline(always)]
+fn uniform<S: Simd>(s: S, bits: S::I) -> S::F {
+    // bits >> 8 < 2^24: exact as i32 and as f32.
+    s.mul(s.i32_to_f32(s.shr_i::<8>(bits)), s.splat(1.0 / 16_777_216.0))
 }
 
 /// Gumbel(0, 1) noise from a uniform, with DISCOVER's guards against `ln(0)`:
 /// `g = -ln(-ln(u + 1e-8) + 1e-8)`, both logarithms by [`ln_f32`] so the PTX kernels get the same bits.
-#[inline(always)]
+#[inline]
 pub fn gumbel_from_uniform(u: f32) -> f32 {
-    -ln_f32(-ln_f32(u + 1e-8) + 1e-8)
+    gumbel(Scalar, u)
+}
+
+/// [`gumbel_from_uniform`] on a vector.
+#[inline(always)]
+pub fn gumbel<S: Simd>(s: S, u: S::F) -> S::F {
+    let inner = ln(s, s.add(u, s.splat(1e-8)));
+    negate(s, ln(s, s.add(negate(s, inner), s.splat(1e-8))))
+}
+
+/// `-x`, exactly (flips the sign bit).
+#[inline(always)]
+fn negate<S: Simd>(s: S, x: S::F) -> S::F {
+    s.from_bits(s.xor_i(s.to_bits(x), s.splat_i(0x8000_0000)))
 }
 
 /// Natural logarithm of a normal positive `x`: Cephes `logf`, evaluated with *separate* rounded
 /// multiplies and adds in exactly this order (never `mul_add`, and Rust does not contract `a * b + c`).
 ///
 /// Why not `f32::ln`: libm's `ln` neither vectorises nor has a PTX twin. This one is branch-free
-/// (the mantissa fold is a select), so the CPU loops vectorise, and `kernels/` evaluates the same
+/// (the mantissa fold is a mask), so it runs on vectors ([`ln`]), and `kernels/` evaluates the same
 /// sequence with `mul.rn.f32` / `add.rn.f32` / `sub.rn.f32` (which ptxas never contracts into FMA):
 /// CPU and GPU noise agree bit for bit. Within 1 ulp of the exact logarithm (tested against f64 `ln`).
 ///
 /// Zero, negative, subnormal, infinite and NaN inputs give meaningless results; the noise
 /// stream never produces them (`u + 1e-8 ∈ [1e-8, 1]`, `-ln(..) + 1e-8 > 0`).
+#[inline]
+pub fn ln_f32(x: f32) -> f32 {
+    ln(Scalar, x)
+}
+
+/// [`ln_f32`] on a vector.
 #[inline(always)]
 #[allow(clippy::excessive_precision)] // the literals are the spec's, digit for digit
-pub fn ln_f32(x: f32) -> f32 {
+pub fn ln<S: Simd>(s: S, x: S::F) -> S::F {
     const SQRT_HALF: f32 = 0.70710678;
-    let bits = x.to_bits();
-    let mut e = ((bits >> 23) & 0xff) as i32 - 126;
-    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f00_0000); // x = m·2^e, m in [0.5, 1)
-    // Fold m into [sqrt(1/2), sqrt(2)) - 1 as a select, so the loop stays branch-free.
-    let fold = m < SQRT_HALF;
-    e -= fold as i32;
-    let m = if fold { m + m - 1.0 } else { m - 1.0 };
-    let z = m * m;
-    let mut y = 7.0376836292e-2_f32;
-    y = y * m + -1.1514610310e-1;
-    y = y * m + 1.1676998740e-1;
-    y = y * m + -1.2420140846e-1;
-    y = y * m + 1.4249322787e-1;
-    y = y * m + -1.6668057665e-1;
-    y = y * m + 2.0000714765e-1;
-    y = y * m + -2.4999993993e-1;
-    y = y * m + 3.3333331174e-1;
-    y = y * m * z;
-    let ef = e as f32;
-    y = y + -2.12194440e-4 * ef;
-    y = y + -0.5 * z;
-    let r = m + y;
-    r + 0.693_359_375 * ef
+    const POLY: [f32; 8] = [
+        -1.1514610310e-1,
+        1.1676998740e-1,
+        -1.2420140846e-1,
+        1.4249322787e-1,
+        -1.6668057665e-1,
+        2.0000714765e-1,
+        -2.4999993993e-1,
+        3.3333331174e-1,
+    ];
+    // x = m·2^e with m in [0.5, 1) (bits: e = biased exponent − 126).
+    let bits = s.to_bits(x);
+    let mantissa = s.from_bits(s.or_i(s.and_i(bits, s.splat_i(0x007f_ffff)), s.splat_i(0x3f00_0000)));
+    // if m < sqrt(1/2) { e -= 1; m = m + m − 1 } else { m = m − 1 }, branch-free: the mask is −1
+    // where the fold applies, and `m + (fold ? m : +0.0)` is exactly `m + m` or `m`.
+    let fold = s.lt(mantissa, s.splat(SQRT_HALF));
+    let exponent = s.and_i(s.shr_i::<23>(bits), s.splat_i(0xff));
+    let e = s.i32_to_f32(s.add_i(s.add_i(exponent, s.splat_i(-126i32 as u32)), s.mask_to_i(fold)));
+    let m = s.sub(s.add(mantissa, s.keep(fold, mantissa)), s.splat(1.0));
+    let z = s.mul(m, m);
+    let mut y = s.splat(7.0376836292e-2);
+    for c in POLY {
+        y = s.add(s.mul(y, m), s.splat(c));
+    }
+    y = s.mul(s.mul(y, m), z);
+    y = s.add(y, s.mul(s.splat(-2.12194440e-4), e));
+    y = s.add(y, s.mul(s.splat(-0.5), z));
+    let r = s.add(m, y);
+    s.add(r, s.mul(s.splat(0.693359375), e))
 }
 
 /// The four uniforms of the counter group holding element `e / 4` (see the stream contract).
-#[inline(always)]
+#[inline]
 pub fn uniforms_of_group(seed: u64, offset: u64, group: u64) -> [f32; 4] {
     let key = [seed as u32, (seed >> 32) as u32];
     let counter = [group as u32, (group >> 32) as u32, offset as u32, (offset >> 32) as u32];
     philox4x32_10(counter, key).map(uniform_from_bits)
 }
 
-/// Counter groups per Philox batch in [`gumbel_noise`]: enough to fill AVX2/AVX-512 registers.
-const BATCH_GROUPS: usize = 16;
+/// The uniform of a single element `e` of the stream `(seed, offset)`.
+#[inline]
+pub fn uniform_at(seed: u64, offset: u64, e: u64) -> f32 {
+    uniforms_of_group(seed, offset, e / 4)[(e % 4) as usize]
+}
 
 /// Writes the Gumbel noise of elements `start .. start + out.len()` of the stream `(seed, offset)`
-/// into `out` — exactly `gumbel_from_uniform(uniform_at(seed, offset, e))` for each element `e`,
-/// but with Philox run on [`BATCH_GROUPS`] counters at once so the whole path vectorises.
-#[inline(always)]
+/// into `out`: exactly `gumbel_from_uniform(uniform_at(seed, offset, e))` for each element `e`,
+/// computed with the best vector instructions available.
 pub fn gumbel_noise(seed: u64, offset: u64, start: u64, out: &mut [f32]) {
+    struct Fill<'a>(u64, u64, u64, &'a mut [f32]);
+    impl simd::Kernel for Fill<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) {
+            gumbel_noise_with(s, self.0, self.1, self.2, self.3)
+        }
+    }
+    simd::run(Fill(seed, offset, start, out))
+}
+
+/// [`gumbel_noise`] inside a kernel already specialised for `S`.
+#[inline(always)]
+pub fn gumbel_noise_with<S: Simd>(s: S, seed: u64, offset: u64, start: u64, out: &mut [f32]) {
     let key = [seed as u32, (seed >> 32) as u32];
-    let mut bits = [0u32; 4 * BATCH_GROUPS];
-    let mut element = start;
-    let mut done = 0;
+    let batch = 4 * S::LANES;
+    let mut partial = [0.0f32; 4 * MAX_LANES];
+    let (mut element, mut done) = (start, 0);
     while done < out.len() {
-        let first_group = element / 4;
-        let mut counters = [[0u32; BATCH_GROUPS]; 4];
-        for k in 0..BATCH_GROUPS {
-            let group = first_group + k as u64;
-            counters[0][k] = group as u32;
-            counters[1][k] = (group >> 32) as u32;
-            counters[2][k] = offset as u32;
-            counters[3][k] = (offset >> 32) as u32;
-        }
-        let lanes = philox_rounds(counters, key);
-        for k in 0..BATCH_GROUPS {
-            for lane in 0..4 {
-                bits[4 * k + lane] = lanes[lane][k];
-            }
-        }
-        // Only the first batch can start inside a group.
         let skip = (element % 4) as usize;
-        let n = (bits.len() - skip).min(out.len() - done);
-        for (g, &b) in out[done..done + n].iter_mut().zip(&bits[skip..skip + n]) {
-            *g = gumbel_from_uniform(uniform_from_bits(b));
+        let n = (batch - skip).min(out.len() - done);
+        if skip == 0 && n == batch {
+            noise_batch(s, key, offset, element / 4, &mut out[done..done + batch]);
+        } else {
+            noise_batch(s, key, offset, element / 4, &mut partial[..batch]);
+            out[done..done + n].copy_from_slice(&partial[skip..skip + n]);
         }
         done += n;
         element += n as u64;
     }
 }
 
-/// The uniform of a single element `e` of the stream `(seed, offset)`.
-#[inline]
-pub fn uniform_at(seed: u64, offset: u64, e: u64) -> f32 {
-    uniforms_of_group(seed, offset, e / 4)[(e % 4) as usize]
+/// The noise of the `4·S::LANES` elements of counters `first .. first + S::LANES`, in memory order.
+#[inline(always)]
+fn noise_batch<S: Simd>(s: S, key: [u32; 2], offset: u64, first: u64, out: &mut [f32]) {
+    let low = first as u32;
+    if low.checked_add(S::LANES as u32 - 1).is_none() {
+        // The low counter word wraps inside this batch (only past 2^34 elements): one counter at
+        // a time, so each gets its own high word.
+        for (k, out) in out.chunks_exact_mut(4).enumerate() {
+            let group = first + k as u64;
+            let bits = philox4x32_10([group as u32, (group >> 32) as u32, offset as u32, (offset >> 32) as u32], key);
+            for (g, b) in out.iter_mut().zip(bits) {
+                *g = gumbel_from_uniform(uniform_from_bits(b));
+            }
+        }
+        return;
+    }
+    let counters = [
+        s.add_i(s.splat_i(low), s.iota()),
+        s.splat_i((first >> 32) as u32),
+        s.splat_i(offset as u32),
+        s.splat_i((offset >> 32) as u32),
+    ];
+    let words = s.interleave4(philox_rounds(s, counters, key));
+    for (v, bits) in words.into_iter().enumerate() {
+        s.store(&mut out[v * S::LANES..], gumbel(s, uniform(s, bits)));
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use lwta_kernels::{cpu as lwta_cpu, BlockGeometry, Noise};
 
 use crate::error::{shape_err, Result};
+use crate::kernels::activation as act;
 use crate::tensor::Tensor;
 
 type Forward = fn(&[f32], &mut [f32]);
@@ -22,6 +23,19 @@ impl Tensor {
         })
     }
 
+    /// GELU, erf form (timm's default).
+    pub fn gelu(&self) -> Tensor {
+        self.pointwise(act::gelu_forward, act::gelu_backward)
+    }
+
+    /// QuickGELU `x·σ(1.702x)` (OpenAI CLIP).
+    pub fn quick_gelu(&self) -> Tensor {
+        self.pointwise(act::quick_gelu_forward, act::quick_gelu_backward)
+    }
+
+    pub fn relu(&self) -> Tensor {
+        self.pointwise(act::relu_forward, act::relu_backward)
+    }
 
     /// Stochastic local winner-takes-all over blocks of `u` consecutive channels (see `lwta_kernels`).
     ///

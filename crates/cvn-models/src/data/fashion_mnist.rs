@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::idx::{parse_idx, read_idx, IdxArray};
-use crate::rng::CounterRng;
 use super::transform::{Normalize, PadCropFlip};
 use super::Dataset;
 use crate::error::{data_err, Error, Result};
+use crate::rng::CounterRng;
 
 /// Where the Debian package `dataset-fashion-mnist` installs the data set.
 pub const INSTALLED_FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
@@ -95,14 +95,10 @@ impl FashionMnist {
 }
 
 fn find_file(dir: &Path, stem: &str) -> Result<PathBuf> {
-    [format!("{stem}.gz"), stem.to_string()]
-        .into_iter()
-        .map(|name| dir.join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| Error::Data {
-            path: dir.display().to_string(),
-            detail: format!("no Fashion-MNIST file `{stem}.gz` or `{stem}` (IDX, as published) in this folder"),
-        })
+    [format!("{stem}.gz"), stem.to_string()].into_iter().map(|name| dir.join(name)).find(|p| p.is_file()).ok_or_else(|| Error::Data {
+        path: dir.display().to_string(),
+        detail: format!("no Fashion-MNIST file `{stem}.gz` or `{stem}` (IDX, as published) in this folder"),
+    })
 }
 
 /// Small images held in memory as bytes (`N × C × H × W`) with their labels; augmentation

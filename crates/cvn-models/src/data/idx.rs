@@ -30,9 +30,7 @@ pub fn parse_idx(bytes: &[u8], name: &str) -> Result<IdxArray> {
     let raw;
     let bytes = if bytes.starts_with(&GZIP_MAGIC) {
         let mut out = Vec::new();
-        GzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .or_else(|e| data_err(name, format!("corrupt gzip stream: {e}")))?;
+        GzDecoder::new(bytes).read_to_end(&mut out).or_else(|e| data_err(name, format!("corrupt gzip stream: {e}")))?;
         raw = out;
         &raw[..]
     } else {
@@ -55,10 +53,7 @@ pub fn parse_idx(bytes: &[u8], name: &str) -> Result<IdxArray> {
     if bytes.len() < header_len {
         return data_err(name, format!("the header announces {ndim} dimensions but the file ends first"));
     }
-    let dims: Vec<usize> = bytes[4..header_len]
-        .chunks_exact(4)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .collect();
+    let dims: Vec<usize> = bytes[4..header_len].chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
     let expected: usize = dims.iter().product();
     let got = bytes.len() - header_len;
     if got != expected {

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::rng::CounterRng;
 use super::transform::{FolderTransform, Normalize};
 use super::Dataset;
 use crate::error::{config_err, data_err, Result};
+use crate::rng::CounterRng;
 
 /// An ImageFolder split: file list, classes and the transform applied on loading.
 #[derive(Debug, Clone)]
@@ -41,10 +41,8 @@ impl ImageFolder {
         for (label, dir) in class_dirs.iter().enumerate() {
             let before = samples.len();
             for path in read_dir(dir)? {
-                let is_image = path
-                    .extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+                let is_image =
+                    path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
                 if is_image && path.is_file() {
                     samples.push((path, label));
                 }
@@ -60,7 +58,10 @@ impl ImageFolder {
     /// Uses other normalisation statistics (one value, or one per RGB channel).
     pub fn with_normalize(mut self, normalize: Normalize) -> Result<Self> {
         if normalize.channels() != 1 && normalize.channels() != 3 {
-            return config_err("ImageFolder normalisation", format!("{} channels given: images are RGB (give 1 or 3)", normalize.channels()));
+            return config_err(
+                "ImageFolder normalisation",
+                format!("{} channels given: images are RGB (give 1 or 3)", normalize.channels()),
+            );
         }
         self.normalize = normalize;
         Ok(self)
@@ -72,10 +73,9 @@ impl ImageFolder {
     }
 
     fn sample(&self, index: usize) -> Result<&(PathBuf, usize)> {
-        self.samples.get(index).map_or_else(
-            || data_err("ImageFolder", format!("sample {index} out of range (the set has {})", self.samples.len())),
-            Ok,
-        )
+        self.samples
+            .get(index)
+            .map_or_else(|| data_err("ImageFolder", format!("sample {index} out of range (the set has {})", self.samples.len())), Ok)
     }
 }
 

@@ -8,9 +8,9 @@ use std::thread::JoinHandle;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::rng::{permutation, CounterRng};
 use super::Dataset;
 use crate::error::{config_err, Result};
+use crate::rng::{permutation, CounterRng};
 
 /// How an epoch is cut into batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ pub use loader::{Batch, BatchLoader, LoaderConfig};
 pub use transform::{FolderTransform, Normalize, PadCropFlip};
 
 use crate::error::Result;
+use crate::rng::CounterRng;
 
 /// A labelled image data set whose samples come out as normalised `f32` CHW arrays.
 pub trait Dataset: Send + Sync {

@@ -6,8 +6,8 @@ use image::imageops::{self, FilterType};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::rng::CounterRng;
 use crate::error::{config_err, Result};
+use crate::rng::CounterRng;
 
 /// Per-channel `(x / 255 - mean) / std`, as torchvision's `ToTensor` + `Normalize`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,289 @@
+//! `cargo xtask bench --device cuda [--json FILE] [--torch FILE] [--check FILE]`: CUDA-event
+//! medians of the LWTA kernels at the anchor shapes (DeiT-T MLP, DeiT-S MLP, ResNet-18 layer1;
+//! f32 and bf16), the device-to-device copy bandwidth measured in the same run, and each time's
+//! ratio to its floor — the bytes the pass must move (forward: read x, write y; forward+backward:
+//! also read x and dy, write dx) at the copy bandwidth.
+//!
+//! `--torch FILE` merges the JSON of `benches/torch_lwta.py` (PyTorch eager / torch.compile on the
+//! same shapes) into the table; `--report FILE` prints a stored `--json` result instead of
+//! measuring; `--check FILE` fails when a ratio to the floor grew by more than 10% over that
+//! baseline (ratios, not times, so machines of one kind compare).
+//!
+//! `--device cpu` runs the criterion benches (`cargo bench`), which report on their own.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use cudarc::driver::{sys::CUevent_flags, CudaSlice, CudaStream};
+use half::bf16;
+use lwta_kernels::cuda::{parity::random_normals, Element, LwtaCuda};
+use lwta_kernels::{BlockGeometry, LwtaConfig, Noise};
+use serde::{Deserialize, Serialize};
+
+use crate::parity::Device;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
+    /// Write the measurements as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Print a stored measurement (from --json) instead of measuring.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// JSON from benches/torch_lwta.py to show beside the kernels.
+    #[arg(long)]
+    torch: Option<PathBuf>,
+    /// Baseline JSON: fail when a ratio to the floor is more than 10% above it.
+    #[arg(long)]
+    check: Option<PathBuf>,
+    /// GPU ordinal.
+    #[arg(long, default_value_t = 0)]
+    gpu: usize,
+    /// Timed repetitions per measurement (after warm-up); the median is reported.
+    #[arg(long, default_value_t = 30)]
+    iters: usize,
+}
+
+/// Allowed growth of a ratio to the floor over the baseline.
+const SLOWDOWN_LIMIT: f64 = 1.10;
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct Report {
+    device: String,
+    /// Device-to-device copy, bytes read + written per second / 1e9.
+    copy_gbps: f64,
+    results: Vec<Measurement>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct Measurement {
+    shape: String,
+    dtype: String,
+    fwd_ms: f64,
+    fwd_floor_ms: f64,
+    fwd_bwd_ms: f64,
+    fwd_bwd_floor_ms: f64,
+}
+
+/// One row of benches/torch_lwta.py's output (missing numbers: that variant failed).
+#[derive(Deserialize, Debug, Clone)]
+struct TorchRow {
+    shape: String,
+    dtype: String,
+    eager_fwd_ms: Option<f64>,
+    eager_fwd_bwd_ms: Option<f64>,
+    compiled_fwd_ms: Option<f64>,
+    compiled_fwd_bwd_ms: Option<f64>,
+}
+
+#[derive(Deserialize, Debug)]
+struct TorchReport {
+    results: Vec<TorchRow>,
+}
+
+/// The anchor shapes of `../shared/ANCHORS.md`.
+struct Shape {
+    name: &'static str,
+    geom: BlockGeometry,
+    u: usize,
+}
+
+fn shapes() -> [Shape; 3] {
+    [
+        Shape { name: "deit_t_mlp", geom: BlockGeometry::tokens(256 * 197, 768), u: 8 },
+        Shape { name: "deit_s_mlp", geom: BlockGeometry::tokens(128 * 197, 1536), u: 12 },
+        Shape { name: "resnet18_layer1", geom: BlockGeometry::nchw(256, 64, 56, 56), u: 4 },
+    ]
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let report = match (&args.report, args.device) {
+        (Some(path), _) => read_json::<Report>(path)?,
+        (None, Device::Cuda) => measure(args.gpu, args.iters)?,
+        (None, Device::Cpu) => return criterion(),
+    };
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let torch = match &args.torch {
+        Some(path) if path.exists() => read_json::<TorchReport>(path)?.results,
+        Some(path) => {
+            println!("(no PyTorch results at {})", path.display());
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    print_table(&report, &torch);
+    if let Some(path) = &args.check {
+        check(&report, &read_json::<Report>(path)?)?;
+    }
+    Ok(())
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The CPU benches are criterion's: run them all and let criterion report.
+fn criterion() -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = Command::new(cargo).arg("bench").current_dir(&root).status().context("running cargo bench")?;
+    if !status.success() {
+        bail!("cargo bench failed");
+    }
+    Ok(())
+}
+
+fn measure(gpu: usize, iters: usize) -> anyhow::Result<Report> {
+    let cuda = LwtaCuda::new(gpu).context("the cuda bench needs a GPU")?;
+    let stream = cuda.stream().clone();
+    let ctx = stream.context().clone();
+    // One stream, no cross-stream hazards: skip cudarc's per-buffer events between launches.
+    // SAFETY: every buffer below is used on this one stream only.
+    unsafe { ctx.disable_event_tracking() };
+    let device = ctx.name().unwrap_or_else(|_| format!("GPU {gpu}"));
+    let copy_gbps = copy_bandwidth(&stream, iters)?;
+    println!("{device}: device-to-device copy {copy_gbps:.0} GB/s (read + write)");
+    let mut results = Vec::new();
+    for shape in shapes() {
+        let n = shape.geom.len();
+        let x = random_normals(0xbe4c, 0, n);
+        let dy = random_normals(0xbe4c, 1, n);
+        results.push(measure_shape::<f32>(&cuda, &shape, &x, &dy, copy_gbps, iters)?);
+        results.push(measure_shape::<bf16>(&cuda, &shape, &x, &dy, copy_gbps, iters)?);
+    }
+    Ok(Report { device, copy_gbps, results })
+}
+
+/// Median milliseconds of `iters` timed runs of `work` (after 3 untimed ones), CUDA events.
+fn time_ms(stream: &Arc<CudaStream>, iters: usize, mut work: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let ctx = stream.context();
+    for _ in 0..3 {
+        work()?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let start = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        let end = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        start.record(stream)?;
+        work()?;
+        end.record(stream)?;
+        times.push(f64::from(start.elapsed_ms(&end)?));
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Device-to-device copy of 1 GiB, GB/s counting bytes read and written.
+fn copy_bandwidth(stream: &Arc<CudaStream>, iters: usize) -> anyhow::Result<f64> {
+    let len = 1usize << 28; // f32 elements: 1 GiB
+    let src: CudaSlice<f32> = stream.clone_htod(&random_normals(7, 7, len))?;
+    let mut dst: CudaSlice<f32> = stream.clone_htod(&vec![0.0f32; len])?;
+    let ms = time_ms(stream, iters, || Ok(stream.memcpy_dtod(&src, &mut dst)?))?;
+    Ok(2.0 * (len * 4) as f64 / (ms * 1e-3) / 1e9)
+}
+
+fn measure_shape<T: Element>(cuda: &LwtaCuda, shape: &Shape, x: &[f32], dy: &[f32], copy_gbps: f64, iters: usize) -> anyhow::Result<Measurement> {
+    let stream = cuda.stream();
+    let (geom, u) = (shape.geom, shape.u);
+    let (n, blocks) = (geom.len(), geom.blocks(u));
+    let to_storage = |v: &[f32]| -> Vec<T> { v.iter().map(|&f| T::from_f32(f)).collect() };
+    let x_dev: CudaSlice<T> = stream.clone_htod(&to_storage(x))?;
+    let dy_dev: CudaSlice<T> = stream.clone_htod(&to_storage(dy))?;
+    let mut y_dev: CudaSlice<T> = stream.clone_htod(&to_storage(&vec![f32::NAN; n]))?;
+    let mut dx_dev: CudaSlice<T> = stream.clone_htod(&to_storage(&vec![f32::NAN; n]))?;
+    let mut w_dev: CudaSlice<u8> = stream.clone_htod(&vec![0xffu8; blocks])?;
+    let tau = LwtaConfig::default().tau_train;
+    let mut step = 0u64;
+    let fwd_ms = time_ms(stream, iters, || {
+        step += 1; // a fresh noise stream per call, as training does
+        Ok(cuda.forward(&x_dev, &mut y_dev, &mut w_dev, geom, u, Noise::Philox { seed: 1, offset: step })?)
+    })?;
+    let fwd_bwd_ms = time_ms(stream, iters, || {
+        step += 1;
+        let noise = Noise::Philox { seed: 1, offset: step };
+        cuda.forward(&x_dev, &mut y_dev, &mut w_dev, geom, u, noise)?;
+        Ok(cuda.backward(&x_dev, &dy_dev, &mut dx_dev, geom, u, tau, noise)?)
+    })?;
+    // The outputs must have been written (NaN poison gone) for the timing to mean anything.
+    let y: Vec<T> = stream.clone_dtoh(&y_dev)?;
+    let dx: Vec<T> = stream.clone_dtoh(&dx_dev)?;
+    if let Some(i) = y.iter().chain(&dx).position(|v| v.to_f32().is_nan()) {
+        bail!("{} {}: element {i} of y/dx was never written", shape.name, T::SUFFIX);
+    }
+    // Floors as ../shared/ANCHORS.md counts them (the 1 byte per block of winners is left out).
+    let tensor_bytes = (T::BYTES as usize * n) as f64;
+    let floor_ms = |tensors: f64| tensors * tensor_bytes / (copy_gbps * 1e9) * 1e3;
+    Ok(Measurement {
+        shape: shape.name.to_string(),
+        dtype: T::SUFFIX.to_string(),
+        fwd_ms,
+        fwd_floor_ms: floor_ms(2.0),
+        fwd_bwd_ms,
+        fwd_bwd_floor_ms: floor_ms(5.0),
+    })
+}
+
+fn print_table(report: &Report, torch: &[TorchRow]) {
+    println!("\nLWTA kernels on {} (copy {:.0} GB/s); ms, median of CUDA events; ×floor = time / bytes-at-copy-bandwidth", report.device, report.copy_gbps);
+    println!(
+        "{:<16} {:<5} {:>8} {:>8} {:>7} | {:>8} {:>8} {:>7} | {:>15} {:>15} | {:>13}",
+        "shape", "dtype", "fwd", "floor", "×floor", "fwd+bwd", "floor", "×floor", "eager fwd/f+b", "compile fwd/f+b", "× vs compile"
+    );
+    for m in &report.results {
+        let t = torch.iter().find(|t| t.shape == m.shape && t.dtype == m.dtype);
+        let pair = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{a:.3}/{b:.3}"),
+            _ => "-".to_string(),
+        };
+        let speedup = match t.and_then(|t| t.compiled_fwd_ms.zip(t.compiled_fwd_bwd_ms)) {
+            Some((f, fb)) => format!("{:.1}/{:.1}", f / m.fwd_ms, fb / m.fwd_bwd_ms),
+            None => "-".to_string(),
+        };
+        println!(
+            "{:<16} {:<5} {:>8.4} {:>8.4} {:>7.2} | {:>8.4} {:>8.4} {:>7.2} | {:>15} {:>15} | {:>13}",
+            m.shape,
+            m.dtype,
+            m.fwd_ms,
+            m.fwd_floor_ms,
+            m.fwd_ms / m.fwd_floor_ms,
+            m.fwd_bwd_ms,
+            m.fwd_bwd_floor_ms,
+            m.fwd_bwd_ms / m.fwd_bwd_floor_ms,
+            t.map_or("-".to_string(), |t| pair(t.eager_fwd_ms, t.eager_fwd_bwd_ms)),
+            t.map_or("-".to_string(), |t| pair(t.compiled_fwd_ms, t.compiled_fwd_bwd_ms)),
+            speedup,
+        );
+    }
+}
+
+/// Fails when any ratio to the floor grew by more than [`SLOWDOWN_LIMIT`] over the baseline.
+fn check(report: &Report, baseline: &Report) -> anyhow::Result<()> {
+    let mut slower = Vec::new();
+    for m in &report.results {
+        let Some(b) = baseline.results.iter().find(|b| b.shape == m.shape && b.dtype == m.dtype) else {
+            println!("check: {} {} has no baseline", m.shape, m.dtype);
+            continue;
+        };
+        for (what, now, base) in [
+            ("fwd", m.fwd_ms / m.fwd_floor_ms, b.fwd_ms / b.fwd_floor_ms),
+            ("fwd+bwd", m.fwd_bwd_ms / m.fwd_bwd_floor_ms, b.fwd_bwd_ms / b.fwd_bwd_floor_ms),
+        ] {
+            let status = if now > base * SLOWDOWN_LIMIT { "SLOWER" } else { "ok" };
+            println!("check {status} {} {} {what}: ×floor {now:.3} vs baseline {base:.3}", m.shape, m.dtype);
+            if now > base * SLOWDOWN_LIMIT {
+                slower.push(format!("{} {} {what}", m.shape, m.dtype));
+            }
+        }
+    }
+    if !slower.is_empty() {
+        bail!("more than {:.0}% slower than the baseline: {}", (SLOWDOWN_LIMIT - 1.0) * 100.0, slower.join(", "));
+    }
+    Ok(())
+}

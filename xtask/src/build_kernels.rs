@@ -1,0 +1,181 @@
+//! `cargo xtask build-kernels`: assembles every `kernels/*.ptx` with `ptxas` for each target
+//! architecture (default sm_80 and sm_90), prints registers, shared memory, stack and spills per
+//! kernel, and fails on any assembler error, spill or stack frame (local memory). Needs no GPU.
+//!
+//! `ptxas` is looked up on PATH, then in Python's site-packages as installed by
+//! `pip install nvidia-cuda-nvcc` (`nvidia/cu13/bin/ptxas`, or `cu12`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+use crate::parity::repo_path;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Target architectures.
+    #[arg(long = "arch", default_values_t = ["sm_80".to_string(), "sm_90".to_string()])]
+    archs: Vec<String>,
+    /// The ptxas binary (default: PATH, then the nvidia-cuda-nvcc wheel).
+    #[arg(long)]
+    ptxas: Option<PathBuf>,
+    /// Directory of the .ptx files (default: the repository's kernels/).
+    #[arg(long)]
+    kernels: Option<PathBuf>,
+    /// Keep the assembled cubins here (for cuobjdump -sass); default: a temporary directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// What ptxas reported for one entry point.
+#[derive(Debug, Default, PartialEq)]
+struct Resources {
+    kernel: String,
+    registers: u32,
+    shared_bytes: u32,
+    stack_bytes: u32,
+    spill_stores: u32,
+    spill_loads: u32,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let ptxas = match args.ptxas {
+        Some(p) => p,
+        None => find_ptxas().context("ptxas not found on PATH nor in Python's site-packages; `pip install nvidia-cuda-nvcc` provides it")?,
+    };
+    let dir = match args.kernels {
+        Some(d) => d,
+        None => repo_path("kernels").context("cannot find the repository's kernels/; pass --kernels DIR")?,
+    };
+    let out = args.out.unwrap_or_else(|| std::env::temp_dir().join("lwta-ptxas"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "ptx"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no .ptx files in {}", dir.display());
+    }
+    let version = Command::new(&ptxas).arg("--version").output().with_context(|| format!("running {}", ptxas.display()))?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    println!("ptxas: {} ({})", ptxas.display(), version.lines().last().unwrap_or("").trim());
+    println!("{:<16} {:<6} {:<22} {:>5} {:>8} {:>7} {:>13}", "file", "arch", "kernel", "regs", "smem B", "stack B", "spill st/ld");
+
+    let mut problems = Vec::new();
+    for file in &files {
+        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("kernel");
+        for arch in &args.archs {
+            let cubin = out.join(format!("{stem}.{arch}.cubin"));
+            let output = Command::new(&ptxas)
+                .args(["-v", "--warn-on-spills", &format!("-arch={arch}"), "-o"])
+                .arg(&cubin)
+                .arg(file)
+                .output()
+                .with_context(|| format!("running {}", ptxas.display()))?;
+            let log = String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
+            if !output.status.success() || log.contains("error") {
+                problems.push(format!("{} for {arch}: ptxas failed:\n{log}", file.display()));
+                continue;
+            }
+            for r in parse_resources(&log) {
+                println!(
+                    "{:<16} {:<6} {:<22} {:>5} {:>8} {:>7} {:>6}/{:<6}",
+                    file.file_name().and_then(|s| s.to_str()).unwrap_or(""),
+                    arch,
+                    r.kernel,
+                    r.registers,
+                    r.shared_bytes,
+                    r.stack_bytes,
+                    r.spill_stores,
+                    r.spill_loads
+                );
+                if r.spill_stores + r.spill_loads > 0 || r.stack_bytes > 0 {
+                    problems.push(format!("{} {arch} {}: {} B stack, {}/{} B spilled", file.display(), r.kernel, r.stack_bytes, r.spill_stores, r.spill_loads));
+                }
+            }
+            if log.contains("warning") {
+                problems.push(format!("{} for {arch}: ptxas warnings:\n{log}", file.display()));
+            }
+        }
+    }
+    println!("cubins in {}", out.display());
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    Ok(())
+}
+
+/// Entry points and their resources from `ptxas -v` output (entries appear as "Compiling entry
+/// function 'k'" or "Function properties for k", followed by the stack/spill and "Used" lines).
+fn parse_resources(log: &str) -> Vec<Resources> {
+    let mut out: Vec<Resources> = Vec::new();
+    let mut current: Option<Resources> = None;
+    let number_before = |line: &str, unit: &str| -> Option<u32> {
+        let end = line.find(unit)?;
+        line[..end].trim_end().rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    for line in log.lines() {
+        if let Some(rest) = line.split("Function properties for ").nth(1) {
+            if let Some(done) = current.take() {
+                out.push(done);
+            }
+            current = Some(Resources { kernel: rest.trim().to_string(), ..Default::default() });
+        } else if let Some(r) = current.as_mut() {
+            if line.contains("stack frame") {
+                r.stack_bytes = number_before(line, "bytes stack frame").unwrap_or(0);
+                r.spill_stores = number_before(line, "bytes spill stores").unwrap_or(0);
+                r.spill_loads = number_before(line, "bytes spill loads").unwrap_or(0);
+            } else if line.contains("Used") {
+                r.registers = number_before(line, "registers").unwrap_or(0);
+                r.shared_bytes = number_before(line, "bytes smem").unwrap_or(0);
+            }
+        }
+    }
+    out.extend(current);
+    out
+}
+
+/// `ptxas` on PATH, else in the `nvidia-cuda-nvcc` wheel of the first `python3` on PATH.
+fn find_ptxas() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join("ptxas")).collect::<Vec<_>>())
+        .unwrap_or_default();
+    if let Some(found) = on_path.into_iter().find(|p| p.is_file()) {
+        return Some(found);
+    }
+    let script = "import site, sys; print('\\n'.join(site.getsitepackages() + [site.getusersitepackages()] + sys.path))";
+    let output = Command::new("python3").args(["-c", script]).output().ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .flat_map(|dir| ["cu13", "cu12"].map(|cu| Path::new(dir).join("nvidia").join(cu).join("bin").join("ptxas")))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ptxas_verbose_output() {
+        let log = "ptxas info    : 0 bytes gmem\n\
+ptxas info    : Compiling entry function 'lwta_bwd_quad_f32' for 'sm_90'\n\
+ptxas info    : Function properties for lwta_bwd_quad_f32\n\
+    8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads\n\
+ptxas info    : Used 59 registers, used 0 barriers, 1024 bytes smem, 508 bytes cmem[0]\n\
+ptxas info    : Compiling entry function 'lwta_fwd_quad_f32' for 'sm_90'\n\
+ptxas info    : Function properties for lwta_fwd_quad_f32\n\
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n\
+ptxas info    : Used 39 registers, used 0 barriers, 500 bytes cmem[0]\n";
+        let parsed = parse_resources(log);
+        assert_eq!(
+            parsed,
+            vec![
+                Resources { kernel: "lwta_bwd_quad_f32".into(), registers: 59, shared_bytes: 1024, stack_bytes: 8, spill_stores: 4, spill_loads: 12 },
+                Resources { kernel: "lwta_fwd_quad_f32".into(), registers: 39, ..Default::default() },
+            ]
+        );
+    }
+}

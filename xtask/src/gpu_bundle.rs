@@ -1,0 +1,133 @@
+//! `cargo xtask gpu-bundle`: packs what a GPU machine without a Rust toolchain needs to check
+//! and time the kernels into the git-ignored `.device-bundle/`: this (release) xtask binary, the
+//! kernels (for reference: the binary embeds them), the reference fixtures, the PyTorch baseline
+//! script and `run.sh`, which runs parity (CPU fixtures, then GPU vs CPU), the bench, the PyTorch
+//! baseline and a short Nsight Compute look, logging to `$OUT`.
+//!
+//! On the device tool: `run` with `carry: [".device-bundle"]`, command `bash .device-bundle/run.sh`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where to put the bundle (default: the repository's .device-bundle).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// The device tool carries at most 64 MiB of working tree; leave room for the repository.
+const MAX_BUNDLE_BYTES: u64 = 60 << 20;
+
+const RUN_SH: &str = r#"#!/usr/bin/env bash
+# GPU check of the LWTA kernels, made by `cargo xtask gpu-bundle`. Logs and JSON go to $OUT.
+set -u -o pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+OUT="${OUT:-$HERE/out}"
+mkdir -p "$OUT"
+X="$HERE/xtask"
+status=0
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv 2>&1 | tee "$OUT/gpu.txt"
+
+echo "== parity: CPU implementations vs reference fixtures"
+"$X" parity --device cpu --fixtures "$HERE/tests/fixtures" > "$OUT/parity_cpu.log" 2>&1 || status=1
+grep -E "^FAIL|passed|error" "$OUT/parity_cpu.log"
+
+echo "== parity: PTX kernels vs CPU reference"
+"$X" parity --device cuda > "$OUT/parity_cuda.log" 2>&1 || status=1
+grep -E "^FAIL|passed|error" "$OUT/parity_cuda.log"
+grep -E "^PASS cuda/(tokens2053|nchw8x64)" "$OUT/parity_cuda.log"
+
+echo "== bench: LWTA kernels"
+"$X" bench --device cuda --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1 || status=1
+tail -n 3 "$OUT/bench.log"
+
+echo "== PyTorch eager / torch.compile baseline"
+PYTHONUNBUFFERED=1 timeout 240 python3 "$HERE/benches/torch_lwta.py" --json "$OUT/torch.json" > "$OUT/torch.log" 2>&1
+tail -n 8 "$OUT/torch.log"
+
+echo "== Nsight Compute: throughput of the DeiT-T f32 kernels"
+if command -v ncu > /dev/null; then
+  timeout 120 ncu --kernel-name regex:lwta_ --launch-skip 3 --launch-count 2 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+    "$X" bench --device cuda --iters 1 > "$OUT/ncu.txt" 2>&1
+  grep -E "lwta_|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Duration|L1/TEX Hit|L2 Hit" "$OUT/ncu.txt" | head -n 24
+fi
+
+echo "== results"
+"$X" bench --report "$OUT/bench.json" --torch "$OUT/torch.json" 2>&1 | tee "$OUT/table.txt"
+exit $status
+"#;
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        bail!("gpu-bundle copies the running binary, so it must be a release build: `cargo xtask gpu-bundle`");
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
+    let bundle = args.out.unwrap_or_else(|| root.join(".device-bundle"));
+    if bundle.exists() {
+        std::fs::remove_dir_all(&bundle).with_context(|| format!("clearing {}", bundle.display()))?;
+    }
+    std::fs::create_dir_all(&bundle).with_context(|| format!("creating {}", bundle.display()))?;
+
+    let exe = std::env::current_exe().context("locating the running xtask binary")?;
+    copy_file(&exe, &bundle.join("xtask"))?;
+    copy_dir(&root.join("kernels"), &bundle.join("kernels"))?;
+    copy_dir(&root.join("tests/fixtures"), &bundle.join("tests/fixtures"))?;
+    copy_file(&root.join("benches/torch_lwta.py"), &bundle.join("benches/torch_lwta.py"))?;
+    let run_sh = bundle.join("run.sh");
+    std::fs::write(&run_sh, RUN_SH).with_context(|| format!("writing {}", run_sh.display()))?;
+    set_executable(&run_sh)?;
+    set_executable(&bundle.join("xtask"))?;
+
+    let size = dir_size(&bundle)?;
+    println!("{}: {:.1} MiB", bundle.display(), size as f64 / (1 << 20) as f64);
+    if size > MAX_BUNDLE_BYTES {
+        bail!("the bundle is {:.1} MiB, over the {} MiB the device tool carries with the repository", size as f64 / (1 << 20) as f64, MAX_BUNDLE_BYTES >> 20);
+    }
+    println!("device tool: run(carry=[\".device-bundle\"], command=\"bash .device-bundle/run.sh\", timeout_s=560)");
+    Ok(())
+}
+
+fn copy_file(from: &Path, to: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::copy(from, to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let path = entry?.path();
+        let target = to.join(path.file_name().context("a directory entry without a name")?);
+        if path.is_dir() {
+            copy_dir(&path, &target)?;
+        } else {
+            copy_file(&path, &target)?;
+        }
+    }
+    Ok(())
+}
+
+fn dir_size(dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() { dir_size(&entry.path())? } else { meta.len() };
+    }
+    Ok(total)
+}
+
+#[cfg(unix)]
+fn set_executable(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).with_context(|| format!("making {} executable", path.display()))
+}
+
+#[cfg(not(unix))]
+fn set_executable(_path: &Path) -> anyhow::Result<()> {
+    Ok(())
+}
