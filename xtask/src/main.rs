@@ -6,8 +6,11 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod build_kernels;
 mod clip;
+mod demo;
+mod eval;
 mod gpu_bundle;
 mod parity;
+mod train;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "DISCOVER in Rust: competition-based vision networks and their dissection")]
@@ -18,6 +21,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train the default CVN (vit-fmnist, U = 4) on Fashion-MNIST in a few minutes and show its results.
+    Demo(demo::Args),
+    /// Train a preset model (CVN or conventional twin) with checkpoints, metrics and a summary.
+    Train(train::Args),
+    /// Re-evaluate a training run's checkpoint on its test set.
+    Eval(eval::Args),
     /// Zero-shot image–text probabilities with a Hugging Face CLIP directory.
     Clip(clip::Args),
     /// Assemble kernels/*.ptx with ptxas (sm_80, sm_90); report registers and spills.
@@ -33,6 +42,9 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Clip(args) => clip::run(args),
         Command::BuildKernels(args) => build_kernels::run(args),
         Command::Parity(args) => parity::run(args),

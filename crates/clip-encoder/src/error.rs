@@ -5,8 +5,8 @@ use thiserror::Error;
 /// Errors of the CLIP encoder; each names the file, tensor or input at fault and what was expected.
 #[derive(Debug, Error)]
 pub enum ClipError {
-    #[error("{file}: {source}")]
-    Io { file: String, source: std::io::Error },
+    #[error("{file}: {error}")]
+    Io { file: String, error: std::io::Error },
     #[error("{file}: {detail}")]
     Config { file: String, detail: String },
     #[error("{file}: {detail}")]
@@ -22,12 +22,18 @@ pub enum ClipError {
 }
 
 impl ClipError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io { file: path.display().to_string(), source }
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> Self {
+        Self::Io {
+            file: path.display().to_string(),
+            error,
+        }
     }
 
     pub(crate) fn input(what: &'static str, detail: impl Into<String>) -> Self {
-        Self::Input { what, detail: detail.into() }
+        Self::Input {
+            what,
+            detail: detail.into(),
+        }
     }
 }
 

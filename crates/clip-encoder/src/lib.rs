@@ -68,7 +68,10 @@ impl Clip {
     /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
         let [config, weights, tokenizer] = CLIP_FILES.map(|f| dir.join(f));
-        if let Some(missing) = [&config, &weights, &tokenizer].into_iter().find(|p| !p.is_file()) {
+        if let Some(missing) = [&config, &weights, &tokenizer]
+            .into_iter()
+            .find(|p| !p.is_file())
+        {
             return Err(ClipError::Config {
                 file: missing.display().to_string(),
                 detail: format!(
@@ -81,12 +84,17 @@ impl Clip {
         let config = ClipConfig::from_file(&config)?;
         let tokenizer = ClipTokenizer::from_file(&tokenizer, config.text.max_position_embeddings)?;
         let processor = ImageProcessor::clip(config.vision.image_size);
-        Ok(Self { model: ClipModel::load(config, &weights)?, tokenizer, processor })
+        Ok(Self {
+            model: ClipModel::load(config, &weights)?,
+            tokenizer,
+            processor,
+        })
     }
 
     /// L2-normalised embeddings `[N, P]` of `texts` (tokenised in parallel, encoded in batches).
     pub fn encode_texts<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Tensor> {
-        self.model.encode_token_ids(&self.tokenizer.encode_batch(texts)?)
+        self.model
+            .encode_token_ids(&self.tokenizer.encode_batch(texts)?)
     }
 
     /// L2-normalised embeddings `[N, P]` of image files, decoded and preprocessed
@@ -101,6 +109,9 @@ impl Clip {
 
     /// Zero-shot probabilities `[images, texts]`: softmax over texts of the scaled similarities.
     pub fn zero_shot(&self, image_embeds: &Tensor, text_embeds: &Tensor) -> Result<Tensor> {
-        Ok(self.model.logits_per_image(image_embeds, text_embeds)?.softmax()?)
+        Ok(self
+            .model
+            .logits_per_image(image_embeds, text_embeds)?
+            .softmax()?)
     }
 }

@@ -24,8 +24,9 @@
 //! * layout: `reshape`, `permute`, `transpose`, `narrow`, [`Tensor::cat`], `index_select` (embeddings)
 //! * normalisation: `layer_norm`, `batch_norm2d` (batch or running [`Statistics`], PyTorch momentum
 //!   via [`BatchStats::update_running`]), `l2_normalize`
-//! * `softmax`, `log_softmax`, attention helpers (`split_heads_qkv`, `split_heads`, `merge_heads`,
-//!   [`Tensor::attention`] with optional causal mask)
+//! * `softmax`, `log_softmax`, fused multi-head attention on `[B, T, C]`
+//!   ([`Tensor::multi_head_attention`], [`Tensor::packed_attention`] for timm's packed `qkv`;
+//!   optional causal mask)
 //! * activations: `gelu` (erf), `quick_gelu`, `relu`, [`Tensor::lwta`] (stochastic LWTA from
 //!   `lwta_kernels`, tokens or NCHW [`LwtaLayout`])
 //! * pooling: `max_pool2d`, `global_avg_pool2d`; regularisation: `dropout`; loss: `cross_entropy`

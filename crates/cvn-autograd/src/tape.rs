@@ -80,7 +80,10 @@ impl Gradients {
     /// Adds `grad` into the gradient of `id`.
     pub(crate) fn accumulate(&mut self, id: TensorId, grad: Vec<f32>) {
         match self.map.get_mut(&id) {
-            Some(g) => g.iter_mut().zip(&grad).for_each(|(a, b)| *a += b),
+            Some(g) => {
+                use rayon::prelude::*;
+                g.par_iter_mut().zip(grad.par_iter()).with_min_len(1 << 15).for_each(|(a, b)| *a += b)
+            }
             None => {
                 self.map.insert(id, grad);
             }

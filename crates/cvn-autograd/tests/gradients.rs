@@ -70,16 +70,35 @@ fn normalisation_and_softmax() {
 
 #[test]
 fn attention() {
-    check("attention", &[t(&[1, 2, 3, 4], 60), t(&[1, 2, 3, 4], 61), t(&[1, 2, 3, 4], 62)], |x| {
-        Tensor::attention(&x[0], &x[1], &x[2], false)
+    check("multi_head_attention", &[t(&[2, 3, 4], 60), t(&[2, 3, 4], 61), t(&[2, 3, 4], 62)], |x| {
+        Tensor::multi_head_attention(&x[0], &x[1], &x[2], 2, false)
     });
-    check("causal attention", &[t(&[1, 1, 4, 2], 63), t(&[1, 1, 4, 2], 64), t(&[1, 1, 4, 2], 65)], |x| {
-        Tensor::attention(&x[0], &x[1], &x[2], true)
+    check("causal attention", &[t(&[1, 4, 4], 63), t(&[1, 4, 4], 64), t(&[1, 4, 4], 65)], |x| {
+        Tensor::multi_head_attention(&x[0], &x[1], &x[2], 2, true)
     });
-    check("split/merge heads", &[t(&[2, 3, 12], 66)], |x| {
-        let [q, k, v] = x[0].split_heads_qkv(2)?;
-        q.mul(&k)?.add(&v)?.merge_heads()
-    });
+    check("packed attention", &[t(&[2, 3, 12], 66)], |x| x[0].packed_attention(2, false));
+}
+
+/// The fused attention equals the textbook composition of primitive ops, head by head.
+#[test]
+fn fused_attention_matches_composition() {
+    let (b, tk, heads, hd) = (2, 5, 3, 4);
+    let c = heads * hd;
+    let qkv = t(&[b, tk, 3 * c], 67);
+    let fused = qkv.packed_attention(heads, true).unwrap();
+    let head = |part: usize, h: usize| qkv.narrow(2, part * c + h * hd, hd).unwrap();
+    let mask: Vec<f32> = (0..tk * tk).map(|i| if i % tk > i / tk { f32::NEG_INFINITY } else { 0.0 }).collect();
+    let mask = Tensor::from_vec(mask, &[tk, tk]).unwrap();
+    let outs: Vec<Tensor> = (0..heads)
+        .map(|h| {
+            let scores = head(0, h).matmul(&head(1, h).transpose(1, 2).unwrap()).unwrap().scale(1.0 / (hd as f32).sqrt());
+            scores.add(&mask).unwrap().softmax().unwrap().matmul(&head(2, h)).unwrap()
+        })
+        .collect();
+    let composed = Tensor::cat(&outs.iter().collect::<Vec<_>>(), 2).unwrap();
+    for (a, e) in fused.data().iter().zip(composed.data()) {
+        assert!((a - e).abs() < 1e-5, "{a} vs {e}");
+    }
 }
 
 #[test]

@@ -237,7 +237,7 @@ impl ModelConfig {
                 if c.embed_dim % c.num_heads != 0 {
                     return bad(format!("embed_dim {} is not divisible by num_heads {}", c.embed_dim, c.num_heads));
                 }
-                if !(c.mlp_ratio > 0.0 && c.mlp_hidden() > 0) || !(0.0..1.0).contains(&c.drop_rate) {
+                if !(c.mlp_ratio > 0.0 && c.mlp_hidden() > 0 && (0.0..1.0).contains(&c.drop_rate)) {
                     return bad(format!("need mlp_ratio > 0 and 0 <= drop_rate < 1, got {} and {}", c.mlp_ratio, c.drop_rate));
                 }
                 check_lwta("blocks.0.mlp.act", c.mlp_hidden())

@@ -41,6 +41,7 @@ mod params;
 pub mod parity;
 mod resnet;
 pub mod rng;
+pub mod train;
 mod vit;
 
 pub use checkpoint::Extras;

@@ -17,8 +17,10 @@ use crate::model::Model;
 /// The fixtures' tolerance (relative error).
 const TOLERANCE: f64 = 1e-5;
 /// Relative errors are taken against `max(|expected|, FLOOR · max|expected|)`, so values near zero
-/// are judged on the tensor's scale rather than their own.
-const FLOOR: f64 = 1e-3;
+/// are judged on the tensor's scale rather than their own: an activation that is a sum of O(1)
+/// terms cancelling to ~1e-3 carries float32 rounding of ~1e-7 in any implementation (timm's
+/// included), which is 1e-4 of itself but 2e-7 of the tensor's scale.
+const FLOOR: f64 = 1e-1;
 
 /// All model parity checks, for `cargo xtask parity` and `tests/model_parity.rs`.
 pub fn parity_checks(fixtures: &Path) -> Result<Vec<Check>> {
@@ -59,7 +61,14 @@ fn fixture_checks(fixture: &str, dir: &Path) -> Result<Vec<Check>> {
         let logits = model.forward(x, &mut ctx)?;
         checks.push(compare(&format!("{fixture} {key}"), &logits, expected(&key)?));
         for (layer, tap) in ctx.taps() {
-            checks.push(compare(&format!("{fixture} act.{layer} (U={u})"), &tap.output, expected(&format!("act.{layer}"))?));
+            let reference = expected(&format!("act.{layer}"))?;
+            let mut check = compare(&format!("{fixture} act.{layer} (U={u})"), &tap.output, reference);
+            if tap.winners.is_some() && tap.output.len() == reference.len() {
+                // A different winner shows up as a unit that is silent in one output only.
+                let flipped = tap.output.data().iter().zip(reference.data()).filter(|(a, b)| (**a == 0.0) != (**b == 0.0)).count();
+                check = check.require(flipped == 0, format!("{flipped} units silent in only one of the outputs"));
+            }
+            checks.push(check);
         }
     }
     Ok(checks)

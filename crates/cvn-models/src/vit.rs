@@ -146,8 +146,7 @@ impl Block {
 
 impl Attention {
     fn forward(&self, p: &Params, x: &Tensor, ctx: &mut Forward) -> Result<Tensor> {
-        let [q, k, v] = self.qkv.forward(p, x, ctx)?.split_heads_qkv(self.heads)?;
-        let mixed = Tensor::attention(&q, &k, &v, false)?.merge_heads()?;
+        let mixed = self.qkv.forward(p, x, ctx)?.packed_attention(self.heads, false)?;
         let y = self.proj_drop.forward(self.proj.forward(p, &mixed, ctx)?, ctx)?;
         ctx.record(&self.name, &y);
         Ok(y)

@@ -76,8 +76,8 @@ fn layer_names_and_errors() {
 
 #[test]
 fn architectures_match_timm_and_torchvision_parameter_counts() {
-    // timm deit_tiny/small_patch16_224 and torchvision resnet18 (1000 classes).
-    for (name, count) in [("deit-tiny", 5_717_416), ("deit-small", 22_050_664), ("resnet18", 11_689_512)] {
+    // timm deit_{tiny,small,base}_patch16_224 and torchvision resnet18 (1000 classes).
+    for (name, count) in [("deit-tiny", 5_717_416), ("deit-small", 22_050_664), ("deit-base", 86_567_656), ("resnet18", 11_689_512)] {
         let model = Model::preset(name, 1, 0).unwrap();
         assert_eq!(model.params().num_trainable(), count, "{name}");
     }
@@ -119,8 +119,9 @@ fn sparsity_is_one_over_u_and_noise_is_fresh_per_step() {
     assert_ne!(winners(&mut model, LwtaMode::Sample, 0), winners(&mut model, LwtaMode::Deterministic, 0));
 }
 
-/// A few AdamW steps on a fixed batch of real images must lower the loss, for both architectures
-/// as CVNs (U = 4) and conventional networks; BatchNorm running statistics must move.
+/// A few AdamW steps on a fixed batch of real images must lower the training loss, for both
+/// architectures as CVNs (U = 4) and as conventional networks; BatchNorm running statistics must move.
+/// (Every ResNet activation samples its winners while training, so its loss falls more slowly.)
 #[test]
 fn training_steps_reduce_the_loss() {
     let data = FashionMnist::embedded().unwrap().train.truncated(32);
@@ -135,11 +136,12 @@ fn training_steps_reduce_the_loss() {
         (c.widths, c.stem) = (vec![8, 8, 16, 16], Stem::Small);
         ModelConfig::ResNet18(c)
     };
-    for config in [small_vit(4), small_vit(1), small_resnet(4), small_resnet(1)] {
+    let steps = 20;
+    for (config, lr) in [(small_vit(4), 3e-3), (small_vit(1), 3e-3), (small_resnet(4), 1e-2), (small_resnet(1), 1e-2)] {
         let mut model = Model::new(config.clone(), 0).unwrap();
         let mut opt = AdamW::new(0.0);
         let mut losses = Vec::new();
-        for step in 0..12 {
+        for step in 0..steps {
             let tape = Tape::new();
             let x = Tensor::from_vec(batch.images.clone(), &batch.shape).unwrap().traced(&tape);
             let loss = model.forward(&x, &mut Forward::train(1, step)).unwrap().cross_entropy(&batch.labels, 0.0).unwrap();
@@ -147,14 +149,15 @@ fn training_steps_reduce_the_loss() {
             let grads = loss.backward().unwrap();
             for (name, param, decay) in model.params_mut().trainable_mut() {
                 if let Some(g) = grads.get(param) {
-                    opt.update(name, param, g, 3e-3, decay).unwrap();
+                    opt.update(name, param, g, lr, decay).unwrap();
                 }
             }
         }
-        let (first, last) = (losses[0], *losses.last().unwrap());
-        assert!(last < 0.7 * first, "{config:?}: loss {first} → {last} ({losses:?})");
+        let mean = |l: &[f32]| l.iter().sum::<f32>() / l.len() as f32;
+        let (first, last) = (mean(&losses[..3]), mean(&losses[losses.len() - 3..]));
+        assert!(last < 0.85 * first, "{config:?}: loss {first} → {last} ({losses:?})");
         if let Some(n) = model.params().get("layer1.0.bn1.num_batches_tracked") {
-            assert_eq!(n.data(), [12.0]);
+            assert_eq!(n.data(), [steps as f32]);
             assert!(model.params().get("layer1.0.bn1.running_var").unwrap().data().iter().any(|v| *v != 1.0));
         }
     }

@@ -398,8 +398,10 @@ multiversion! {
 const LANES: usize = 16;
 
 multiversion! {
-    /// `(max_j y_j, 1 / Σ_j e^(y_j − max))` for `y = a·row`: what softmax needs per row.
-    fn softmax_stats(row: &[f32], a: f32) -> (f32, f32) {
+    /// Writes `e_j = exp(a·row_j − max_j a·row_j)` into `out` and returns `1 / Σ_j e_j`: row j's
+    /// softmax is `e_j · (1 / Σ e)`, rounded as PyTorch's vectorised softmax (exp, then multiply by
+    /// the reciprocal of the sum).
+    fn softmax_numerators(row: &[f32], a: f32, out: &mut [f32]) -> f32 {
         let mut lane_max = [f32::NEG_INFINITY; LANES];
         let chunks = row.chunks_exact(LANES);
         let tail = chunks.remainder();
@@ -415,23 +417,20 @@ multiversion! {
             max = if y > max { y } else { max };
         }
         let mut lane_sum = [0.0f32; LANES];
-        let chunks = row.chunks_exact(LANES);
-        for chunk in chunks {
-            for (s, &x) in lane_sum.iter_mut().zip(chunk) {
-                *s += exp_f32(a * x - max);
+        let mut rows = row.chunks_exact(LANES);
+        let mut outs = out.chunks_exact_mut(LANES);
+        for (chunk, o) in (&mut rows).zip(&mut outs) {
+            for ((s, &x), o) in lane_sum.iter_mut().zip(chunk).zip(o) {
+                *o = exp_f32(a * x - max);
+                *s += *o;
             }
         }
-        let sum = lane_sum.iter().sum::<f32>() + tail.iter().map(|&x| exp_f32(a * x - max)).sum::<f32>();
-        (max, 1.0 / sum)
-    }
-}
-
-multiversion! {
-    /// `out = softmax(a·x)` for a slice of a row whose [`softmax_stats`] are `(max, inv_sum)`.
-    fn softmax_slice(x: &[f32], a: f32, max: f32, inv_sum: f32, out: &mut [f32]) {
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = exp_f32(a * v - max) * inv_sum;
+        let mut sum = lane_sum.iter().sum::<f32>();
+        for (&x, o) in rows.remainder().iter().zip(outs.into_remainder()) {
+            *o = exp_f32(a * x - max);
+            sum += *o;
         }
+        1.0 / sum
     }
 }
 
@@ -468,11 +467,41 @@ impl RowUses {
     }
 }
 
-/// Bytes of f64 accumulators (product and log sum per neuron and column) one block may hold: small
-/// enough to stay in a core's L2 while the probe rows stream past.
+/// Bytes of f64 accumulators (product and log sum per neuron and column) per column block: small
+/// enough to stay in a core's L2 while the block's rows stream past.
 const BLOCK_ACCUMULATOR_BYTES: usize = 1 << 20;
 
+/// Bytes of softmax numerators computed per round (a chunk of probe rows): they are written row by
+/// row and read block by block, so they should stay in the last-level cache between the two.
+const CHUNK_BYTES: usize = 32 << 20;
+
+/// One column block's accumulators: the running product (f64) and the log sum per neuron × column,
+/// and how many factors each neuron's product holds.
+struct Block {
+    c0: usize,
+    width: usize,
+    products: Vec<f64>,
+    logs: Vec<f64>,
+    pending: Vec<usize>,
+}
+
+impl Block {
+    /// Moves neuron n's products into its log sums.
+    fn fold(&mut self, n: usize) {
+        let w = self.width;
+        for (p, l) in self.products[n * w..][..w].iter_mut().zip(&mut self.logs[n * w..][..w]) {
+            *l += p.ln();
+            *p = 1.0;
+        }
+        self.pending[n] = 0;
+    }
+}
+
 /// The (soft-)WPMI core: `D − λ·(logsumexp_k D − log K)` with `D[k,m] = Σ_j log term_j(C[i_kj, m])`.
+///
+/// Rounds over chunks of the probe rows that are some neuron's top image: first each row's softmax
+/// numerators are computed (rows in parallel, one contiguous pass over the input), then every column
+/// block multiplies them into its accumulators (blocks in parallel, reading the chunk from cache).
 fn mutual_information(
     clip: ArrayView2<f32>,
     target: ArrayView2<f32>,
@@ -494,47 +523,56 @@ fn mutual_information(
     let a = a as f32;
     let top = top_rows_per_column(&t, d.images, k, top_k);
     let uses = RowUses::new(&top, top_k, d.images);
-    let stats: Vec<(f32, f32)> =
-        uses.rows.par_iter().map(|&row| softmax_stats(&c[row as usize * m..][..m], a)).collect();
     let chunk = terms.chunk(top_k);
-    let lam = lam as f32 as f64; // PyTorch multiplies by λ in f32
-    let ln_neurons = (k as f32).ln() as f64;
 
     let threads = rayon::current_num_threads();
     let width = (BLOCK_ACCUMULATOR_BYTES / (16 * k)).min(m.div_ceil(4 * threads)).clamp(8, m.max(8)).min(m);
-    let blocks: Vec<Vec<f32>> = (0..m.div_ceil(width))
-        .into_par_iter()
-        .map(|block| {
-            let c0 = block * width;
+    let mut blocks: Vec<Block> = (0..m.div_ceil(width))
+        .map(|b| {
+            let c0 = b * width;
             let w = width.min(m - c0);
-            let mut products = vec![1.0f64; k * w];
-            let mut logs = vec![0.0f64; k * w];
-            let mut pending = vec![0usize; k];
+            Block { c0, width: w, products: vec![1.0; k * w], logs: vec![0.0; k * w], pending: vec![0; k] }
+        })
+        .collect();
+    let rows_per_round = (CHUNK_BYTES / (4 * m)).clamp(1, uses.rows.len().max(1));
+    let mut numerators = vec![0.0f32; rows_per_round * m];
+    let mut inv_sums = vec![0.0f32; rows_per_round];
+    for (round, rows) in uses.rows.chunks(rows_per_round).enumerate() {
+        numerators.par_chunks_mut(m).zip(inv_sums.par_iter_mut()).zip(rows).for_each(|((out, inv_sum), &row)| {
+            *inv_sum = softmax_numerators(&c[row as usize * m..][..m], a, out);
+        });
+        blocks.par_iter_mut().for_each(|block| {
+            let w = block.width;
             let mut softmax = vec![0.0f32; w];
-            let fold = |products: &mut [f64], logs: &mut [f64]| {
-                for (p, l) in products.iter_mut().zip(logs) {
-                    *l += p.ln();
-                    *p = 1.0;
+            for (i, inv_sum) in inv_sums[..rows.len()].iter().enumerate() {
+                for (s, &e) in softmax.iter_mut().zip(&numerators[i * m + block.c0..][..w]) {
+                    *s = e * inv_sum;
                 }
-            };
-            for (r, &row) in uses.rows.iter().enumerate() {
-                let (max, inv_sum) = stats[r];
-                softmax_slice(&c[row as usize * m + c0..][..w], a, max, inv_sum, &mut softmax);
+                let r = round * rows_per_round + i;
                 for &(neuron, rank) in &uses.uses[uses.starts[r]..uses.starts[r + 1]] {
                     let n = neuron as usize;
-                    let acc = &mut products[n * w..][..w];
-                    multiply_terms(acc, &softmax, terms.at(rank as usize));
-                    pending[n] += 1;
-                    if pending[n] == chunk {
-                        fold(acc, &mut logs[n * w..][..w]);
-                        pending[n] = 0;
+                    multiply_terms(&mut block.products[n * w..][..w], &softmax, terms.at(rank as usize));
+                    block.pending[n] += 1;
+                    if block.pending[n] == chunk {
+                        block.fold(n);
                     }
                 }
             }
-            for n in (0..k).filter(|&n| pending[n] > 0) {
-                fold(&mut products[n * w..][..w], &mut logs[n * w..][..w]);
+        });
+    }
+
+    let lam = lam as f32 as f64; // PyTorch multiplies by λ in f32
+    let ln_neurons = (k as f32).ln() as f64;
+    let finished: Vec<Vec<f32>> = blocks
+        .into_par_iter()
+        .map(|mut block| {
+            for n in 0..k {
+                if block.pending[n] > 0 {
+                    block.fold(n);
+                }
             }
-            // logs is D for this block (K × w); subtract λ·logmeanexp over the neurons.
+            // `logs` is D for this block (K × w); subtract λ·logmeanexp over the neurons.
+            let (w, logs) = (block.width, &block.logs);
             let mut out = vec![0.0f32; k * w];
             for i in 0..w {
                 let max = (0..k).map(|n| logs[n * w + i]).fold(f64::NEG_INFINITY, f64::max);
@@ -549,9 +587,8 @@ fn mutual_information(
         .collect();
 
     let mut out = vec![0.0f32; k * m];
-    for (block, values) in blocks.iter().enumerate() {
-        let c0 = block * width;
-        let w = values.len() / k;
+    for (block, values) in finished.iter().enumerate() {
+        let (c0, w) = (block * width, values.len() / k);
         for n in 0..k {
             out[n * m + c0..][..w].copy_from_slice(&values[n * w..][..w]);
         }

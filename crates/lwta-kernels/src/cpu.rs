@@ -22,8 +22,8 @@
 
 use rayon::prelude::*;
 
-use crate::philox::{gumbel, gumbel_noise_with};
-use crate::simd::{self, load_padded, store_partial, Simd};
+use crate::philox::{gumbel, gumbel_by_lane, gumbel_noise_with};
+use crate::simd::{self, load_padded, store_partial, Isa, Simd};
 use crate::{BlockGeometry, LwtaError, Noise, Result};
 
 /// Elements per rayon task: enough work (tens of µs) to amortise scheduling, and the chunk's
@@ -37,6 +37,11 @@ const TILE_ELEMENTS: usize = 512;
 /// is the winner's index in the block (blocks numbered as in the crate docs). With `u = 1` every
 /// element wins (`y = x`). A NaN logit never beats an earlier competitor.
 pub fn forward(x: &[f32], y: &mut [f32], winners: &mut [u8], geom: BlockGeometry, u: usize, noise: Noise) -> Result<()> {
+    forward_on(simd::isa(), x, y, winners, geom, u, noise)
+}
+
+/// [`forward`] with a given instruction set (the tests compare them).
+fn forward_on(isa: Isa, x: &[f32], y: &mut [f32], winners: &mut [u8], geom: BlockGeometry, u: usize, noise: Noise) -> Result<()> {
     geom.check(u, "lwta_kernels::cpu::forward")?;
     expect_len("x", x.len(), geom.len())?;
     expect_len("y", y.len(), geom.len())?;
@@ -49,7 +54,7 @@ pub fn forward(x: &[f32], y: &mut [f32], winners: &mut [u8], geom: BlockGeometry
         .enumerate()
         .for_each(|(i, ((x, y), winners))| {
             let chunk = Chunk { x, start: i * split.elements, u, inner: geom.inner, noise };
-            simd::run(Forward { chunk, y, winners });
+            simd::run_with(isa, Forward { chunk, y, winners });
         });
     Ok(())
 }
@@ -59,6 +64,12 @@ pub fn forward(x: &[f32], y: &mut [f32], winners: &mut [u8], geom: BlockGeometry
 /// `dx_j = dy_j·h_j + (s_j/τ)·(dy_j·x_j − Σ_i dy_i·x_i·s_i)`.
 /// `noise` must be the forward's: the same stream regenerates the same `g`.
 pub fn backward(x: &[f32], dy: &[f32], dx: &mut [f32], geom: BlockGeometry, u: usize, tau: f32, noise: Noise) -> Result<()> {
+    backward_on(simd::isa(), x, dy, dx, geom, u, tau, noise)
+}
+
+/// [`backward`] with a given instruction set (the tests compare them).
+#[allow(clippy::too_many_arguments)]
+fn backward_on(isa: Isa, x: &[f32], dy: &[f32], dx: &mut [f32], geom: BlockGeometry, u: usize, tau: f32, noise: Noise) -> Result<()> {
     geom.check(u, "lwta_kernels::cpu::backward")?;
     if !(tau.is_finite() && tau > 0.0) {
         return Err(LwtaError::Tau(tau));
@@ -74,7 +85,7 @@ pub fn backward(x: &[f32], dy: &[f32], dx: &mut [f32], geom: BlockGeometry, u: u
         .enumerate()
         .for_each(|(i, ((x, dy), dx))| {
             let chunk = Chunk { x, start: i * split.elements, u, inner: geom.inner, noise };
-            simd::run(Backward { chunk, dy, dx, inv_tau: 1.0 / tau });
+            simd::run_with(isa, Backward { chunk, dy, dx, inv_tau: 1.0 / tau });
         });
     Ok(())
 }
@@ -290,17 +301,61 @@ fn gather_rows<'a, S: Simd>(s: S, t: &Tiling, tables: &Tables, tile: &Tile, memo
     Rows { data: rows, start: 0, stride: t.pitch, len: tile.lanes }
 }
 
+/// One step of the argmax over a block's competitors, taken in order: competitor `j` with logit
+/// `z` takes over (`best`, `winner`) only if strictly larger, so the first maximum wins and a NaN
+/// never takes over.
+#[inline(always)]
+fn compete<S: Simd>(s: S, best: &mut S::F, winner: &mut S::F, z: S::F, j: usize) {
+    let wins = s.lt(*best, z);
+    *best = s.select(wins, z, *best);
+    *winner = s.select(wins, s.splat(j as f32), *winner);
+}
+
+/// The softmax part of the backward for one vector of blocks, fed competitor by competitor:
+/// `e_j = exp((z_j − max)/τ)` ([`Relaxed::weight`]), then `soft_j = (s_j/τ)·(p_j − Σ_i p_i·s_i)`
+/// with `s_j = e_j / Σ e` and `p = dy·x` ([`Relaxed::gradient`]).
+struct Relaxed<S: Simd> {
+    max: S::F,
+    inv_tau: S::F,
+    sum: S::F,
+    weighted: S::F,
+}
+
+impl<S: Simd> Relaxed<S> {
+    #[inline(always)]
+    fn new(s: S, max: S::F, inv_tau: f32) -> Self {
+        Self { max, inv_tau: s.splat(inv_tau), sum: s.splat(0.0), weighted: s.splat(0.0) }
+    }
+
+    /// `e_j` of competitor `j`, accumulated into the sums.
+    #[inline(always)]
+    fn weight(&mut self, s: S, z: S::F, p: S::F) -> S::F {
+        let e = simd::exp(s, s.mul(s.sub(z, self.max), self.inv_tau));
+        self.sum = s.add(self.sum, e);
+        self.weighted = s.add(self.weighted, s.mul(p, e));
+        e
+    }
+
+    /// `(scale, mean)` once every competitor was weighted: `soft_j = e_j·scale·(p_j − mean)`.
+    #[inline(always)]
+    fn finish(&self, s: S) -> (S::F, S::F) {
+        let inv_sum = s.div(s.splat(1.0), self.sum);
+        (s.mul(inv_sum, self.inv_tau), s.mul(self.weighted, inv_sum))
+    }
+
+    #[inline(always)]
+    fn gradient(s: S, e: S::F, p: S::F, (scale, mean): (S::F, S::F)) -> S::F {
+        s.mul(s.mul(e, scale), s.sub(p, mean))
+    }
+}
+
 /// Per lane, the largest logit and the first competitor holding it (as f32).
 #[inline(always)]
 fn argmax<S: Simd>(s: S, u: usize, logits: Rows, best: &mut [f32], winner: &mut [f32]) {
     for l in (0..logits.len).step_by(S::LANES) {
-        let mut b = logits.load(s, 0, l);
-        let mut w = s.splat(0.0);
+        let (mut b, mut w) = (logits.load(s, 0, l), s.splat(0.0));
         for j in 1..u {
-            let z = logits.load(s, j, l);
-            let wins = s.lt(b, z);
-            b = s.select(wins, z, b);
-            w = s.select(wins, s.splat(j as f32), w);
+            compete(s, &mut b, &mut w, logits.load(s, j, l), j);
         }
         s.store(&mut best[l..], b);
         s.store(&mut winner[l..], w);
@@ -341,8 +396,7 @@ fn scatter<S: Simd>(
                 let (values, out) = (&values[row..][..tile.lanes], &mut out[row..][..tile.lanes]);
                 for l in (0..tile.lanes).step_by(S::LANES) {
                     let end = (l + S::LANES).min(tile.lanes);
-                    let mine = s.eq(s.load(&winner[l..]), s.splat(j as f32));
-                    let hard = s.keep(mine, load_padded(s, &values[l..end], 0.0));
+                    let hard = if_winner(s, s.load(&winner[l..]), j, load_padded(s, &values[l..end], 0.0));
                     let v = match extra {
                         Some(extra) => s.add(hard, s.load(&extra[j * t.pitch + l..])),
                         None => hard,
@@ -385,6 +439,9 @@ impl simd::Kernel for Forward<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
         let Forward { chunk, y, winners } = self;
+        if chunk.inner == 1 && chunk.u == 4 {
+            return quads_forward(s, &chunk, y, winners);
+        }
         let t = Tiling::new::<S>(chunk.u, chunk.inner);
         let tables = (t.kind == Kind::Gathered).then(|| Tables::new::<S>(&t));
         let z = chunk.logits(s);
@@ -396,9 +453,7 @@ impl simd::Kernel for Forward<'_> {
             };
             argmax(s, t.u, logits, &mut b.best, &mut b.winner);
             scatter(s, &t, tables.as_ref(), &tile, &b.winner, chunk.x, None, y);
-            for (w, &win) in winners[tile.first_block..][..tile.lanes].iter_mut().zip(&b.winner) {
-                *w = win as u8;
-            }
+            store_indices(s, &mut winners[tile.first_block..][..tile.lanes], &b.winner);
         }
     }
 }
@@ -416,6 +471,9 @@ impl simd::Kernel for Backward<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
         let Backward { chunk, dy, dx, inv_tau } = self;
+        if chunk.inner == 1 && chunk.u == 4 {
+            return quads_backward(s, &chunk, dy, dx, inv_tau);
+        }
         let t = Tiling::new::<S>(chunk.u, chunk.inner);
         let tables = (t.kind == Kind::Gathered).then(|| Tables::new::<S>(&t));
         let z = chunk.logits(s);
@@ -451,21 +509,187 @@ impl simd::Kernel for Backward<'_> {
 #[allow(clippy::too_many_arguments)]
 fn relaxed_gradient<S: Simd>(s: S, u: usize, pitch: usize, inv_tau: f32, logits: Rows, products: Rows, best: &[f32], soft: &mut [f32]) {
     for l in (0..logits.len).step_by(S::LANES) {
-        let max = s.load(&best[l..]);
-        let (mut sum, mut weighted) = (s.splat(0.0), s.splat(0.0));
+        let mut relaxed = Relaxed::new(s, s.load(&best[l..]), inv_tau);
         for j in 0..u {
-            let e = simd::exp(s, s.mul(s.sub(logits.load(s, j, l), max), s.splat(inv_tau)));
-            sum = s.add(sum, e);
-            weighted = s.add(weighted, s.mul(products.load(s, j, l), e));
+            let e = relaxed.weight(s, logits.load(s, j, l), products.load(s, j, l));
             s.store(&mut soft[j * pitch + l..], e);
         }
-        let inv_sum = s.div(s.splat(1.0), sum);
-        let mean = s.mul(weighted, inv_sum);
-        let scale = s.mul(inv_sum, s.splat(inv_tau));
+        let finished = relaxed.finish(s);
         for j in 0..u {
-            let e = s.load(&soft[j * pitch + l..]);
-            let v = s.mul(s.mul(e, scale), s.sub(products.load(s, j, l), mean));
+            let v = Relaxed::gradient(s, s.load(&soft[j * pitch + l..]), products.load(s, j, l), finished);
             s.store(&mut soft[j * pitch + l..], v);
+        }
+    }
+}
+
+/// Writes winner indices (f32 lanes of `winner`) as bytes to `dst` (any length ≤ `winner.len()`).
+#[inline(always)]
+fn store_indices<S: Simd>(s: S, dst: &mut [u8], winner: &[f32]) {
+    let mut i = 0;
+    while i + S::LANES <= dst.len() {
+        s.store_indices(&mut dst[i..], s.load(&winner[i..]));
+        i += S::LANES;
+    }
+    if i < dst.len() {
+        let mut tmp = [0u8; simd::MAX_LANES];
+        s.store_indices(&mut tmp, s.load(&winner[i..]));
+        let n = dst.len() - i;
+        dst[i..].copy_from_slice(&tmp[..n]);
+    }
+}
+
+// Tokens with U = 4: a block is exactly one Philox counter (four elements), so the noise of
+// `LANES` consecutive blocks arrives competitor-major (`gumbel_by_lane`) and a group of blocks
+// never leaves registers: `x` (and `dy`) are deinterleaved with shuffles, the competition is
+// vertical, and the result is re-interleaved. No tables, gathers or buffers.
+
+// (No closures here: a closure is compiled without the kernel's target features.)
+
+/// The four competitor vectors of `src` (`4·n` elements, `n ≤ LANES` blocks; missing blocks 0).
+#[inline(always)]
+fn load_quads<S: Simd>(s: S, src: &[f32]) -> [S::F; 4] {
+    let m = [
+        s.to_bits(load_part(s, src, 0)),
+        s.to_bits(load_part(s, src, 1)),
+        s.to_bits(load_part(s, src, 2)),
+        s.to_bits(load_part(s, src, 3)),
+    ];
+    let r = s.deinterleave4(m);
+    [s.from_bits(r[0]), s.from_bits(r[1]), s.from_bits(r[2]), s.from_bits(r[3])]
+}
+
+/// Vector `i` of `src` (padded with 0 past its end).
+#[inline(always)]
+fn load_part<S: Simd>(s: S, src: &[f32], i: usize) -> S::F {
+    load_padded(s, &src[(i * S::LANES).min(src.len())..((i + 1) * S::LANES).min(src.len())], 0.0)
+}
+
+/// `v` where `winner` is competitor `j`, 0 elsewhere.
+#[inline(always)]
+fn if_winner<S: Simd>(s: S, winner: S::F, j: usize, v: S::F) -> S::F {
+    s.keep(s.eq(winner, s.splat(j as f32)), v)
+}
+
+/// Writes four competitor vectors back to memory order (`dst.len() = 4·n`).
+#[inline(always)]
+fn store_quads<S: Simd>(s: S, dst: &mut [f32], v: [S::F; 4]) {
+    let m = s.interleave4([s.to_bits(v[0]), s.to_bits(v[1]), s.to_bits(v[2]), s.to_bits(v[3])]);
+    for (i, m) in m.into_iter().enumerate() {
+        let (start, end) = ((i * S::LANES).min(dst.len()), ((i + 1) * S::LANES).min(dst.len()));
+        store_partial(s, &mut dst[start..end], s.from_bits(m));
+    }
+}
+
+/// The noise of chunk blocks `first .. first + n` as four competitor vectors.
+#[inline(always)]
+fn quad_noise<S: Simd>(s: S, chunk: &Chunk, first: usize, n: usize) -> [S::F; 4] {
+    match chunk.noise {
+        Noise::None => [s.splat(0.0); 4],
+        Noise::Philox { seed, offset } => gumbel_by_lane(s, seed, offset, (chunk.start / 4 + first) as u64),
+        Noise::Uniforms(uniforms) => {
+            let u = load_quads(s, &uniforms[chunk.start + 4 * first..][..4 * n]);
+            [gumbel(s, u[0]), gumbel(s, u[1]), gumbel(s, u[2]), gumbel(s, u[3])]
+        }
+    }
+}
+
+/// Logits, best logit and winner of chunk blocks `first .. first + n` whose inputs are `x`.
+#[inline(always)]
+fn quad_competition<S: Simd>(s: S, chunk: &Chunk, first: usize, n: usize, x: [S::F; 4]) -> ([S::F; 4], S::F, S::F) {
+    let g = quad_noise(s, chunk, first, n);
+    let z = [s.add(x[0], g[0]), s.add(x[1], g[1]), s.add(x[2], g[2]), s.add(x[3], g[3])];
+    let (mut best, mut winner) = (z[0], s.splat(0.0));
+    for (j, &z) in z.iter().enumerate().skip(1) {
+        compete(s, &mut best, &mut winner, z, j);
+    }
+    (z, best, winner)
+}
+
+#[inline(always)]
+fn quads_forward<S: Simd>(s: S, chunk: &Chunk, y: &mut [f32], winners: &mut [u8]) {
+    let blocks = chunk.x.len() / 4;
+    for first in (0..blocks).step_by(S::LANES) {
+        let n = (blocks - first).min(S::LANES);
+        let elements = 4 * first..4 * (first + n);
+        let x = load_quads(s, &chunk.x[elements.clone()]);
+        let (_, _, winner) = quad_competition(s, chunk, first, n, x);
+        let y_quads = [
+            if_winner(s, winner, 0, x[0]),
+            if_winner(s, winner, 1, x[1]),
+            if_winner(s, winner, 2, x[2]),
+            if_winner(s, winner, 3, x[3]),
+        ];
+        store_quads(s, &mut y[elements], y_quads);
+        let mut indices = [0.0; simd::MAX_LANES];
+        s.store(&mut indices, winner);
+        store_indices(s, &mut winners[first..first + n], &indices);
+    }
+}
+
+#[inline(always)]
+fn quads_backward<S: Simd>(s: S, chunk: &Chunk, dy: &[f32], dx: &mut [f32], inv_tau: f32) {
+    let blocks = chunk.x.len() / 4;
+    for first in (0..blocks).step_by(S::LANES) {
+        let n = (blocks - first).min(S::LANES);
+        let elements = 4 * first..4 * (first + n);
+        let x = load_quads(s, &chunk.x[elements.clone()]);
+        let dy = load_quads(s, &dy[elements.clone()]);
+        let (z, best, winner) = quad_competition(s, chunk, first, n, x);
+        let p = [s.mul(dy[0], x[0]), s.mul(dy[1], x[1]), s.mul(dy[2], x[2]), s.mul(dy[3], x[3])];
+        let mut relaxed = Relaxed::new(s, best, inv_tau);
+        let e = [
+            relaxed.weight(s, z[0], p[0]),
+            relaxed.weight(s, z[1], p[1]),
+            relaxed.weight(s, z[2], p[2]),
+            relaxed.weight(s, z[3], p[3]),
+        ];
+        let finished = relaxed.finish(s);
+        let dx_quads = [
+            s.add(if_winner(s, winner, 0, dy[0]), Relaxed::gradient(s, e[0], p[0], finished)),
+            s.add(if_winner(s, winner, 1, dy[1]), Relaxed::gradient(s, e[1], p[1], finished)),
+            s.add(if_winner(s, winner, 2, dy[2]), Relaxed::gradient(s, e[2], p[2], finished)),
+            s.add(if_winner(s, winner, 3, dy[3]), Relaxed::gradient(s, e[3], p[3], finished)),
+        ];
+        store_quads(s, &mut dx[elements], dx_quads);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::philox::uniform_at;
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        (0..len as u64).map(|e| 4.0 * uniform_at(seed, 5, e) - 2.0).collect()
+    }
+
+    /// Every kernel path (U = 4 tokens in registers, gathered tiles, channel rows; partial
+    /// vectors, tiles and chunks) gives the scalar path's bits on every instruction set.
+    #[test]
+    fn every_instruction_set_gives_the_scalar_bits() {
+        let cases = [
+            (BlockGeometry::tokens(1031, 8), 4),
+            (BlockGeometry::tokens(300, 24), 8),
+            (BlockGeometry::tokens(77, 9), 3),
+            (BlockGeometry::nchw(3, 8, 28, 28), 4),
+            (BlockGeometry::nchw(5, 6, 3, 5), 2),
+            (BlockGeometry::nchw(2, 32, 7, 7), 16),
+        ];
+        for (geom, u) in cases {
+            let (x, dy) = (values(geom.len(), 1), values(geom.len(), 2));
+            let uniforms: Vec<f32> = (0..geom.len() as u64).map(|e| uniform_at(3, 4, e)).collect();
+            for noise in [Noise::None, Noise::Philox { seed: 9, offset: 2 }, Noise::Uniforms(&uniforms)] {
+                let run = |isa| {
+                    let (mut y, mut winners, mut dx) = (vec![0.0; x.len()], vec![0; geom.blocks(u)], vec![0.0; x.len()]);
+                    forward_on(isa, &x, &mut y, &mut winners, geom, u, noise).unwrap();
+                    backward_on(isa, &x, &dy, &mut dx, geom, u, 0.67, noise).unwrap();
+                    (y.iter().chain(&dx).map(|v| v.to_bits()).collect::<Vec<_>>(), winners)
+                };
+                let reference = run(Isa::Scalar);
+                for isa in simd::supported() {
+                    assert!(run(isa) == reference, "{isa:?} differs from scalar: {geom:?} U={u} {noise:?}");
+                }
+            }
         }
     }
 }

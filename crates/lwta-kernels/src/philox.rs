@@ -201,29 +201,44 @@ pub fn gumbel_noise_with<S: Simd>(s: S, seed: u64, offset: u64, start: u64, out:
 /// The noise of the `4·S::LANES` elements of counters `first .. first + S::LANES`, in memory order.
 #[inline(always)]
 fn noise_batch<S: Simd>(s: S, key: [u32; 2], offset: u64, first: u64, out: &mut [f32]) {
-    let low = first as u32;
-    if low.checked_add(S::LANES as u32 - 1).is_none() {
-        // The low counter word wraps inside this batch (only past 2^34 elements): one counter at
-        // a time, so each gets its own high word.
-        for (k, out) in out.chunks_exact_mut(4).enumerate() {
-            let group = first + k as u64;
-            let bits = philox4x32_10([group as u32, (group >> 32) as u32, offset as u32, (offset >> 32) as u32], key);
-            for (g, b) in out.iter_mut().zip(bits) {
-                *g = gumbel_from_uniform(uniform_from_bits(b));
-            }
-        }
-        return;
-    }
-    let counters = [
-        s.add_i(s.splat_i(low), s.iota()),
-        s.splat_i((first >> 32) as u32),
-        s.splat_i(offset as u32),
-        s.splat_i((offset >> 32) as u32),
-    ];
-    let words = s.interleave4(philox_rounds(s, counters, key));
+    let words = s.interleave4(counter_words(s, key, offset, first));
     for (v, bits) in words.into_iter().enumerate() {
         s.store(&mut out[v * S::LANES..], gumbel(s, uniform(s, bits)));
     }
+}
+
+/// The noise of counters `first .. first + S::LANES` of the stream `(seed, offset)` as four
+/// vectors: vector `l` holds element `4k + l` of counter `k`, i.e. for tokens with `U = 4` (one
+/// counter per block) competitor `l` of `S::LANES` consecutive blocks.
+#[inline(always)]
+pub fn gumbel_by_lane<S: Simd>(s: S, seed: u64, offset: u64, first: u64) -> [S::F; 4] {
+    let words = counter_words(s, [seed as u32, (seed >> 32) as u32], offset, first);
+    // Written out: a closure would be compiled without the kernel's target features.
+    [
+        gumbel(s, uniform(s, words[0])),
+        gumbel(s, uniform(s, words[1])),
+        gumbel(s, uniform(s, words[2])),
+        gumbel(s, uniform(s, words[3])),
+    ]
+}
+
+/// Philox on counters `first .. first + S::LANES` (`words[l]` holds word `l` of each).
+#[inline(always)]
+fn counter_words<S: Simd>(s: S, key: [u32; 2], offset: u64, first: u64) -> [S::I; 4] {
+    let low = first as u32;
+    let (c0, c1) = if low.checked_add(S::LANES as u32 - 1).is_some() {
+        (s.add_i(s.splat_i(low), s.iota()), s.splat_i((first >> 32) as u32))
+    } else {
+        // The low word wraps inside this batch (only past 2^34 elements): per-counter high words.
+        let (mut lo, mut hi) = ([0u32; MAX_LANES], [0u32; MAX_LANES]);
+        for k in 0..S::LANES {
+            let counter = first + k as u64;
+            (lo[k], hi[k]) = (counter as u32, (counter >> 32) as u32);
+        }
+        (s.load_i(&lo), s.load_i(&hi))
+    };
+    let counters = [c0, c1, s.splat_i(offset as u32), s.splat_i((offset >> 32) as u32)];
+    philox_rounds(s, counters, key)
 }
 
 #[cfg(test)]

@@ -78,6 +78,11 @@ pub trait Simd: Copy + Send + Sync {
     /// From "lane `l` of counter `k`" (four vectors, `r[l]` holding counters `0..LANES`) to memory
     /// order: element `4k + l` of the result (vector `(4k + l) / LANES`).
     fn interleave4(self, r: [Self::I; 4]) -> [Self::I; 4];
+    /// The inverse of [`Simd::interleave4`]: four vectors in memory order to `r[l][k]` = element `4k + l`.
+    fn deinterleave4(self, m: [Self::I; 4]) -> [Self::I; 4];
+    /// Writes lanes holding small non-negative integers (as f32, e.g. winner indices) as bytes to the
+    /// first `LANES` entries of `dst` (panics if shorter).
+    fn store_indices(self, dst: &mut [u8], v: Self::F);
 }
 
 /// Work to compile once per instruction set.
@@ -127,7 +132,13 @@ pub fn supported() -> Vec<Isa> {
 /// Runs `kernel` with the instruction set of [`isa`].
 #[inline]
 pub fn run<K: Kernel>(kernel: K) -> K::Output {
-    run_on(isa(), kernel).unwrap_or_else(|kernel| kernel.run(Scalar))
+    run_with(isa(), kernel)
+}
+
+/// Runs `kernel` with `isa`, or with [`Scalar`] if this CPU lacks it.
+#[inline]
+pub fn run_with<K: Kernel>(isa: Isa, kernel: K) -> K::Output {
+    run_on(isa, kernel).unwrap_or_else(|kernel| kernel.run(Scalar))
 }
 
 /// Runs `kernel` with `isa`, or gives it back if this CPU lacks it (tests compare the paths).
@@ -221,7 +232,7 @@ pub fn exp<S: Simd>(s: S, x: S::F) -> S::F {
     }
     let e_r = s.add(s.add(s.mul(p, s.mul(r, r)), r), s.splat(1.0));
     let v = s.mul(e_r, two_n);
-    let v = s.keep(s.lt(s.splat(LO), x), v);
+    let v = s.select(s.lt(x, s.splat(LO)), s.splat(0.0), v);
     s.select(s.lt(s.splat(HI), x), s.splat(f32::INFINITY), v)
 }
 
@@ -371,6 +382,14 @@ impl Simd for Scalar {
     #[inline(always)]
     fn interleave4(self, r: [u32; 4]) -> [u32; 4] {
         r
+    }
+    #[inline(always)]
+    fn deinterleave4(self, m: [u32; 4]) -> [u32; 4] {
+        m
+    }
+    #[inline(always)]
+    fn store_indices(self, dst: &mut [u8], v: f32) {
+        dst[0] = v as u8;
     }
 }
 
@@ -571,6 +590,46 @@ mod x86 {
             // transpose of those four registers gives output vector q in memory order.
             unsafe { regs!(|q| transpose_4x8(r[0][q], r[1][q], r[2][q], r[3][q])) }
         }
+        #[inline(always)]
+        fn deinterleave4(self, m: [Self::I; 4]) -> [Self::I; 4] {
+            // Vector q (32 elements = counters 8q..8q+7) transposes into register q of each output.
+            let t = unsafe { regs!(|q| untranspose_4x8(m[q][0], m[q][1], m[q][2], m[q][3])) };
+            [regs!(|q| t[q][0]), regs!(|q| t[q][1]), regs!(|q| t[q][2]), regs!(|q| t[q][3])]
+        }
+        #[inline(always)]
+        fn store_indices(self, dst: &mut [u8], v: Self::F) {
+            let dst = &mut dst[..Self::LANES];
+            for (r, v) in v.into_iter().enumerate() {
+                unsafe {
+                    // 8 i32 → bytes: pack to i16 and u8 within each 128-bit half, then join the halves.
+                    let i = _mm256_cvttps_epi32(v);
+                    let b = _mm256_packus_epi16(_mm256_packs_epi32(i, i), _mm256_setzero_si256());
+                    let joined = _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256::<1>(b));
+                    _mm_storel_epi64(dst.as_mut_ptr().add(8 * r).cast(), joined);
+                }
+            }
+        }
+    }
+
+    /// The inverse of [`transpose_4x8`]: 32 words in memory order → word `l` of counters 0..8.
+    #[inline(always)]
+    unsafe fn untranspose_4x8(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> [__m256i; 4] {
+        unsafe {
+            let t0 = _mm256_permute2x128_si256::<0x20>(a, c); // counters 0 | 4
+            let t1 = _mm256_permute2x128_si256::<0x31>(a, c); // counters 1 | 5
+            let t2 = _mm256_permute2x128_si256::<0x20>(b, d); // counters 2 | 6
+            let t3 = _mm256_permute2x128_si256::<0x31>(b, d); // counters 3 | 7
+            let u0 = _mm256_unpacklo_epi32(t0, t1);
+            let u1 = _mm256_unpackhi_epi32(t0, t1);
+            let u2 = _mm256_unpacklo_epi32(t2, t3);
+            let u3 = _mm256_unpackhi_epi32(t2, t3);
+            [
+                _mm256_unpacklo_epi64(u0, u2),
+                _mm256_unpackhi_epi64(u0, u2),
+                _mm256_unpacklo_epi64(u1, u3),
+                _mm256_unpackhi_epi64(u1, u3),
+            ]
+        }
     }
 
     /// Four registers holding word `l` of counters 0..8 → the 32 words in memory order.
@@ -747,6 +806,49 @@ mod x86 {
             // 4×16 transpose of those four registers gives output vector q in memory order.
             unsafe { regs!(|q| transpose_4x16(r[0][q], r[1][q], r[2][q], r[3][q])) }
         }
+        #[inline(always)]
+        fn deinterleave4(self, m: [Self::I; 4]) -> [Self::I; 4] {
+            // Vector q (64 elements = counters 16q..16q+15) transposes into register q of each output.
+            let t = unsafe { regs!(|q| untranspose_4x16(m[q][0], m[q][1], m[q][2], m[q][3])) };
+            [regs!(|q| t[q][0]), regs!(|q| t[q][1]), regs!(|q| t[q][2]), regs!(|q| t[q][3])]
+        }
+        #[inline(always)]
+        fn store_indices(self, dst: &mut [u8], v: Self::F) {
+            let dst = &mut dst[..Self::LANES];
+            for (r, v) in v.into_iter().enumerate() {
+                unsafe {
+                    let bytes = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
+                    _mm_storeu_si128(dst.as_mut_ptr().add(16 * r).cast(), bytes);
+                }
+            }
+        }
+    }
+
+    /// The inverse of [`transpose_4x16`]: 64 words in memory order → word `l` of counters 0..16.
+    #[inline(always)]
+    unsafe fn untranspose_4x16(a: __m512i, b: __m512i, c: __m512i, d: __m512i) -> [__m512i; 4] {
+        unsafe {
+            // Register r holds counters 4r..4r+3, one per 128-bit block; first make block k of u_i
+            // hold counter 4k + i, then transpose the 4×4 words inside every block.
+            let p = _mm512_shuffle_i32x4::<0b01_00_01_00>(a, b); // counters 0 1 4 5
+            let q = _mm512_shuffle_i32x4::<0b01_00_01_00>(c, d); // counters 8 9 12 13
+            let r = _mm512_shuffle_i32x4::<0b11_10_11_10>(a, b); // counters 2 3 6 7
+            let t = _mm512_shuffle_i32x4::<0b11_10_11_10>(c, d); // counters 10 11 14 15
+            let u0 = _mm512_shuffle_i32x4::<0b10_00_10_00>(p, q); // counters 0 4 8 12
+            let u1 = _mm512_shuffle_i32x4::<0b11_01_11_01>(p, q); // counters 1 5 9 13
+            let u2 = _mm512_shuffle_i32x4::<0b10_00_10_00>(r, t); // counters 2 6 10 14
+            let u3 = _mm512_shuffle_i32x4::<0b11_01_11_01>(r, t); // counters 3 7 11 15
+            let t0 = _mm512_unpacklo_epi32(u0, u1);
+            let t1 = _mm512_unpackhi_epi32(u0, u1);
+            let t2 = _mm512_unpacklo_epi32(u2, u3);
+            let t3 = _mm512_unpackhi_epi32(u2, u3);
+            [
+                _mm512_unpacklo_epi64(t0, t2),
+                _mm512_unpackhi_epi64(t0, t2),
+                _mm512_unpacklo_epi64(t1, t3),
+                _mm512_unpackhi_epi64(t1, t3),
+            ]
+        }
     }
 
     /// Four registers holding word `l` of counters 0..16 → the 64 words in memory order.
@@ -773,5 +875,123 @@ mod x86 {
                 _mm512_shuffle_i32x4::<0b11_01_11_01>(c, d), // counters 12 13 14 15
             ]
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_two_ulps_of_f64_exp() {
+        let mut worst = (0.0, 0.0);
+        for i in 0..=2_000_000 {
+            let x = -87.0 + 175.0 * i as f32 / 2_000_000.0;
+            let exact = (x as f64).exp();
+            let rounded = exact as f32;
+            let ulp = (f32::from_bits(rounded.to_bits() + 1) - rounded) as f64;
+            let err = (exp_f32(x) as f64 - exact).abs() / ulp;
+            if err > worst.0 {
+                worst = (err, x);
+            }
+        }
+        assert!(worst.0 <= 2.0, "exp is {} ulps off at {}", worst.0, worst.1);
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert_eq!(exp_f32(-1000.0), 0.0);
+        assert_eq!(exp_f32(1000.0), f32::INFINITY);
+    }
+
+    /// Exercises every primitive on `values` and returns all results as bits, so the instruction
+    /// sets can be compared with the scalar definition.
+    struct Primitives<'a>(&'a [f32]);
+
+    impl Kernel for Primitives<'_> {
+        type Output = Vec<u32>;
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) -> Vec<u32> {
+            let mut out = Vec::new();
+            let mut push = |v: S::F| {
+                let mut tmp = [0.0; MAX_LANES];
+                s.store(&mut tmp, v);
+                out.extend(tmp[..S::LANES].iter().map(|x| x.to_bits()));
+            };
+            for chunk in self.0.chunks_exact(4 * S::LANES) {
+                let a = s.load(chunk);
+                let b = s.load(&chunk[S::LANES..]);
+                push(exp(s, a));
+                push(s.div(s.min(a, b), s.max(a, b)));
+                push(s.select(s.lt(a, b), s.sub(a, b), s.mul(a, b)));
+                push(s.keep(s.eq(a, s.splat(1.5)), b));
+                push(s.i32_to_f32(s.shr_i::<9>(s.to_bits(a))));
+                push(s.from_bits(s.shl_i::<1>(s.or_i(s.and_i(s.to_bits(a), s.mask_to_i(s.lt(a, b))), s.splat_i(3)))));
+                let (hi, lo) = s.mul_wide(s.to_bits(a), 0xD251_1F53);
+                push(s.from_bits(s.xor_i(hi, s.add_i(lo, s.iota()))));
+                let idx = s.and_i(s.to_bits(b), s.splat_i(0x3ff)); // clamped to the chunk
+                push(s.gather(chunk, idx));
+                let memory = [0, 1, 2, 3].map(|v| s.to_bits(s.load(&chunk[v * S::LANES..])));
+                for v in s.interleave4(memory) {
+                    push(s.from_bits(v));
+                }
+                for v in s.deinterleave4(memory) {
+                    push(s.from_bits(v));
+                }
+                let round_trip = s.deinterleave4(s.interleave4(memory));
+                for (v, m) in round_trip.into_iter().zip(memory) {
+                    push(s.sub(s.from_bits(v), s.from_bits(m)));
+                }
+                let mut bytes = [0u8; MAX_LANES];
+                s.store_indices(&mut bytes, s.min(s.max(a, s.splat(0.0)), s.splat(200.0)));
+                push(s.i32_to_f32(s.load_i(&bytes.map(u32::from))));
+            }
+            out
+        }
+    }
+
+    #[test]
+    fn every_instruction_set_matches_the_scalar_definition() {
+        let values: Vec<f32> = (0..4 * MAX_LANES * 3).map(|i| ((i * 7919) % 1000) as f32 * 0.25 - 100.0).collect();
+        // The scalar path processes "vectors" of one lane: its interleaves are identities, so the
+        // scalar results are rebuilt per instruction set from per-lane definitions below instead.
+        for isa in supported() {
+            let got = run_on(isa, Primitives(&values)).unwrap_or_else(|_| panic!("{isa:?} is supported"));
+            let lanes = match isa {
+                Isa::Scalar => 1,
+                Isa::Avx2 => 32,
+                Isa::Avx512 => 64,
+            };
+            let expected = expected_primitives(&values, lanes);
+            assert_eq!(got.len(), expected.len(), "{isa:?}");
+            for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+                assert_eq!(g, e, "{isa:?}: result {i} (vector {} lane {})", i / lanes, i % lanes);
+            }
+        }
+    }
+
+    /// What [`Primitives`] must return with `lanes` lanes, computed lane by lane with [`Scalar`].
+    fn expected_primitives(values: &[f32], lanes: usize) -> Vec<u32> {
+        let s = Scalar;
+        let mut out = Vec::new();
+        for chunk in values.chunks_exact(4 * lanes) {
+            let (a, b) = (&chunk[..lanes], &chunk[lanes..2 * lanes]);
+            let each = |f: &dyn Fn(usize) -> f32| (0..lanes).map(|i| f(i).to_bits()).collect::<Vec<_>>();
+            out.extend(each(&|i| exp(s, a[i])));
+            out.extend(each(&|i| s.div(s.min(a[i], b[i]), s.max(a[i], b[i]))));
+            out.extend(each(&|i| s.select(a[i] < b[i], a[i] - b[i], a[i] * b[i])));
+            out.extend(each(&|i| if a[i] == 1.5 { b[i] } else { 0.0 }));
+            out.extend(each(&|i| s.i32_to_f32(a[i].to_bits() >> 9)));
+            out.extend(each(&|i| f32::from_bits(((a[i].to_bits() & s.mask_to_i(a[i] < b[i])) | 3) << 1)));
+            out.extend(each(&|i| {
+                let (hi, lo) = s.mul_wide(a[i].to_bits(), 0xD251_1F53);
+                f32::from_bits(hi ^ lo.wrapping_add(i as u32))
+            }));
+            out.extend(each(&|i| chunk[((b[i].to_bits() & 0x3ff) as usize).min(chunk.len() - 1)]));
+            // interleave4: output element e = word (e % 4) of counter (e / 4) = chunk[(e % 4)·lanes + e / 4].
+            out.extend((0..4 * lanes).map(|e| chunk[(e % 4) * lanes + e / 4].to_bits()));
+            // deinterleave4: output r[l][k] = memory element 4k + l.
+            out.extend((0..4 * lanes).map(|i| chunk[4 * (i % lanes) + i / lanes].to_bits()));
+            out.extend((0..4 * lanes).map(|_| 0.0f32.to_bits()));
+            out.extend(each(&|i| (a[i].clamp(0.0, 200.0) as u8) as f32));
+        }
+        out
     }
 }

@@ -66,7 +66,7 @@ pub fn erf_simd<S: Simd>(s: S, x: S::F) -> S::F {
         -2.685381193529856e-2,
         1.128358514861418e-1,
         -3.761262582423300e-1,
-        1.128379165726710e+0 - 1.0,
+        1.28379165726710e-1, // 1.128379165726710 − 1
     ];
     const P: [f32; 9] = [
         2.326819970068386e-2,
@@ -112,11 +112,12 @@ pub fn erf_simd<S: Simd>(s: S, x: S::F) -> S::F {
     s.select(s.lt(a, s.splat(1.0)), small, large)
 }
 
-/// `1 / (1 + e^{−t})`.
+/// `(σ(t), 1 − σ(t))` with `σ(t) = 1 / (1 + e^{−t})`; `1 − σ` as `e^{−t}·σ`, without cancellation.
 #[inline(always)]
-fn sigmoid<S: Simd>(s: S, t: S::F) -> S::F {
-    let one = s.splat(1.0);
-    s.div(one, s.add(one, simd::exp(s, s.sub(s.splat(0.0), t))))
+fn sigmoid<S: Simd>(s: S, t: S::F) -> (S::F, S::F) {
+    let e = simd::exp(s, s.sub(s.splat(0.0), t));
+    let sig = s.div(s.splat(1.0), s.add(s.splat(1.0), e));
+    (sig, s.mul(e, sig))
 }
 
 /// A point-wise activation: its value and its derivative, on vectors.
@@ -149,13 +150,13 @@ struct QuickGelu;
 impl Pointwise for QuickGelu {
     #[inline(always)]
     fn value<S: Simd>(self, s: S, x: S::F) -> S::F {
-        s.mul(x, sigmoid(s, s.mul(x, s.splat(QUICK_GELU_SLOPE))))
+        s.mul(x, sigmoid(s, s.mul(x, s.splat(QUICK_GELU_SLOPE))).0)
     }
 
     #[inline(always)]
     fn derivative<S: Simd>(self, s: S, x: S::F) -> S::F {
-        let sig = sigmoid(s, s.mul(x, s.splat(QUICK_GELU_SLOPE)));
-        let slope = s.mul(s.mul(s.splat(QUICK_GELU_SLOPE), x), s.mul(sig, s.sub(s.splat(1.0), sig)));
+        let (sig, rest) = sigmoid(s, s.mul(x, s.splat(QUICK_GELU_SLOPE)));
+        let slope = s.mul(s.mul(s.splat(QUICK_GELU_SLOPE), x), s.mul(sig, rest));
         s.add(sig, slope)
     }
 }

@@ -65,27 +65,32 @@ fn expand<'a>(x: &'a Tensor, out: &[usize]) -> std::borrow::Cow<'a, [f32]> {
 fn binary(a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
     let out_shape = broadcast_shape(op.name(), a.shape(), b.shape())?;
     let (ae, be) = (expand(a, &out_shape), expand(b, &out_shape));
-    let mut out = vec![0.0f32; ae.len()];
-    out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(c, o)| {
-        let s = c * PAR_CHUNK;
-        for (i, v) in o.iter_mut().enumerate() {
-            *v = op.apply(ae[s + i], be[s + i]);
-        }
-    });
+    let out: Vec<f32> = ae.par_iter().zip(be.par_iter()).with_min_len(PAR_CHUNK).map(|(a, b)| op.apply(*a, *b)).collect();
     let (a_in, b_in) = (a.clone(), b.clone());
     let shape = out_shape.clone();
     Ok(Tensor::from_op(out, out_shape, &[a, b], move |g, grads| {
         let (ae, be) = (expand(&a_in, &shape), expand(&b_in, &shape));
-        let mut ga = vec![0.0f32; g.len()];
-        let mut gb = vec![0.0f32; g.len()];
-        for i in 0..g.len() {
-            (ga[i], gb[i]) = op.grads(ae[i], be[i], g[i]);
-        }
+        // Each input's gradient is computed only when it is wanted, and reduced only when it was broadcast.
+        let reduce = |grad: Vec<f32>, input: &Tensor| {
+            if input.shape() == shape.as_slice() {
+                grad
+            } else {
+                sum_to_shape(&grad, &shape, input.shape())
+            }
+        };
         if a_in.requires_grad() {
-            grads.accumulate(a_in.id(), sum_to_shape(&ga, &shape, a_in.shape()));
+            let ga: Vec<f32> = match op {
+                BinaryOp::Add | BinaryOp::Sub => g.to_vec(),
+                _ => g.par_iter().zip(be.par_iter()).zip(ae.par_iter()).with_min_len(PAR_CHUNK).map(|((g, b), a)| op.grads(*a, *b, *g).0).collect(),
+            };
+            grads.accumulate(a_in.id(), reduce(ga, &a_in));
         }
         if b_in.requires_grad() {
-            grads.accumulate(b_in.id(), sum_to_shape(&gb, &shape, b_in.shape()));
+            let gb: Vec<f32> = match op {
+                BinaryOp::Add => g.to_vec(),
+                _ => g.par_iter().zip(be.par_iter()).zip(ae.par_iter()).with_min_len(PAR_CHUNK).map(|((g, b), a)| op.grads(*a, *b, *g).1).collect(),
+            };
+            grads.accumulate(b_in.id(), reduce(gb, &b_in));
         }
         Ok(())
     }))

@@ -59,6 +59,37 @@ pub(crate) fn gemm(a: Mat, b: Mat, c: &mut [f32], beta: f32) {
     }
 }
 
+/// `a·b` into a new row-major vector, without zero-filling it first (β = 0 never reads C).
+pub(crate) fn gemm_new(a: Mat, b: Mat) -> Vec<f32> {
+    let n = a.rows * b.cols;
+    if a.cols == 0 || n == 0 {
+        return vec![0.0; n];
+    }
+    let mut c = Vec::with_capacity(n);
+    // SAFETY: as in `gemm`; with β = 0 sgemm only writes C, all `n` elements of it, before
+    // `set_len` exposes them.
+    unsafe {
+        matrixmultiply::sgemm(
+            a.rows,
+            a.cols,
+            b.cols,
+            1.0,
+            a.data.as_ptr(),
+            a.rs,
+            a.cs,
+            b.data.as_ptr(),
+            b.rs,
+            b.cs,
+            0.0,
+            c.as_mut_ptr(),
+            b.cols as isize,
+            1,
+        );
+        c.set_len(n);
+    }
+    c
+}
+
 /// Runs `batch` independent GEMMs, in parallel when they are small enough not to be threaded inside.
 fn batched(batch: usize, m: usize, n: usize, out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     if batch <= 1 || m * n >= 1 << 16 {
@@ -87,8 +118,7 @@ impl Tensor {
         out_shape.extend([m, n]);
         if shared_b {
             // One GEMM over all rows: [(batch·m), k] · [k, n].
-            let mut out = vec![0.0; batch * m * n];
-            gemm(Mat::new(self.data(), batch * m, k), Mat::new(other.data(), k, n), &mut out, 0.0);
+            let out = gemm_new(Mat::new(self.data(), batch * m, k), Mat::new(other.data(), k, n));
             return Ok(self.record_matmul(other, out, out_shape, batch, m, k, n, true));
         }
         let mut out = vec![0.0; batch * m * n];
@@ -116,26 +146,28 @@ impl Tensor {
             let (a, b) = (a_in.data(), b_in.data());
             if a_in.requires_grad() {
                 // dA = dC · Bᵀ
-                let mut ga = vec![0.0; batch * m * k];
-                if shared_b {
-                    gemm(Mat::new(g, batch * m, n), Mat::new(b, k, n).t(), &mut ga, 0.0);
+                let ga = if shared_b {
+                    gemm_new(Mat::new(g, batch * m, n), Mat::new(b, k, n).t())
                 } else {
+                    let mut ga = vec![0.0; batch * m * k];
                     batched(batch, m, k, &mut ga, |i, c| {
                         gemm(Mat::new(&g[i * m * n..(i + 1) * m * n], m, n), Mat::new(&b[i * k * n..(i + 1) * k * n], k, n).t(), c, 0.0)
                     });
-                }
+                    ga
+                };
                 grads.accumulate(a_in.id(), ga);
             }
             if b_in.requires_grad() {
                 // dB = Aᵀ · dC (summed over the batch when B is shared)
-                let mut gb = vec![0.0; if shared_b { k * n } else { batch * k * n }];
-                if shared_b {
-                    gemm(Mat::new(a, batch * m, k).t(), Mat::new(g, batch * m, n), &mut gb, 0.0);
+                let gb = if shared_b {
+                    gemm_new(Mat::new(a, batch * m, k).t(), Mat::new(g, batch * m, n))
                 } else {
+                    let mut gb = vec![0.0; batch * k * n];
                     batched(batch, k, n, &mut gb, |i, c| {
                         gemm(Mat::new(&a[i * m * k..(i + 1) * m * k], m, k).t(), Mat::new(&g[i * m * n..(i + 1) * m * n], m, n), c, 0.0)
                     });
-                }
+                    gb
+                };
                 grads.accumulate(b_in.id(), gb);
             }
             Ok(())
@@ -158,14 +190,12 @@ impl Tensor {
             }
         }
         let rows = self.len() / in_f.max(1);
-        let mut out = vec![0.0; rows * out_f];
+        let mut out = gemm_new(Mat::new(self.data(), rows, in_f), Mat::new(weight.data(), out_f, in_f).t());
         if let Some(b) = bias {
             out.par_chunks_mut(out_f.max(1) * 64).for_each(|c| {
-                c.chunks_mut(out_f.max(1)).for_each(|r| r.copy_from_slice(b.data()));
+                c.chunks_mut(out_f.max(1)).for_each(|r| r.iter_mut().zip(b.data()).for_each(|(o, b)| *o += b));
             });
         }
-        let beta = if bias.is_some() { 1.0 } else { 0.0 };
-        gemm(Mat::new(self.data(), rows, in_f), Mat::new(weight.data(), out_f, in_f).t(), &mut out, beta);
         let mut shape = x_shape.to_vec();
         *shape.last_mut().expect("rank ≥ 1 checked above") = out_f;
         let (x, w, b) = (self.clone(), weight.clone(), bias.cloned());
@@ -173,13 +203,11 @@ impl Tensor {
         inputs.extend(bias);
         Ok(Tensor::from_op(out, shape, &inputs, move |g, grads| {
             if x.requires_grad() {
-                let mut gx = vec![0.0; rows * in_f];
-                gemm(Mat::new(g, rows, out_f), Mat::new(w.data(), out_f, in_f), &mut gx, 0.0);
+                let gx = gemm_new(Mat::new(g, rows, out_f), Mat::new(w.data(), out_f, in_f));
                 grads.accumulate(x.id(), gx);
             }
             if w.requires_grad() {
-                let mut gw = vec![0.0; out_f * in_f];
-                gemm(Mat::new(g, rows, out_f).t(), Mat::new(x.data(), rows, in_f), &mut gw, 0.0);
+                let gw = gemm_new(Mat::new(g, rows, out_f).t(), Mat::new(x.data(), rows, in_f));
                 grads.accumulate(w.id(), gw);
             }
             if let Some(b) = b.filter(|b| b.requires_grad()) {

@@ -4,8 +4,8 @@
 //!
 //! The kernels compute exactly what [`crate::cpu`] computes: the same Philox stream and the same
 //! Cephes logarithm (bit-identical noise), the first maximum of `x + g` as winner, and the
-//! straight-through backward (the softmax uses the hardware `ex2`, so `dx` agrees to ~1e-6
-//! relative, not bitwise). Two kernel shapes per direction and dtype (see the header of
+//! straight-through backward with the reference's roundings except in `exp` (the hardware `ex2`
+//! on an exactly split argument), so `dx` agrees to ~1e-6 relative, not bitwise. Two kernel shapes per direction and dtype (see the header of
 //! `kernels/lwta_f32.ptx`):
 //! * *quad*, 16-byte (bf16: 8-byte) accesses: NCHW with `inner % 4 == 0` (4 adjacent pixels per
 //!   thread, one Philox call for their 4 noises) and tokens with `U % 4 == 0`;
@@ -16,7 +16,10 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    sys, CudaContext, CudaFunction, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
+    PushKernelArg,
+};
 use cudarc::nvrtc::Ptx;
 use half::bf16;
 
@@ -117,7 +120,9 @@ pub struct LwtaCuda {
 
 impl std::fmt::Debug for LwtaCuda {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LwtaCuda").field("device", &self.stream.context().ordinal()).finish()
+        f.debug_struct("LwtaCuda")
+            .field("device", &self.stream.context().ordinal())
+            .finish()
     }
 }
 
@@ -127,7 +132,8 @@ impl LwtaCuda {
     /// driver is too old for the PTX.
     pub fn new(ordinal: usize) -> Result<Self> {
         check_driver()?;
-        let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err(&format!("opening GPU {ordinal}"), e))?;
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| cuda_err(&format!("opening GPU {ordinal}"), e))?;
         Self::with_stream(ctx.default_stream())
     }
 
@@ -189,7 +195,12 @@ impl LwtaCuda {
         // SAFETY: the argument list matches the entry's .param list (types and order), every
         // pointer covers the `geom.len()` elements / `geom.blocks(u)` bytes the plan addresses
         // (lengths checked above), and the pointers stay alive until the guards drop after launch.
-        unsafe { launch.launch(cfg) }.map_err(|e| cuda_err(&format!("launching lwta_fwd_{}_{}", plan.shape(), T::SUFFIX), e))?;
+        unsafe { launch.launch(cfg) }.map_err(|e| {
+            cuda_err(
+                &format!("launching lwta_fwd_{}_{}", plan.shape(), T::SUFFIX),
+                e,
+            )
+        })?;
         Ok(())
     }
 
@@ -224,8 +235,7 @@ impl LwtaCuda {
         let functions = T::kernels(&self.kernels);
         let plan = Plan::new::<T>(geom, u, &[x_ptr, dy_ptr, dx_ptr], None)?;
         let (off_lo, off_hi) = (offset as u32, (offset >> 32) as u32);
-        // exp((v - max)/tau) = 2^((v - max)·log2(e)/tau); the CPU reference also multiplies by 1/tau.
-        let scale = (std::f64::consts::LOG2_E / f64::from(tau)) as f32;
+        // The kernels round (v - max)·(1/τ) exactly as the CPU reference does.
         let inv_tau = 1.0 / tau;
         let (mut launch, stash_per_thread) = match &plan {
             Plan::Quad(q) => {
@@ -241,13 +251,23 @@ impl LwtaCuda {
                 (b, 2 * 4 * s.u)
             }
         };
-        launch.arg(&use_noise).arg(&keys).arg(&off_lo).arg(&off_hi).arg(&scale).arg(&inv_tau);
+        launch
+            .arg(&use_noise)
+            .arg(&keys)
+            .arg(&off_lo)
+            .arg(&off_hi)
+            .arg(&inv_tau);
         // Largest multiple of 32 threads whose stash fits; U ≤ 32 keeps it ≥ 32.
         let threads = (STASH_BYTES / stash_per_thread / 32 * 32).clamp(32, THREADS);
         let cfg = plan.config(threads, threads * stash_per_thread);
         // SAFETY: as in `forward`; the dynamic shared memory is the stash the entry addresses
         // (2 · slots · ntid · slot bytes).
-        unsafe { launch.launch(cfg) }.map_err(|e| cuda_err(&format!("launching lwta_bwd_{}_{}", plan.shape(), T::SUFFIX), e))?;
+        unsafe { launch.launch(cfg) }.map_err(|e| {
+            cuda_err(
+                &format!("launching lwta_bwd_{}_{}", plan.shape(), T::SUFFIX),
+                e,
+            )
+        })?;
         Ok(())
     }
 }
@@ -277,12 +297,22 @@ struct ScalarArgs {
 impl Plan {
     /// The quad kernels when the layout allows 4-element chunks and every pointer is aligned for
     /// them (NCHW also writes its 4 winners as one u32); the scalar kernels otherwise.
-    fn new<T: Element>(geom: BlockGeometry, u: usize, data: &[u64], winners: Option<u64>) -> Result<Self> {
-        let too_big = || LwtaError::Cuda(format!("{} blocks exceed the kernels' 32-bit block index", geom.blocks(u)));
+    fn new<T: Element>(
+        geom: BlockGeometry,
+        u: usize,
+        data: &[u64],
+        winners: Option<u64>,
+    ) -> Result<Self> {
+        let too_big = || {
+            LwtaError::Cuda(format!(
+                "{} blocks exceed the kernels' 32-bit block index",
+                geom.blocks(u)
+            ))
+        };
         let (inner, blocks) = (geom.inner as u64, geom.blocks(u) as u64);
-        let aligned = data.iter().all(|p| p % (4 * T::BYTES) == 0);
+        let aligned = data.iter().all(|p| p.is_multiple_of(4 * T::BYTES));
         let tokens = geom.inner == 1;
-        if aligned && tokens && u % 4 == 0 {
+        if aligned && tokens && u.is_multiple_of(4) {
             return Ok(Plan::Quad(QuadArgs {
                 items: u32::try_from(blocks).map_err(|_| too_big())?,
                 plane_quads: 1,
@@ -292,7 +322,11 @@ impl Plan {
                 tokens: 1,
             }));
         }
-        if aligned && !tokens && inner % 4 == 0 && winners.is_none_or(|w| w % 4 == 0) {
+        if aligned
+            && !tokens
+            && inner.is_multiple_of(4)
+            && winners.is_none_or(|w| w.is_multiple_of(4))
+        {
             return Ok(Plan::Quad(QuadArgs {
                 items: u32::try_from(blocks / 4).map_err(|_| too_big())?,
                 plane_quads: u32::try_from(inner / 4).map_err(|_| too_big())?,
@@ -322,7 +356,11 @@ impl Plan {
             Plan::Quad(q) => q.items,
             Plan::Scalar(s) => s.items,
         };
-        LaunchConfig { grid_dim: (items.div_ceil(threads), 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes }
+        LaunchConfig {
+            grid_dim: (items.div_ceil(threads), 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes,
+        }
     }
 }
 
@@ -339,7 +377,10 @@ impl QuadArgs {
 
 impl ScalarArgs {
     fn push<'a>(&'a self, b: &mut cudarc::driver::LaunchArgs<'a>) {
-        b.arg(&self.items).arg(&self.inner).arg(&self.plane_elems).arg(&self.u);
+        b.arg(&self.items)
+            .arg(&self.inner)
+            .arg(&self.plane_elems)
+            .arg(&self.u);
     }
 }
 
@@ -374,7 +415,11 @@ fn expect_len(name: &'static str, got: usize, expected: usize) -> Result<()> {
     if got == expected {
         Ok(())
     } else {
-        Err(LwtaError::Length { name, got, expected })
+        Err(LwtaError::Length {
+            name,
+            got,
+            expected,
+        })
     }
 }
 
@@ -410,24 +455,37 @@ fn cuda_version(v: i32) -> String {
     format!("{}.{}", v / 1000, (v % 1000) / 10)
 }
 
+/// Loaded kernels per context, keyed by the context handle (a cached module keeps its context
+/// alive, so a handle is never reused while its entry exists).
+type KernelCache = Mutex<Vec<(usize, Arc<Kernels>)>>;
+
 /// The kernels of `ctx`, loading both modules on first use (one JIT per context and process).
 fn kernels_for(ctx: &Arc<CudaContext>) -> Result<Arc<Kernels>> {
-    static CACHE: OnceLock<Mutex<Vec<(usize, Arc<Kernels>)>>> = OnceLock::new();
+    static CACHE: OnceLock<KernelCache> = OnceLock::new();
     let key = ctx.cu_ctx() as usize;
     let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
-    let mut cache = cache.lock().map_err(|_| LwtaError::Cuda("the LWTA kernel cache was poisoned by a panic".into()))?;
+    let mut cache = cache
+        .lock()
+        .map_err(|_| LwtaError::Cuda("the LWTA kernel cache was poisoned by a panic".into()))?;
     if let Some((_, kernels)) = cache.iter().find(|(k, _)| *k == key) {
         return Ok(kernels.clone());
     }
-    let (major, minor) = ctx.compute_capability().map_err(|e| cuda_err("reading the compute capability", e))?;
+    let (major, minor) = ctx
+        .compute_capability()
+        .map_err(|e| cuda_err("reading the compute capability", e))?;
     if (major, minor) < MIN_COMPUTE_CAPABILITY {
-        let name = ctx.name().unwrap_or_else(|_| format!("GPU {}", ctx.ordinal()));
+        let name = ctx
+            .name()
+            .unwrap_or_else(|_| format!("GPU {}", ctx.ordinal()));
         return Err(LwtaError::Cuda(format!(
             "{name} has compute capability {major}.{minor}; the LWTA kernels target sm_{}{} or newer",
             MIN_COMPUTE_CAPABILITY.0, MIN_COMPUTE_CAPABILITY.1
         )));
     }
-    let kernels = Arc::new(Kernels { f32: load(ctx, PTX_F32, "f32")?, bf16: load(ctx, PTX_BF16, "bf16")? });
+    let kernels = Arc::new(Kernels {
+        f32: load(ctx, PTX_F32, "f32")?,
+        bf16: load(ctx, PTX_BF16, "bf16")?,
+    });
     cache.push((key, kernels.clone()));
     Ok(kernels)
 }
@@ -444,7 +502,9 @@ fn load(ctx: &Arc<CudaContext>, src: &str, suffix: &str) -> Result<DtypeKernels>
     })?;
     let function = |kind: &str| {
         let name = format!("lwta_{kind}_{suffix}");
-        module.load_function(&name).map_err(|e| cuda_err(&format!("finding entry {name} in {file}"), e))
+        module
+            .load_function(&name)
+            .map_err(|e| cuda_err(&format!("finding entry {name} in {file}"), e))
     };
     Ok(DtypeKernels {
         fwd_quad: function("fwd_quad")?,
@@ -496,15 +556,48 @@ mod tests {
     #[test]
     fn plans_pick_vector_kernels_only_when_layout_and_alignment_allow() {
         let nchw = BlockGeometry::nchw(2, 8, 4, 3);
-        assert!(matches!(Plan::new::<f32>(nchw, 4, &[256, 512], Some(1024)).unwrap(), Plan::Quad(QuadArgs { items: 12, plane_quads: 3, chunks: 4, tokens: 0, .. })));
+        assert!(matches!(
+            Plan::new::<f32>(nchw, 4, &[256, 512], Some(1024)).unwrap(),
+            Plan::Quad(QuadArgs {
+                items: 12,
+                plane_quads: 3,
+                chunks: 4,
+                tokens: 0,
+                ..
+            })
+        ));
         // a view starting 1 element in is not 16-byte aligned
-        assert!(matches!(Plan::new::<f32>(nchw, 4, &[260, 512], Some(1024)).unwrap(), Plan::Scalar(_)));
+        assert!(matches!(
+            Plan::new::<f32>(nchw, 4, &[260, 512], Some(1024)).unwrap(),
+            Plan::Scalar(_)
+        ));
         // NCHW writes 4 winner bytes at once
-        assert!(matches!(Plan::new::<f32>(nchw, 4, &[256, 512], Some(1025)).unwrap(), Plan::Scalar(_)));
+        assert!(matches!(
+            Plan::new::<f32>(nchw, 4, &[256, 512], Some(1025)).unwrap(),
+            Plan::Scalar(_)
+        ));
         let odd_pixels = BlockGeometry::nchw(2, 8, 7, 7);
-        assert!(matches!(Plan::new::<bf16>(odd_pixels, 2, &[256, 512], Some(1024)).unwrap(), Plan::Scalar(ScalarArgs { items: 392, inner: 49, .. })));
+        assert!(matches!(
+            Plan::new::<bf16>(odd_pixels, 2, &[256, 512], Some(1024)).unwrap(),
+            Plan::Scalar(ScalarArgs {
+                items: 392,
+                inner: 49,
+                ..
+            })
+        ));
         let tokens = BlockGeometry::tokens(5, 24);
-        assert!(matches!(Plan::new::<bf16>(tokens, 12, &[256, 264], None).unwrap(), Plan::Quad(QuadArgs { items: 10, chunks: 3, tokens: 1, .. })));
-        assert!(matches!(Plan::new::<f32>(tokens, 6, &[256, 512], None).unwrap(), Plan::Scalar(_)));
+        assert!(matches!(
+            Plan::new::<bf16>(tokens, 12, &[256, 264], None).unwrap(),
+            Plan::Quad(QuadArgs {
+                items: 10,
+                chunks: 3,
+                tokens: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            Plan::new::<f32>(tokens, 6, &[256, 512], None).unwrap(),
+            Plan::Scalar(_)
+        ));
     }
 }

@@ -1,0 +1,832 @@
+//! Training and evaluation of a preset model on its data set (`cargo xtask train`, `eval`, `demo`).
+//!
+//! A run lives in one folder:
+//! * `checkpoint.safetensors` — written atomically after every epoch: the model (its configuration in
+//!   the metadata), the optimiser state (tensors `optimizer.<param>.<slot>`) and the trainer state
+//!   (`trainer` metadata: [`TrainConfig`], epochs done, step, time spent). All randomness — data order,
+//!   augmentation, LWTA noise, dropout — is counter-based on `(seed, epoch, sample)` or
+//!   `(seed, step)`, so epoch and step are the whole generator state and a resumed run continues
+//!   exactly as an uninterrupted one.
+//! * `metrics.jsonl` — one JSON object per logged step (`"kind": "step"`) and per epoch
+//!   (`"kind": "epoch"`).
+//! * `summary.json` — the final [`Summary`] with its [`Evaluation`].
+//!
+//! Display is the caller's business: [`Trainer::run`] reports [`Progress`] through a callback.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use cvn_autograd::optim::{AdamW, Optimizer, Schedule, Sgd};
+use cvn_autograd::{LwtaMode, Tape, Tensor};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::checkpoint::Extras;
+use crate::config::ModelConfig;
+use crate::data::{Batch, BatchLoader, Dataset, FashionMnist, FolderTransform, ImageFolder, LoaderConfig, PadCropFlip};
+use crate::forward::{Activity, Forward};
+use crate::model::Model;
+
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const SUMMARY_FILE: &str = "summary.json";
+/// Checkpoint metadata key of the [`TrainState`] JSON.
+const TRAINER_KEY: &str = "trainer";
+/// Prefix of the optimiser-state tensors in the checkpoint.
+const OPTIMIZER_GROUP: &str = "optimizer";
+/// Evaluation noise uses its own seed so it never repeats a training step's noise.
+const EVAL_SEED_SALT: u64 = 0x5eed_e7a1;
+
+/// Errors of training and evaluation runs.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] crate::Error),
+    #[error(transparent)]
+    Tensor(#[from] cvn_autograd::Error),
+    #[error("{path}: {detail}")]
+    Io { path: String, detail: String },
+    /// A setting that cannot work (the field is named).
+    #[error("training setting `{field}`: {detail}")]
+    Config { field: &'static str, detail: String },
+    /// A run folder that cannot be started, resumed or evaluated as asked.
+    #[error("run {path}: {detail}")]
+    Run { path: String, detail: String },
+    #[error("loss became {loss} at epoch {epoch}, step {step}: training stopped; {kept}")]
+    NonFiniteLoss { epoch: usize, step: u64, loss: f32, kept: String },
+}
+
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Io { path: path.display().to_string(), detail: e.to_string() }
+}
+
+fn run_err<T>(dir: &Path, detail: impl Into<String>) -> Result<T> {
+    Err(TrainError::Run { path: dir.display().to_string(), detail: detail.into() })
+}
+
+fn config_err<T>(field: &'static str, detail: impl Into<String>) -> Result<T> {
+    Err(TrainError::Config { field, detail: detail.into() })
+}
+
+/// The optimiser family and its own settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OptimizerConfig {
+    AdamW,
+    Sgd { momentum: f32 },
+}
+
+/// The learning-rate schedule, in epochs (turned into steps once the data set size is known).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ScheduleConfig {
+    /// Linear warm-up over `warmup_epochs`, then cosine decay to `min_lr` at the last step.
+    Cosine { warmup_epochs: f32, min_lr: f32 },
+    /// Multiply by `gamma` every `every_epochs` epochs.
+    Step { gamma: f32, every_epochs: usize },
+}
+
+/// Everything that determines a training run (stored in its checkpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// A preset of [`crate::PRESETS`].
+    pub model: String,
+    /// U; 1 = the conventional twin.
+    pub competitors: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub label_smoothing: f32,
+    pub optimizer: OptimizerConfig,
+    pub schedule: ScheduleConfig,
+    /// Seeds weights, data order, augmentation and noise.
+    pub seed: u64,
+    /// Stochastic test passes averaged in the final evaluation.
+    pub samples: usize,
+    /// Training augmentation of small images (Fashion-MNIST).
+    pub augment: PadCropFlip,
+    /// Train on the first N training images only (quick runs).
+    pub train_limit: Option<usize>,
+    /// Data folder (`--data`); `None` = installed Fashion-MNIST, else the embedded subset.
+    pub data_dir: Option<PathBuf>,
+    /// Write a `metrics.jsonl` step line every this many steps.
+    pub log_every: usize,
+    pub eval_batch_size: usize,
+    /// Evaluate on the test set (deterministic mode) after every epoch.
+    pub eval_each_epoch: bool,
+}
+
+impl TrainConfig {
+    /// DISCOVER-style defaults for a preset: AdamW, cosine with warm-up, lr 1e-3, weight decay 0.05
+    /// for ViTs; SGD with momentum 0.9, step decay, lr 0.05, weight decay 5e-4 for ResNets. Checks
+    /// that the model exists and that U divides its LWTA layers.
+    pub fn for_model(model: &str, competitors: usize, epochs: usize) -> Result<Self> {
+        let config = ModelConfig::preset(model, competitors)?;
+        let (optimizer, schedule, lr, weight_decay) = match config {
+            ModelConfig::Vit(_) => {
+                (OptimizerConfig::AdamW, ScheduleConfig::Cosine { warmup_epochs: (epochs as f32 * 0.1).min(1.0), min_lr: 1e-5 }, 1e-3, 0.05)
+            }
+            ModelConfig::ResNet18(_) => (
+                OptimizerConfig::Sgd { momentum: 0.9 },
+                ScheduleConfig::Step { gamma: 0.1, every_epochs: epochs.div_ceil(3).max(1) },
+                0.05,
+                5e-4,
+            ),
+        };
+        let small_images = config.img_size().is_none_or(|s| s <= 64) && config.in_chans() == 1;
+        Ok(Self {
+            model: model.to_string(),
+            competitors,
+            epochs,
+            batch_size: 128,
+            lr,
+            weight_decay,
+            label_smoothing: 0.1,
+            optimizer,
+            schedule,
+            seed: 0,
+            samples: 6,
+            augment: if small_images { PadCropFlip { pad: 2, flip: true } } else { PadCropFlip::default() },
+            train_limit: None,
+            data_dir: None,
+            log_every: 50,
+            eval_batch_size: 256,
+            eval_each_epoch: true,
+        })
+    }
+
+    /// The model this configuration trains.
+    pub fn model_config(&self) -> Result<ModelConfig> {
+        Ok(ModelConfig::preset(&self.model, self.competitors)?)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.model_config()?;
+        if self.epochs == 0 {
+            return config_err("epochs", "must be at least 1");
+        }
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return config_err("batch", format!("batch sizes must be at least 1, got {} and {}", self.batch_size, self.eval_batch_size));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return config_err("lr", format!("must be finite and > 0, got {}", self.lr));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return config_err("weight_decay", format!("must be finite and >= 0, got {}", self.weight_decay));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return config_err("label_smoothing", format!("must be in [0, 1), got {}", self.label_smoothing));
+        }
+        if self.log_every == 0 {
+            return config_err("log_every", "must be at least 1");
+        }
+        if self.train_limit == Some(0) {
+            return config_err("train_limit", "must be at least 1");
+        }
+        match self.schedule {
+            ScheduleConfig::Cosine { warmup_epochs, min_lr } => {
+                if !(warmup_epochs >= 0.0 && warmup_epochs <= self.epochs as f32 && min_lr >= 0.0 && min_lr <= self.lr) {
+                    return config_err(
+                        "schedule",
+                        format!("cosine needs 0 <= warmup_epochs <= epochs and 0 <= min_lr <= lr, got {warmup_epochs} and {min_lr}"),
+                    );
+                }
+            }
+            ScheduleConfig::Step { gamma, every_epochs } => {
+                if !(gamma > 0.0 && gamma <= 1.0 && every_epochs > 0) {
+                    return config_err(
+                        "schedule",
+                        format!("step needs 0 < gamma <= 1 and every_epochs >= 1, got {gamma} and {every_epochs}"),
+                    );
+                }
+            }
+        }
+        if let OptimizerConfig::Sgd { momentum } = self.optimizer {
+            if !(0.0..1.0).contains(&momentum) {
+                return config_err("optimizer", format!("SGD momentum must be in [0, 1), got {momentum}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The schedule in steps, for `steps_per_epoch` optimiser steps per epoch.
+    pub fn lr_schedule(&self, steps_per_epoch: usize) -> Schedule {
+        let steps = |epochs: f32| (epochs * steps_per_epoch as f32).round() as u64;
+        match self.schedule {
+            ScheduleConfig::Cosine { warmup_epochs, min_lr } => {
+                Schedule::Cosine { base_lr: self.lr, min_lr, warmup: steps(warmup_epochs), total: steps(self.epochs as f32) }
+            }
+            ScheduleConfig::Step { gamma, every_epochs } => {
+                Schedule::Step { base_lr: self.lr, gamma, every: steps(every_epochs as f32).max(1) }
+            }
+        }
+    }
+
+    fn new_optimizer(&self) -> Box<dyn Optimizer + Send> {
+        match self.optimizer {
+            OptimizerConfig::AdamW => Box::new(AdamW::new(self.weight_decay)),
+            OptimizerConfig::Sgd { momentum } => Box::new(Sgd::new(momentum, self.weight_decay)),
+        }
+    }
+}
+
+/// The training and test splits of a run and a sentence saying where they came from.
+#[derive(Clone)]
+pub struct TrainData {
+    pub train: Arc<dyn Dataset>,
+    pub test: Arc<dyn Dataset>,
+    pub source: String,
+}
+
+impl TrainData {
+    /// The data set a configuration's model expects: Fashion-MNIST for one-channel models (`data_dir`,
+    /// else the installed package, else the embedded subset), an ImageFolder tree
+    /// (`data_dir/train`, `data_dir/val`) for RGB models.
+    pub fn load(config: &TrainConfig) -> Result<Self> {
+        let model = config.model_config()?;
+        let data = if model.in_chans() == 1 {
+            let fm = FashionMnist::load(config.data_dir.as_deref())?;
+            let train = fm.train.with_augment(config.augment);
+            let train = match config.train_limit {
+                Some(n) => train.truncated(n),
+                None => train,
+            };
+            TrainData { train: Arc::new(train), test: Arc::new(fm.test), source: fm.source.to_string() }
+        } else {
+            let Some(dir) = &config.data_dir else {
+                return config_err(
+                    "data",
+                    format!("model `{}` takes RGB images: give --data DIR holding train/ and val/ ImageFolder trees", config.model),
+                );
+            };
+            if config.train_limit.is_some() {
+                return config_err("train_limit", "is only available for Fashion-MNIST");
+            }
+            let size = model.img_size().unwrap_or(224);
+            TrainData {
+                train: Arc::new(ImageFolder::open(&dir.join("train"), FolderTransform::train(size))?),
+                test: Arc::new(ImageFolder::open(&dir.join("val"), FolderTransform::eval(size))?),
+                source: format!("ImageFolder trees {}/train and {}/val", dir.display(), dir.display()),
+            }
+        };
+        data.check(&model)?;
+        Ok(data)
+    }
+
+    /// Checks that the data fits the model (classes, channels, size).
+    fn check(&self, model: &ModelConfig) -> Result<()> {
+        for (split, set) in [("train", &self.train), ("test", &self.test)] {
+            let [c, h, w] = set.sample_shape();
+            if c != model.in_chans() || model.img_size().is_some_and(|s| s != h || s != w) {
+                return config_err(
+                    "data",
+                    format!(
+                        "{split} images are {c}×{h}×{w}; the model takes {} channels{}",
+                        model.in_chans(),
+                        match model.img_size() {
+                            Some(s) => format!(" at {s}×{s}"),
+                            None => String::new(),
+                        }
+                    ),
+                );
+            }
+            if set.class_names().len() > model.num_classes() {
+                return config_err(
+                    "data",
+                    format!("{split} split has {} classes, the model {}", set.class_names().len(), model.num_classes()),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a checkpoint records about training, besides the weights and optimiser state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct TrainState {
+    config: TrainConfig,
+    /// Epochs completed.
+    epochs_done: usize,
+    /// Optimiser steps taken (the counter of LWTA and dropout noise).
+    step: u64,
+    /// Time spent training (evaluation excluded) and images trained on, for throughput across resumes.
+    train_seconds: f64,
+    train_images: u64,
+    /// Wall time of the run so far, evaluation included.
+    wall_seconds: f64,
+    /// Mean training loss of the last completed epoch.
+    last_train_loss: Option<f64>,
+    data_source: String,
+}
+
+/// Progress events of [`Trainer::run`] and [`evaluate`], for progress bars.
+#[derive(Debug, Clone)]
+pub enum Progress<'a> {
+    /// Training begins or resumes at `epoch` (1-based).
+    Start {
+        source: &'a str,
+        epoch: usize,
+        epochs: usize,
+        steps_per_epoch: usize,
+        parameters: usize,
+    },
+    EpochStart {
+        epoch: usize,
+        batches: usize,
+    },
+    /// One optimiser step done; `images_per_sec` over the epoch so far.
+    Step {
+        epoch: usize,
+        batch: usize,
+        batches: usize,
+        loss: f32,
+        lr: f32,
+        images_per_sec: f64,
+    },
+    /// An epoch ended and its checkpoint was written.
+    EpochEnd(&'a EpochMetrics),
+    /// Evaluation: `done` of `total` test images.
+    Evaluating {
+        done: usize,
+        total: usize,
+    },
+}
+
+/// The `"kind": "epoch"` line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based.
+    pub epoch: usize,
+    /// Optimiser steps taken so far.
+    pub step: u64,
+    pub train_loss: f64,
+    pub train_top1: f64,
+    /// Test top-1 in deterministic mode, when evaluated each epoch.
+    pub test_top1: Option<f64>,
+    /// Learning rate of the epoch's last step.
+    pub lr: f32,
+    pub images_per_sec: f64,
+    pub seconds: f64,
+}
+
+/// Evaluation settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalOptions {
+    /// Stochastic passes (LWTA sampled at τ test) whose class probabilities are averaged; 0 =
+    /// deterministic only. Conventional networks (U = 1) are not stochastic and skip these passes.
+    pub samples: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+}
+
+/// Test-set results of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub images: usize,
+    /// Stochastic passes run (0 for `--deterministic` and for conventional networks).
+    pub samples: usize,
+    /// Top-1 of the class probabilities averaged over the stochastic passes.
+    pub top1_sampled: Option<f64>,
+    /// Top-1 of each stochastic pass on its own.
+    pub top1_per_pass: Vec<f64>,
+    /// Top-1 with deterministic (argmax) winners.
+    pub top1_deterministic: f64,
+    /// Fraction of non-zero outputs of each activation layer over all passes: the activation
+    /// sparsity, 1/U for LWTA layers.
+    pub active_fraction: BTreeMap<String, f64>,
+    pub seconds: f64,
+}
+
+/// The `summary.json` of a finished run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub model: String,
+    pub competitors: usize,
+    pub epochs: usize,
+    pub steps: u64,
+    pub data_source: String,
+    pub train_images: u64,
+    /// Training throughput: images per second of the training loops (evaluation excluded).
+    pub images_per_sec: f64,
+    pub train_seconds: f64,
+    /// Wall time of the whole run, final evaluation included.
+    pub wall_seconds: f64,
+    pub final_train_loss: Option<f64>,
+    pub test: Evaluation,
+    pub config: TrainConfig,
+    pub model_config: ModelConfig,
+    pub checkpoint: PathBuf,
+}
+
+impl Summary {
+    /// Reads a run's `summary.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(SUMMARY_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| io_err(&path, format!("not a run summary: {e}")))
+    }
+}
+
+/// A training run: model, optimiser, data and the run folder.
+pub struct Trainer {
+    dir: PathBuf,
+    model: Model,
+    optimizer: Box<dyn Optimizer + Send>,
+    data: TrainData,
+    state: TrainState,
+    /// When this process took the run over, and the run's wall time before that.
+    session_start: Instant,
+    wall_before: f64,
+}
+
+/// The configuration a run folder's checkpoint was trained with (to load its data before resuming).
+pub fn run_config(dir: &Path) -> Result<TrainConfig> {
+    let (_, extras) = read_checkpoint(dir)?;
+    Ok(train_state(dir, &extras)?.config)
+}
+
+/// Loads a run's model and data (`data_dir` replaces the folder the run was trained with).
+pub fn load_run(dir: &Path, data_dir: Option<&Path>) -> Result<(Model, TrainConfig, TrainData)> {
+    let (model, extras) = read_checkpoint(dir)?;
+    let mut config = train_state(dir, &extras)?.config;
+    if let Some(d) = data_dir {
+        config.data_dir = Some(d.to_path_buf());
+    }
+    let data = TrainData::load(&config)?;
+    Ok((model, config, data))
+}
+
+fn read_checkpoint(dir: &Path) -> Result<(Model, Extras)> {
+    let path = dir.join(CHECKPOINT_FILE);
+    if !path.is_file() {
+        return run_err(dir, format!("no {CHECKPOINT_FILE}: not a training run, or its first epoch never finished"));
+    }
+    Ok(Model::load(&path)?)
+}
+
+fn train_state(dir: &Path, extras: &Extras) -> Result<TrainState> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let Some(json) = extras.metadata.get(TRAINER_KEY) else {
+        return run_err(&path, format!("the checkpoint has no `{TRAINER_KEY}` metadata: it was not written by the trainer"));
+    };
+    serde_json::from_str(json).or_else(|e| run_err(&path, format!("`{TRAINER_KEY}` metadata is not a trainer state ({e})")))
+}
+
+/// The fields in which two configurations differ, by name.
+fn differing_fields(a: &TrainConfig, b: &TrainConfig) -> Vec<String> {
+    let (serde_json::Value::Object(a), serde_json::Value::Object(b)) = (json!(a), json!(b)) else { return Vec::new() };
+    a.iter()
+        .filter(|(k, v)| b.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k} (run: {v}, now: {})", b.get(k).unwrap_or(&json!(null))))
+        .collect()
+}
+
+impl Trainer {
+    /// A fresh run in `dir`, which must not hold a run already (resume it, or delete it first).
+    pub fn start(config: TrainConfig, data: TrainData, dir: &Path) -> Result<Self> {
+        config.validate()?;
+        data.check(&config.model_config()?)?;
+        if dir.join(CHECKPOINT_FILE).exists() {
+            return run_err(dir, format!("already holds {CHECKPOINT_FILE}: resume it (--resume) or choose another folder"));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        for stale in [METRICS_FILE, SUMMARY_FILE] {
+            let path = dir.join(stale);
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+            }
+        }
+        let model = Model::new(config.model_config()?, config.seed)?;
+        let state = TrainState {
+            epochs_done: 0,
+            step: 0,
+            train_seconds: 0.0,
+            train_images: 0,
+            wall_seconds: 0.0,
+            last_train_loss: None,
+            data_source: data.source.clone(),
+            config,
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            optimizer: state.config.new_optimizer(),
+            model,
+            data,
+            state,
+            session_start: Instant::now(),
+            wall_before: 0.0,
+        })
+    }
+
+    /// Continues the run in `dir` from its last checkpoint: weights, optimiser state, epoch and step.
+    /// `config` must be the run's own ([`run_config`]) except that `epochs` may be raised (which
+    /// stretches the learning-rate schedule from here on).
+    pub fn resume(dir: &Path, config: TrainConfig, data: TrainData) -> Result<Self> {
+        let (model, extras) = read_checkpoint(dir)?;
+        let mut state = train_state(dir, &extras)?;
+        let differing = differing_fields(&state.config, &TrainConfig { epochs: state.config.epochs, ..config.clone() });
+        if !differing.is_empty() {
+            return run_err(dir, format!("resuming keeps the run's settings, but these differ: {}", differing.join(", ")));
+        }
+        if config.epochs < state.epochs_done {
+            return run_err(dir, format!("has already trained {} epochs; --epochs {} is fewer", state.epochs_done, config.epochs));
+        }
+        if data.source != state.data_source {
+            return run_err(dir, format!("was trained on {}, but now {} would be used", state.data_source, data.source));
+        }
+        config.validate()?;
+        if model.config() != &config.model_config()? {
+            return run_err(
+                dir,
+                format!("the checkpoint's model {} is not `{}` with U = {}", model.config().to_json(), config.model, config.competitors),
+            );
+        }
+        data.check(model.config())?;
+        let mut optimizer = config.new_optimizer();
+        optimizer.load_state(extras.group(OPTIMIZER_GROUP))?;
+        state.config = config;
+        let wall_before = state.wall_seconds;
+        let trainer = Self { dir: dir.to_path_buf(), model, optimizer, data, state, session_start: Instant::now(), wall_before };
+        trainer.truncate_metrics()?;
+        Ok(trainer)
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.state.config
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn data(&self) -> &TrainData {
+        &self.data
+    }
+
+    /// Epochs completed so far.
+    pub fn epochs_done(&self) -> usize {
+        self.state.epochs_done
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Trains the remaining epochs, then [`Trainer::finish`]es.
+    pub fn run(&mut self, progress: &mut dyn FnMut(Progress)) -> Result<Summary> {
+        self.train(self.state.config.epochs, progress)?;
+        self.finish(progress)
+    }
+
+    /// Trains up to epoch `until` (at most the configured epochs), writing the checkpoint after
+    /// each. A non-finite loss stops training with [`TrainError::NonFiniteLoss`], leaving the last
+    /// checkpoint as it was.
+    pub fn train(&mut self, until: usize, progress: &mut dyn FnMut(Progress)) -> Result<()> {
+        let config = self.state.config.clone();
+        let steps_per_epoch = LoaderConfig::train(config.batch_size, config.seed).batches_per_epoch(self.data.train.len());
+        if steps_per_epoch == 0 {
+            return config_err("batch", format!("batch size {} exceeds the {} training images", config.batch_size, self.data.train.len()));
+        }
+        let schedule = config.lr_schedule(steps_per_epoch);
+        progress(Progress::Start {
+            source: &self.data.source,
+            epoch: self.state.epochs_done + 1,
+            epochs: config.epochs,
+            steps_per_epoch,
+            parameters: self.model.params().num_trainable(),
+        });
+        while self.state.epochs_done < until.min(config.epochs) {
+            let mut metrics = self.train_epoch(&schedule, steps_per_epoch, progress)?;
+            if config.eval_each_epoch {
+                let options = EvalOptions { samples: 0, batch_size: config.eval_batch_size, seed: config.seed };
+                metrics.test_top1 = Some(evaluate(&mut self.model, self.data.test.clone(), &options, progress)?.top1_deterministic);
+            }
+            self.state.epochs_done += 1;
+            self.state.last_train_loss = Some(metrics.train_loss);
+            self.state.wall_seconds = self.wall_seconds();
+            self.save_checkpoint()?;
+            self.append_metrics("epoch", json!(metrics))?;
+            progress(Progress::EpochEnd(&metrics));
+        }
+        Ok(())
+    }
+
+    /// Evaluates the model on the test set (`samples` stochastic passes and deterministic) and
+    /// writes `summary.json`.
+    pub fn finish(&mut self, progress: &mut dyn FnMut(Progress)) -> Result<Summary> {
+        let config = self.state.config.clone();
+        let options = EvalOptions { samples: config.samples, batch_size: config.eval_batch_size, seed: config.seed };
+        let test = evaluate(&mut self.model, self.data.test.clone(), &options, progress)?;
+        let summary = Summary {
+            model: config.model.clone(),
+            competitors: config.competitors,
+            epochs: self.state.epochs_done,
+            steps: self.state.step,
+            data_source: self.data.source.clone(),
+            train_images: self.state.train_images,
+            images_per_sec: self.state.train_images as f64 / self.state.train_seconds.max(1e-9),
+            train_seconds: self.state.train_seconds,
+            wall_seconds: self.wall_seconds(),
+            final_train_loss: self.state.last_train_loss,
+            test,
+            model_config: self.model.config().clone(),
+            config,
+            checkpoint: self.dir.join(CHECKPOINT_FILE),
+        };
+        let path = self.dir.join(SUMMARY_FILE);
+        let text = serde_json::to_string_pretty(&summary).map_err(|e| io_err(&path, e))?;
+        cvn_autograd::io::write_atomically(&path, text.as_bytes())?;
+        Ok(summary)
+    }
+
+    /// Wall time of the run: earlier sessions' plus this one's.
+    fn wall_seconds(&self) -> f64 {
+        self.wall_before + self.session_start.elapsed().as_secs_f64()
+    }
+
+    fn train_epoch(&mut self, schedule: &Schedule, batches: usize, progress: &mut dyn FnMut(Progress)) -> Result<EpochMetrics> {
+        let config = self.state.config.clone();
+        let epoch = self.state.epochs_done + 1;
+        let loader = BatchLoader::new(self.data.train.clone(), LoaderConfig::train(config.batch_size, config.seed), epoch as u64 - 1, 0)?;
+        progress(Progress::EpochStart { epoch, batches });
+        let started = Instant::now();
+        let (mut images, mut correct, mut loss_sum, mut lr) = (0usize, 0usize, 0.0f64, config.lr);
+        for (b, batch) in loader.enumerate() {
+            lr = schedule.lr(self.state.step);
+            let n = batch.as_ref().map_or(0, |b| b.labels.len());
+            let (loss, right) = self.step(batch?, lr)?;
+            self.state.step += 1;
+            images += n;
+            correct += right;
+            loss_sum += loss as f64 * n as f64;
+            let images_per_sec = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            if self.state.step % config.log_every as u64 == 0 {
+                let line = json!({"epoch": epoch, "step": self.state.step, "loss": loss, "lr": lr, "images_per_sec": images_per_sec});
+                self.append_metrics("step", line)?;
+            }
+            progress(Progress::Step { epoch, batch: b + 1, batches, loss, lr, images_per_sec });
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        self.state.train_seconds += seconds;
+        self.state.train_images += images as u64;
+        Ok(EpochMetrics {
+            epoch,
+            step: self.state.step,
+            train_loss: loss_sum / images.max(1) as f64,
+            train_top1: correct as f64 / images.max(1) as f64,
+            test_top1: None,
+            lr,
+            images_per_sec: images as f64 / seconds.max(1e-9),
+            seconds,
+        })
+    }
+
+    /// One optimiser step on `batch`; returns the loss and the number of correct predictions.
+    fn step(&mut self, batch: Batch, lr: f32) -> Result<(f32, usize)> {
+        let config = &self.state.config;
+        let tape = Tape::new();
+        let x = Tensor::from_vec(batch.images, &batch.shape)?.traced(&tape);
+        let logits = self.model.forward(&x, &mut Forward::train(config.seed, self.state.step))?;
+        let correct = count_correct(logits.data(), &batch.labels);
+        let loss = logits.cross_entropy(&batch.labels, config.label_smoothing)?;
+        let value = loss.item()?;
+        if !value.is_finite() {
+            return Err(self.stop_on_non_finite(value));
+        }
+        let grads = loss.backward()?;
+        let Self { model, optimizer, .. } = self;
+        for (name, param, decay) in model.params_mut().trainable_mut() {
+            if let Some(g) = grads.get(param) {
+                optimizer.update(name, param, g, lr, decay)?;
+            }
+        }
+        Ok((value, correct))
+    }
+
+    /// The error for a non-finite loss, saying which checkpoint survives.
+    fn stop_on_non_finite(&self, loss: f32) -> TrainError {
+        let checkpoint = self.dir.join(CHECKPOINT_FILE);
+        let kept = if checkpoint.is_file() {
+            format!("the last good checkpoint {} (epoch {}) is kept", checkpoint.display(), self.state.epochs_done)
+        } else {
+            "no checkpoint had been written yet".to_string()
+        };
+        TrainError::NonFiniteLoss { epoch: self.state.epochs_done + 1, step: self.state.step, loss, kept }
+    }
+
+    fn save_checkpoint(&self) -> Result<()> {
+        let mut extras = Extras::default();
+        extras.insert_group(OPTIMIZER_GROUP, self.optimizer.state())?;
+        let path = self.dir.join(CHECKPOINT_FILE);
+        let state = serde_json::to_string(&self.state).map_err(|e| io_err(&path, e))?;
+        extras.metadata.insert(TRAINER_KEY.to_string(), state);
+        Ok(self.model.save(&path, &extras)?)
+    }
+
+    /// Appends one `metrics.jsonl` line: `fields` (an object) with `"kind"` added.
+    fn append_metrics(&self, kind: &str, mut fields: serde_json::Value) -> Result<()> {
+        if let Some(map) = fields.as_object_mut() {
+            map.insert("kind".to_string(), json!(kind));
+        }
+        let path = self.dir.join(METRICS_FILE);
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io_err(&path, e))?;
+        writeln!(file, "{fields}").map_err(|e| io_err(&path, e))
+    }
+
+    /// Drops `metrics.jsonl` lines written after the checkpoint (by an interrupted run), so a resumed
+    /// run's log reads as an uninterrupted one's.
+    fn truncate_metrics(&self) -> Result<()> {
+        let path = self.dir.join(METRICS_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+        let keep = |line: &&str| -> bool {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { return false };
+            let number = |key| v.get(key).and_then(serde_json::Value::as_u64);
+            match v.get("kind").and_then(serde_json::Value::as_str) {
+                Some("step") => number("step").is_some_and(|s| s <= self.state.step),
+                Some("epoch") => number("epoch").is_some_and(|e| e <= self.state.epochs_done as u64),
+                _ => false,
+            }
+        };
+        let kept: String = text.lines().filter(keep).map(|l| format!("{l}\n")).collect();
+        Ok(cvn_autograd::io::write_atomically(&path, kept.as_bytes())?)
+    }
+}
+
+/// Index of the largest value (the first one on ties).
+fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) }).0
+}
+
+/// Rows of `scores` (`[N, C]`, row-major) whose largest entry is the label.
+fn count_correct(scores: &[f32], labels: &[usize]) -> usize {
+    if labels.is_empty() {
+        return 0;
+    }
+    let classes = scores.len() / labels.len();
+    scores.chunks(classes.max(1)).zip(labels).filter(|(row, &label)| argmax(row) == label).count()
+}
+
+/// Test-set top-1 of `model` in deterministic mode and, for LWTA models, averaged over
+/// `options.samples` stochastic passes, with the active fraction of every activation layer.
+/// Each batch is loaded once and run through every pass.
+pub fn evaluate(
+    model: &mut Model,
+    data: Arc<dyn Dataset>,
+    options: &EvalOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Evaluation> {
+    let started = Instant::now();
+    let samples = if model.config().competition().competitors > 1 { options.samples } else { 0 };
+    let seed = options.seed ^ EVAL_SEED_SALT;
+    let total = data.len();
+    let loader = BatchLoader::new(data, LoaderConfig::eval(options.batch_size), 0, 0)?;
+    let mut activity: BTreeMap<String, Activity> = BTreeMap::new();
+    let (mut deterministic, mut averaged, mut per_pass, mut done) = (0usize, 0usize, vec![0usize; samples], 0usize);
+    for (b, batch) in loader.enumerate() {
+        let batch = batch?;
+        let x = Tensor::from_vec(batch.images, &batch.shape)?;
+        let mut pass = |mode: LwtaMode, step: u64| -> Result<Tensor> {
+            let mut ctx = Forward::new(mode, seed, step).with_sparsity();
+            let logits = model.forward(&x, &mut ctx)?;
+            for (layer, a) in ctx.sparsity().into_iter().flatten() {
+                let sum = activity.entry(layer.clone()).or_default();
+                sum.active += a.active;
+                sum.total += a.total;
+            }
+            Ok(logits)
+        };
+        deterministic += count_correct(pass(LwtaMode::Deterministic, 0)?.data(), &batch.labels);
+        if samples > 0 {
+            let mut probabilities: Option<Tensor> = None;
+            for (p, right) in per_pass.iter_mut().enumerate() {
+                // Every (batch, pass) pair draws its own noise.
+                let logits = pass(LwtaMode::Sample, (b * samples + p) as u64)?;
+                *right += count_correct(logits.data(), &batch.labels);
+                let probs = logits.softmax()?;
+                probabilities = Some(match probabilities {
+                    Some(sum) => sum.add(&probs)?,
+                    None => probs,
+                });
+            }
+            averaged += probabilities.map_or(0, |sum| count_correct(sum.data(), &batch.labels));
+        }
+        done += batch.labels.len();
+        progress(Progress::Evaluating { done, total });
+    }
+    let top1 = |correct: usize| correct as f64 / done.max(1) as f64;
+    Ok(Evaluation {
+        images: done,
+        samples,
+        top1_sampled: (samples > 0).then(|| top1(averaged)),
+        top1_per_pass: per_pass.into_iter().map(top1).collect(),
+        top1_deterministic: top1(deterministic),
+        active_fraction: activity.into_iter().map(|(layer, a)| (layer, a.fraction())).collect(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

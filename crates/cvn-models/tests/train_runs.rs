@@ -1,0 +1,220 @@
+//! Training runs on small slices of the embedded Fashion-MNIST: loss goes down, run files are
+//! written, resuming is exact, a non-finite loss stops cleanly, and bad settings are named.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cvn_models::data::{Dataset, FashionMnist, IdxDataset};
+use cvn_models::rng::CounterRng;
+use cvn_models::train::{run_config, EpochMetrics, Summary, TrainConfig, TrainData, TrainError, Trainer, CHECKPOINT_FILE, METRICS_FILE};
+use cvn_models::Model;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cvn-models-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A small configuration: `train` training and `test` test images of the embedded subset.
+fn tiny(model: &str, competitors: usize, epochs: usize, train: usize, test: usize) -> (TrainConfig, TrainData) {
+    let mut config = TrainConfig::for_model(model, competitors, epochs).unwrap();
+    config.batch_size = 32;
+    config.eval_batch_size = 64;
+    config.samples = 2;
+    config.log_every = 2;
+    config.train_limit = Some(train);
+    let fm = FashionMnist::embedded().unwrap();
+    let data = TrainData {
+        train: Arc::new(fm.train.with_augment(config.augment).truncated(train)),
+        test: Arc::new(fm.test.truncated(test)),
+        source: fm.source.to_string(),
+    };
+    (config, data)
+}
+
+fn nothing(_: cvn_models::train::Progress) {}
+
+fn epoch_lines(dir: &Path) -> Vec<EpochMetrics> {
+    std::fs::read_to_string(dir.join(METRICS_FILE))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "epoch")
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect()
+}
+
+#[test]
+fn training_reduces_loss_and_summarises_the_run() {
+    let dir = temp_dir("loss");
+    let (config, data) = tiny("vit-fmnist", 4, 3, 320, 128);
+    let mut trainer = Trainer::start(config, data, &dir).unwrap();
+    let summary = trainer.run(&mut nothing).unwrap();
+
+    let epochs = epoch_lines(&dir);
+    assert_eq!(epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(epochs[2].train_loss < epochs[0].train_loss - 0.05, "loss did not go down: {epochs:?}");
+    assert!(epochs.iter().all(|e| e.test_top1.is_some_and(|t| (0.0..=1.0).contains(&t))));
+    let metrics = std::fs::read_to_string(dir.join(METRICS_FILE)).unwrap();
+    assert_eq!(metrics.lines().filter(|l| l.contains(r#""kind":"step""#)).count(), 3 * 10 / 2, "a step line every 2 of 10 steps per epoch");
+
+    assert_eq!(Summary::read(&dir).unwrap(), summary);
+    assert_eq!((summary.epochs, summary.steps, summary.train_images), (3, 30, 3 * 320));
+    assert!(summary.images_per_sec > 0.0 && summary.wall_seconds >= summary.train_seconds);
+    assert!(summary.data_source.contains("embedded"));
+    let test = &summary.test;
+    assert_eq!((test.images, test.samples, test.top1_per_pass.len()), (128, 2, 2));
+    assert!(test.top1_sampled.is_some_and(|t| t > 0.15), "better than chance after 3 epochs: {test:?}");
+    // LWTA keeps exactly one winner of every U = 4 units (the winner's value is never exactly 0).
+    let model = trainer.model();
+    assert_eq!(test.active_fraction.keys().collect::<Vec<_>>(), model.activation_layers().iter().collect::<Vec<_>>());
+    for (layer, fraction) in &test.active_fraction {
+        assert!((fraction - 0.25).abs() < 1e-4, "{layer}: {fraction}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn conventional_twin_is_evaluated_deterministically_only() {
+    let dir = temp_dir("twin");
+    let (config, data) = tiny("vit-fmnist", 1, 1, 64, 64);
+    let summary = Trainer::start(config, data, &dir).unwrap().run(&mut nothing).unwrap();
+    assert_eq!((summary.test.samples, summary.test.top1_sampled), (0, None));
+    // GELU outputs are almost never exactly zero.
+    assert!(summary.test.active_fraction.values().all(|f| *f > 0.99), "{:?}", summary.test.active_fraction);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Every tensor of two checkpoints, optimiser state included, bit for bit.
+fn assert_same_checkpoints(a: &Path, b: &Path) {
+    let read = |p: &Path| cvn_autograd::io::TensorFile::load(&p.join(CHECKPOINT_FILE)).unwrap().tensors;
+    let (a, b) = (read(a), read(b));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    assert!(a.keys().any(|k| k.starts_with("optimizer.")));
+    for (name, t) in &a {
+        assert_eq!(t.data(), b[name].data(), "{name} differs");
+    }
+}
+
+#[test]
+fn resuming_continues_exactly() {
+    // ViT with AdamW and cosine warm-up; ResNet with SGD momentum, step decay and BatchNorm buffers.
+    for (model, u, train) in [("vit-fmnist", 4, 96), ("resnet18-fmnist", 2, 48)] {
+        let straight = temp_dir(&format!("straight-{model}"));
+        let (mut config, data) = tiny(model, u, 2, train, 32);
+        config.batch_size = 16;
+        if let cvn_models::train::ScheduleConfig::Step { every_epochs, .. } = &mut config.schedule {
+            *every_epochs = 1;
+        }
+        let full = Trainer::start(config.clone(), data.clone(), &straight).unwrap().run(&mut nothing).unwrap();
+
+        let resumed = temp_dir(&format!("resumed-{model}"));
+        let mut first = Trainer::start(config.clone(), data.clone(), &resumed).unwrap();
+        first.train(1, &mut nothing).unwrap();
+        drop(first);
+        assert_eq!(run_config(&resumed).unwrap(), config);
+        let mut second = Trainer::resume(&resumed, run_config(&resumed).unwrap(), data).unwrap();
+        assert_eq!(second.epochs_done(), 1);
+        let rest = second.run(&mut nothing).unwrap();
+
+        assert_same_checkpoints(&straight, &resumed);
+        assert_eq!(
+            epoch_lines(&straight).iter().map(|e| e.train_loss).collect::<Vec<_>>(),
+            epoch_lines(&resumed).iter().map(|e| e.train_loss).collect::<Vec<_>>()
+        );
+        let results = |s: &Summary| (s.steps, s.test.top1_sampled, s.test.top1_per_pass.clone(), s.test.top1_deterministic);
+        assert_eq!(results(&full), results(&rest), "{model}");
+        std::fs::remove_dir_all(&straight).unwrap();
+        std::fs::remove_dir_all(&resumed).unwrap();
+    }
+}
+
+/// Fashion-MNIST images whose pixels are all NaN (what a corrupt pipeline would feed).
+struct NanImages(IdxDataset);
+
+impl Dataset for NanImages {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn class_names(&self) -> &[String] {
+        self.0.class_names()
+    }
+    fn sample_shape(&self) -> [usize; 3] {
+        self.0.sample_shape()
+    }
+    fn load_into(&self, index: usize, rng: &mut CounterRng, out: &mut [f32]) -> cvn_models::Result<usize> {
+        let label = self.0.load_into(index, rng, out)?;
+        out.fill(f32::NAN);
+        Ok(label)
+    }
+    fn raw_image(&self, index: usize) -> cvn_models::Result<image::RgbImage> {
+        self.0.raw_image(index)
+    }
+}
+
+#[test]
+fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
+    let dir = temp_dir("nan");
+    let (config, data) = tiny("vit-fmnist", 2, 3, 64, 32);
+    let mut trainer = Trainer::start(config.clone(), data.clone(), &dir).unwrap();
+    trainer.train(1, &mut nothing).unwrap();
+    drop(trainer);
+    let good = std::fs::read(dir.join(CHECKPOINT_FILE)).unwrap();
+
+    let fm = FashionMnist::embedded().unwrap();
+    let poisoned = TrainData { train: Arc::new(NanImages(fm.train.truncated(64))), ..data.clone() };
+    let mut trainer = Trainer::resume(&dir, config.clone(), poisoned.clone()).unwrap();
+    let err = trainer.run(&mut nothing).unwrap_err();
+    assert!(matches!(err, TrainError::NonFiniteLoss { epoch: 2, step: 2, .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("NaN") && msg.contains("epoch 2") && msg.contains("last good checkpoint") && msg.contains("(epoch 1)"), "{msg}");
+    assert_eq!(std::fs::read(dir.join(CHECKPOINT_FILE)).unwrap(), good, "the checkpoint is untouched");
+    assert!(!dir.join("summary.json").exists());
+    assert_eq!(Trainer::resume(&dir, config.clone(), data).unwrap().epochs_done(), 1);
+
+    // Failing before the first checkpoint says there is none.
+    let fresh = temp_dir("nan-fresh");
+    let err = Trainer::start(config, poisoned, &fresh).unwrap().run(&mut nothing).unwrap_err().to_string();
+    assert!(err.contains("epoch 1, step 0") && err.contains("no checkpoint had been written yet"), "{err}");
+    assert!(!fresh.join(CHECKPOINT_FILE).exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&fresh).unwrap();
+}
+
+#[test]
+fn bad_settings_and_runs_are_named() {
+    let err = TrainConfig::for_model("vgg16", 4, 1).unwrap_err().to_string();
+    assert!(err.contains("unknown model `vgg16`"), "{err}");
+    let err = TrainConfig::for_model("vit-fmnist", 5, 1).unwrap_err().to_string();
+    assert!(err.contains("blocks.0.mlp.act") && err.contains("U = 5"), "{err}");
+    let mut config = TrainConfig::for_model("vit-fmnist", 4, 1).unwrap();
+    config.lr = f32::NAN;
+    assert!(config.validate().unwrap_err().to_string().contains("`lr`"));
+    config.lr = 1e-3;
+    config.data_dir = Some(PathBuf::from("/nonexistent/fashion"));
+    let err = TrainData::load(&config).err().unwrap().to_string();
+    assert!(err.contains("/nonexistent/fashion"), "{err}");
+
+    let dir = temp_dir("errors");
+    let (config, data) = tiny("vit-fmnist", 4, 2, 32, 32);
+    let err = Trainer::resume(&dir, config.clone(), data.clone()).err().unwrap().to_string();
+    assert!(err.contains(&dir.display().to_string()) && err.contains("no checkpoint.safetensors"), "{err}");
+    Trainer::start(config.clone(), data.clone(), &dir).unwrap().train(1, &mut nothing).unwrap();
+    let err = Trainer::start(config.clone(), data.clone(), &dir).err().unwrap().to_string();
+    assert!(err.contains("already holds checkpoint.safetensors"), "{err}");
+    let changed = TrainConfig { lr: 0.5, seed: 9, ..config.clone() };
+    let err = Trainer::resume(&dir, changed, data.clone()).err().unwrap().to_string();
+    assert!(err.contains("lr (run: 0.001") && err.contains("seed (run: 0, now: 9)"), "{err}");
+    let other_data = TrainData { source: "somewhere else".into(), ..data.clone() };
+    assert!(Trainer::resume(&dir, config.clone(), other_data).err().unwrap().to_string().contains("somewhere else"));
+
+    // A checkpoint without trainer state (a plain model file) or a corrupt one.
+    let path = dir.join(CHECKPOINT_FILE);
+    Model::preset("vit-fmnist", 4, 0).unwrap().save(&path, &Default::default()).unwrap();
+    let err = run_config(&dir).unwrap_err().to_string();
+    assert!(err.contains("no `trainer` metadata"), "{err}");
+    std::fs::write(&path, b"not a checkpoint").unwrap();
+    let err = run_config(&dir).unwrap_err().to_string();
+    assert!(err.contains("checkpoint.safetensors") && err.contains("not a safetensors file"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

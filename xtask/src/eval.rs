@@ -1,0 +1,46 @@
+//! `cargo xtask eval --run runs/NAME [--samples 6] [--deterministic] [--data DIR]`: re-evaluates a
+//! run's checkpoint on its test set, prints top-1 and per-layer activity, writes `eval.json`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cvn_models::train::{evaluate, load_run, EvalOptions};
+
+use crate::train::{print_evaluation, Bars};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Run folder (holding checkpoint.safetensors).
+    #[arg(long)]
+    run: PathBuf,
+    /// Stochastic passes whose probabilities are averaged (LWTA models).
+    #[arg(long, default_value_t = 6)]
+    samples: usize,
+    /// Only the deterministic (argmax-winner) pass.
+    #[arg(long)]
+    deterministic: bool,
+    /// Data folder replacing the one the run was trained with.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Evaluation batch size (default: the run's).
+    #[arg(long)]
+    batch: Option<usize>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let (mut model, config, data) = load_run(&args.run, args.data.as_deref())?;
+    println!("evaluating {} (U = {}) on {}", config.model, config.competitors, data.source);
+    let options = EvalOptions {
+        samples: if args.deterministic { 0 } else { args.samples },
+        batch_size: args.batch.unwrap_or(config.eval_batch_size),
+        seed: config.seed,
+    };
+    let mut bars = Bars::default();
+    let eval = evaluate(&mut model, data.test.clone(), &options, &mut |p| bars.show(&p, &config.model, config.competitors))?;
+    print_evaluation(&eval, config.competitors);
+    let path = args.run.join("eval.json");
+    cvn_autograd::io::write_atomically(&path, serde_json::to_string_pretty(&eval)?.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("written to {} ({:.0} s)", path.display(), eval.seconds);
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! `cargo xtask train --model vit-fmnist --competitors 4 --epochs N --batch B --out runs/NAME
+//! [--resume] [--data DIR] [--lr ..] [--seed ..] [--train-limit N] ...`: trains a preset model with
+//! progress bars, writing `checkpoint.safetensors` (every epoch), `metrics.jsonl` and
+//! `summary.json` into the run folder ([`cvn_models::train`]).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use cvn_models::train::{run_config, Evaluation, Progress, ScheduleConfig, Summary, TrainConfig, TrainData, Trainer};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Preset model (vit-fmnist, resnet18-fmnist, deit-tiny, ...); default vit-fmnist.
+    #[arg(long)]
+    model: Option<String>,
+    /// LWTA competitors U (1 = the conventional network); default 4.
+    #[arg(long)]
+    competitors: Option<usize>,
+    /// Epochs in all (with --resume: may be raised to train longer); default 10.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Training batch size; default 128.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Run folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue the run in --out from its last checkpoint, with its settings.
+    #[arg(long)]
+    resume: bool,
+    /// Fashion-MNIST IDX folder (default: the installed package, else the embedded subset), or for
+    /// RGB models a folder with train/ and val/ ImageFolder trees.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Peak learning rate (default: 1e-3 AdamW for ViTs, 0.05 SGD for ResNets).
+    #[arg(long)]
+    lr: Option<f32>,
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    #[arg(long)]
+    label_smoothing: Option<f32>,
+    /// Warm-up of the cosine schedule, in epochs (ViTs).
+    #[arg(long)]
+    warmup_epochs: Option<f32>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stochastic test passes averaged in the final evaluation; default 6.
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Skip the deterministic test evaluation after each epoch.
+    #[arg(long)]
+    no_epoch_eval: bool,
+}
+
+impl Args {
+    /// Writes the flags that were given over `config`.
+    fn apply(&self, config: &mut TrainConfig) -> anyhow::Result<()> {
+        if let Some(v) = &self.model {
+            config.model.clone_from(v);
+        }
+        if let Some(v) = self.competitors {
+            config.competitors = v;
+        }
+        if let Some(v) = self.epochs {
+            config.epochs = v;
+        }
+        if let Some(v) = self.batch {
+            config.batch_size = v;
+        }
+        if let Some(v) = self.lr {
+            config.lr = v;
+        }
+        if let Some(v) = self.weight_decay {
+            config.weight_decay = v;
+        }
+        if let Some(v) = self.label_smoothing {
+            config.label_smoothing = v;
+        }
+        if let Some(v) = self.warmup_epochs {
+            match &mut config.schedule {
+                ScheduleConfig::Cosine { warmup_epochs, .. } => *warmup_epochs = v,
+                ScheduleConfig::Step { .. } => {
+                    bail!("--warmup-epochs: model `{}` trains with a step schedule, which has no warm-up", config.model)
+                }
+            }
+        }
+        if let Some(v) = self.seed {
+            config.seed = v;
+        }
+        if let Some(v) = self.samples {
+            config.samples = v;
+        }
+        if self.train_limit.is_some() {
+            config.train_limit = self.train_limit;
+        }
+        if self.data.is_some() {
+            config.data_dir.clone_from(&self.data);
+        }
+        if self.no_epoch_eval {
+            config.eval_each_epoch = false;
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut trainer = if args.resume {
+        let mut config = run_config(&args.out)?;
+        args.apply(&mut config)?;
+        let data = TrainData::load(&config)?;
+        Trainer::resume(&args.out, config, data)?
+    } else {
+        let model = args.model.as_deref().unwrap_or("vit-fmnist");
+        let mut config = TrainConfig::for_model(model, args.competitors.unwrap_or(4), args.epochs.unwrap_or(10))?;
+        args.apply(&mut config)?;
+        config.validate()?;
+        let data = TrainData::load(&config)?;
+        Trainer::start(config, data, &args.out)?
+    };
+    let summary = train_with_progress(&mut trainer)?;
+    print_summary(&summary, trainer.dir());
+    Ok(())
+}
+
+/// Runs `trainer` to the end with progress bars and one line per epoch.
+pub fn train_with_progress(trainer: &mut Trainer) -> anyhow::Result<Summary> {
+    let mut bars = Bars::default();
+    let (model, competitors) = (trainer.config().model.clone(), trainer.config().competitors);
+    let dir = trainer.dir().to_path_buf();
+    trainer.run(&mut |p| bars.show(&p, &model, competitors)).with_context(|| format!("training run {}", dir.display()))
+}
+
+/// Progress bars for training epochs and evaluation.
+#[derive(Default)]
+pub struct Bars {
+    epoch: Option<ProgressBar>,
+    eval: Option<ProgressBar>,
+    epochs: usize,
+}
+
+fn bar(len: usize, template: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+impl Bars {
+    pub fn show(&mut self, progress: &Progress, model: &str, competitors: usize) {
+        match *progress {
+            Progress::Start { source, epoch, epochs, steps_per_epoch, parameters } => {
+                self.epochs = epochs;
+                let verb = if epoch > 1 { "resuming" } else { "training" };
+                println!(
+                    "{verb} {model} (U = {competitors}, {parameters} parameters) at epoch {epoch} of {epochs}, {steps_per_epoch} steps per epoch"
+                );
+                println!("data: {source}");
+            }
+            Progress::EpochStart { epoch, batches } => {
+                let b = bar(batches, "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}");
+                b.set_prefix(format!("{epoch}/{}", self.epochs));
+                self.epoch = Some(b);
+            }
+            Progress::Step { batch, loss, lr, images_per_sec, .. } => {
+                if let Some(b) = &self.epoch {
+                    b.set_position(batch as u64);
+                    b.set_message(format!("loss {loss:.4} lr {lr:.2e} {images_per_sec:.0} img/s"));
+                }
+            }
+            Progress::EpochEnd(m) => {
+                if let Some(b) = self.epoch.take() {
+                    b.finish_and_clear();
+                }
+                let test = m.test_top1.map_or(String::new(), |t| format!(", test top-1 {:.2}% (deterministic)", 100.0 * t));
+                println!(
+                    "epoch {}/{}: train loss {:.4}, train top-1 {:.2}%{test}, {:.0} images/s, {:.0} s",
+                    m.epoch,
+                    self.epochs,
+                    m.train_loss,
+                    100.0 * m.train_top1,
+                    m.images_per_sec,
+                    m.seconds
+                );
+            }
+            Progress::Evaluating { done, total } => {
+                let b = self.eval.get_or_insert_with(|| bar(total, "evaluating [{bar:30}] {pos}/{len} images ETA {eta}"));
+                b.set_position(done as u64);
+                if done >= total {
+                    b.finish_and_clear();
+                    self.eval = None;
+                }
+            }
+        }
+    }
+}
+
+/// Prints a test evaluation: top-1 in both modes and the active fraction of each activation layer.
+pub fn print_evaluation(eval: &Evaluation, competitors: usize) {
+    match eval.top1_sampled {
+        Some(t) => println!(
+            "test top-1: {:.2}% averaged over {} stochastic passes, {:.2}% deterministic ({} images)",
+            100.0 * t,
+            eval.samples,
+            100.0 * eval.top1_deterministic,
+            eval.images
+        ),
+        None => println!("test top-1: {:.2}% deterministic ({} images)", 100.0 * eval.top1_deterministic, eval.images),
+    }
+    let lwta =
+        if competitors > 1 { format!("LWTA layers should show 1/U = {:.4}", 1.0 / competitors as f64) } else { "conventional".into() };
+    println!("active fraction per activation layer ({lwta}):");
+    for (layer, fraction) in &eval.active_fraction {
+        println!("  {layer:<20} {fraction:.4}");
+    }
+}
+
+pub fn print_summary(summary: &Summary, dir: &Path) {
+    print_evaluation(&summary.test, summary.competitors);
+    println!(
+        "{} epochs, {} steps: {:.0} training images/s, wall time {:.0} s ({})",
+        summary.epochs, summary.steps, summary.images_per_sec, summary.wall_seconds, summary.data_source
+    );
+    println!("results in {}: summary.json, metrics.jsonl, checkpoint.safetensors", dir.display());
+}
