@@ -214,7 +214,7 @@ fn time_ms(
 fn copy_bandwidth(stream: &Arc<CudaStream>, iters: usize) -> anyhow::Result<f64> {
     let len = 1usize << 28; // f32 elements: 1 GiB
     let src: CudaSlice<f32> = stream.clone_htod(&random_normals(7, 7, len))?;
-    let mut dst: CudaSlice<f32> = stream.clone_htod(&vec![0.0f32; len])?;
+    let mut dst: CudaSlice<f32> = stream.alloc_zeros(len)?;
     let ms = time_ms(stream, iters, || Ok(stream.memcpy_dtod(&src, &mut dst)?))?;
     Ok(2.0 * (len * 4) as f64 / (ms * 1e-3) / 1e9)
 }

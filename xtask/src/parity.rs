@@ -85,7 +85,7 @@ fn cpu_checks(fixtures: &Path) -> anyhow::Result<Vec<Check>> {
     if !fixtures.is_dir() {
         bail!("fixtures directory {} does not exist", fixtures.display());
     }
-    let mut checks: Vec<Check> = Vec::new(); // TEMP
+    let mut checks = lwta_kernels::parity_checks(fixtures).context("lwta-kernels parity")?;
     checks.extend(cvn_models::parity_checks(fixtures).context("cvn-models parity")?);
     checks.extend(clip_encoder::parity_checks(fixtures).context("clip-encoder parity")?);
     checks.extend(dissect::parity_checks(fixtures).context("dissect parity")?);

@@ -155,10 +155,14 @@ impl Bars {
         match *progress {
             Progress::Start { source, epoch, epochs, steps_per_epoch, parameters } => {
                 self.epochs = epochs;
-                let verb = if epoch > 1 { "resuming" } else { "training" };
-                println!(
-                    "{verb} {model} (U = {competitors}, {parameters} parameters) at epoch {epoch} of {epochs}, {steps_per_epoch} steps per epoch"
-                );
+                if epoch > epochs {
+                    println!("{model} (U = {competitors}) has trained all {epochs} epochs; evaluating");
+                } else {
+                    let verb = if epoch > 1 { "resuming" } else { "training" };
+                    println!(
+                        "{verb} {model} (U = {competitors}, {parameters} parameters) at epoch {epoch} of {epochs}, {steps_per_epoch} steps per epoch"
+                    );
+                }
                 println!("data: {source}");
             }
             Progress::EpochStart { epoch, batches } => {

@@ -26,6 +26,7 @@
 use std::path::Path;
 
 use cvn_autograd::Tensor;
+use rayon::prelude::*;
 
 pub mod config;
 mod error;
@@ -97,12 +98,29 @@ impl Clip {
             .encode_token_ids(&self.tokenizer.encode_batch(texts)?)
     }
 
-    /// L2-normalised embeddings `[N, P]` of image files, decoded and preprocessed
-    /// [`IMAGE_BATCH`] at a time so memory stays bounded for large probe sets.
+    /// L2-normalised embeddings `[N, P]` of image files (JPEG or PNG).
     pub fn encode_image_files(&self, paths: &[impl AsRef<Path> + Sync]) -> Result<Tensor> {
-        let chunks = paths
+        self.encode_prepared(paths, |p| self.processor.load(p.as_ref()))
+    }
+
+    /// L2-normalised embeddings `[N, P]` of decoded RGB images.
+    pub fn encode_rgb_images(&self, images: &[image::RgbImage]) -> Result<Tensor> {
+        self.encode_prepared(images, |im| self.processor.rgb_image(im))
+    }
+
+    /// Preprocesses (in parallel) and encodes [`IMAGE_BATCH`] items at a time, so memory stays
+    /// bounded for large probe sets.
+    fn encode_prepared<T: Sync>(
+        &self,
+        items: &[T],
+        prepare: impl Fn(&T) -> Result<Vec<f32>> + Sync,
+    ) -> Result<Tensor> {
+        let chunks = items
             .chunks(IMAGE_BATCH)
-            .map(|chunk| self.model.encode_images(&self.processor.load_batch(chunk)?))
+            .map(|chunk| {
+                let pixels = chunk.par_iter().map(&prepare).collect::<Result<Vec<_>>>()?;
+                self.model.encode_images(&self.processor.stack(pixels)?)
+            })
             .collect::<Result<Vec<_>>>()?;
         model::concat_rows(&chunks, self.model.config.projection_dim)
     }
@@ -113,5 +131,71 @@ impl Clip {
             .model
             .logits_per_image(image_embeds, text_embeds)?
             .softmax()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cvn_autograd::io::TensorFile;
+
+    use super::*;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
+
+    /// A CLIP directory made of the tiny model and the fixture tokenizer.
+    fn tiny_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("clip-encoder-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fixtures = Path::new(FIXTURES);
+        for (from, file) in [
+            ("tiny_clip", "config.json"),
+            ("tiny_clip", "model.safetensors"),
+            ("clip_tokenizer", "tokenizer.json"),
+        ] {
+            std::fs::copy(fixtures.join(from).join(file), dir.join(file)).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn a_directory_encodes_texts_and_images_end_to_end() {
+        let dir = tiny_dir("e2e");
+        let clip = Clip::load(&dir).unwrap();
+        let io = TensorFile::load(&Path::new(FIXTURES).join("tiny_clip/io.safetensors")).unwrap();
+        let texts: Vec<String> = serde_json::from_str(&io.metadata["texts"]).unwrap();
+        let ours = clip.encode_texts(&texts).unwrap();
+        let expected = &io.tensors["text_embeds"];
+        assert_eq!(ours.shape(), expected.shape());
+        assert!(ours
+            .data()
+            .iter()
+            .zip(expected.data())
+            .all(|(a, b)| (a - b).abs() < 1e-5));
+
+        let image = image::RgbImage::from_fn(40, 30, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 8) as u8, 128])
+        });
+        let png = dir.join("probe.png");
+        image.save(&png).unwrap();
+        let from_memory = clip.encode_rgb_images(&[image.clone(), image]).unwrap();
+        let from_file = clip.encode_image_files(&[&png]).unwrap();
+        assert_eq!(from_memory.shape(), &[2, clip.model.config.projection_dim]);
+        assert_eq!(&from_memory.data()[..from_file.len()], from_file.data());
+
+        let probabilities = clip.zero_shot(&from_file, &ours).unwrap();
+        assert!((probabilities.data().iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_missing_file_is_named_with_what_to_provide() {
+        let dir = tiny_dir("missing");
+        std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+        let err = Clip::load(&dir).err().unwrap().to_string();
+        assert!(
+            err.contains("tokenizer.json") && err.contains("openai/clip-vit-base-patch16"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

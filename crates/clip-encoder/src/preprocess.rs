@@ -101,13 +101,13 @@ impl ImageProcessor {
         )
     }
 
-    /// Loads and preprocesses image files in parallel into a `[n, 3, size, size]` batch.
-    pub fn load_batch(&self, paths: &[impl AsRef<Path> + Sync]) -> Result<Tensor> {
-        let images = paths
-            .par_iter()
-            .map(|p| self.load(p.as_ref()))
-            .collect::<Result<Vec<_>>>()?;
-        self.stack(images)
+    /// Preprocesses a decoded RGB image (what `dissect`'s probe sets hand out).
+    pub fn rgb_image(&self, image: &image::RgbImage) -> Result<Vec<f32>> {
+        self.rgb8(
+            image.as_raw(),
+            image.width() as usize,
+            image.height() as usize,
+        )
     }
 
     /// Stacks preprocessed images (each `3 * size * size` values) into a `[n, 3, size, size]` tensor.
@@ -433,7 +433,10 @@ mod tests {
             .map(|(c, ch)| ch.iter().map(|v| v * CLIP_STD[c] + CLIP_MEAN[c]).collect())
             .collect();
         for other in &unnormalised[1..] {
-            assert!(unnormalised[0].iter().zip(other).all(|(a, b)| (a - b).abs() < 1e-5));
+            assert!(unnormalised[0]
+                .iter()
+                .zip(other)
+                .all(|(a, b)| (a - b).abs() < 1e-5));
         }
     }
 

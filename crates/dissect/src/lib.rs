@@ -33,6 +33,7 @@ pub mod cache;
 pub mod concepts;
 mod error;
 pub mod explain;
+pub mod integration;
 pub mod label;
 mod linalg;
 pub mod parity;

@@ -178,7 +178,7 @@ pub fn dissect(
             let labels: Vec<NeuronLabel> = report.neurons.iter().map(|n| n.label.clone()).collect();
             let classifier_view = head.as_ref().map(|h| Classifier {
                 logits: by_name[h.layer.as_str()].pooled.view(),
-                weight: h.inputs.contains(layer).then(|| h.weight.view()),
+                weight: (h.inputs.contains(layer) && options.pooling == Pooling::Mean).then(|| h.weight.view()),
             });
             explain(
                 &example_images(probe.len(), options.examples),

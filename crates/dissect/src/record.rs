@@ -284,6 +284,13 @@ pub(crate) mod tests {
         fn image(&self, index: usize) -> Result<RgbImage> {
             Ok(RgbImage::from_pixel(4, 4, image::Rgb([index as u8, 0, 0])))
         }
+        fn input_shape(&self) -> [usize; 3] {
+            [1, 1, 1]
+        }
+        fn load_input(&self, index: usize, out: &mut [f32]) -> Result<()> {
+            out[0] = index as f32;
+            Ok(())
+        }
     }
 
     /// A "model" with a conv layer `conv` ([B, 2, 1, 2]), a token layer `tokens` ([B, 2, 3]) and a
@@ -302,14 +309,17 @@ pub(crate) mod tests {
         fn fingerprint(&self) -> String {
             "toy".into()
         }
-        fn record(&mut self, _: &dyn ProbeSet, indices: &[usize], layers: &[String]) -> Result<Vec<LayerOutput>> {
+        fn record(&mut self, probe: &dyn ProbeSet, indices: &[usize], layers: &[String]) -> Result<Vec<LayerOutput>> {
             self.passes += 1;
             let b = indices.len();
+            let mut inputs = vec![0.0f32; b];
+            for (slot, &i) in inputs.iter_mut().zip(indices) {
+                probe.load_input(i, std::slice::from_mut(slot))?;
+            }
             Ok(layers
                 .iter()
                 .map(|layer| {
-                    let per_image = |i: usize| -> Vec<f32> {
-                        let x = i as f32;
+                    let per_image = |x: f32| -> Vec<f32> {
                         match layer.as_str() {
                             // channel 0: [x, 0], channel 1: [1, 3]
                             "conv" => vec![x, 0.0, 1.0, 3.0],
@@ -323,7 +333,7 @@ pub(crate) mod tests {
                         "tokens" => vec![b, 2, 3],
                         _ => vec![b, 2],
                     };
-                    LayerOutput { shape, data: indices.iter().flat_map(|&i| per_image(i)).collect() }
+                    LayerOutput { shape, data: inputs.iter().flat_map(|&x| per_image(x)).collect() }
                 })
                 .collect())
         }

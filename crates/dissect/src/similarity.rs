@@ -471,9 +471,9 @@ impl RowUses {
 /// enough to stay in a core's L2 while the block's rows stream past.
 const BLOCK_ACCUMULATOR_BYTES: usize = 1 << 20;
 
-/// Bytes of softmax numerators computed per round (a chunk of probe rows): they are written row by
-/// row and read block by block, so they should stay in the last-level cache between the two.
-const CHUNK_BYTES: usize = 32 << 20;
+/// Bytes of softmax numerators computed per round (a chunk of the probe rows that are some neuron's
+/// top image). More rounds cost a reload of every block's accumulators; fewer, memory.
+const ROUND_BYTES: usize = 32 << 20;
 
 /// One column block's accumulators: the running product (f64) and the log sum per neuron × column,
 /// and how many factors each neuron's product holds.
@@ -534,18 +534,39 @@ fn mutual_information(
             Block { c0, width: w, products: vec![1.0; k * w], logs: vec![0.0; k * w], pending: vec![0; k] }
         })
         .collect();
-    let rows_per_round = (CHUNK_BYTES / (4 * m)).clamp(1, uses.rows.len().max(1));
+    let rows_per_round = (ROUND_BYTES / (4 * m)).clamp(1, uses.rows.len().max(1));
+    let rows_per_task = rows_per_round.div_ceil(4 * threads);
+    // Numerators of a round, block-major: block b's rows × width_b at [rows·c0_b ..], so that each
+    // block reads its part as one contiguous stream.
     let mut numerators = vec![0.0f32; rows_per_round * m];
     let mut inv_sums = vec![0.0f32; rows_per_round];
     for (round, rows) in uses.rows.chunks(rows_per_round).enumerate() {
-        numerators.par_chunks_mut(m).zip(inv_sums.par_iter_mut()).zip(rows).for_each(|((out, inv_sum), &row)| {
-            *inv_sum = softmax_numerators(&c[row as usize * m..][..m], a, out);
-        });
-        blocks.par_iter_mut().for_each(|block| {
+        let n_rows = rows.len();
+        // Rows in parallel, in tasks of `rows_per_task` rows; each task owns those rows of every
+        // block's region.
+        let mut tasks: Vec<Vec<&mut [f32]>> = (0..n_rows.div_ceil(rows_per_task)).map(|_| Vec::new()).collect();
+        for (region, block) in numerators[..n_rows * m].chunks_mut(n_rows * width).zip(&blocks) {
+            for (task, part) in tasks.iter_mut().zip(region.chunks_mut(rows_per_task * block.width)) {
+                task.push(part);
+            }
+        }
+        tasks.into_par_iter().zip(inv_sums.par_chunks_mut(rows_per_task)).zip(rows.par_chunks(rows_per_task)).for_each(
+            |((mut parts, inv_sums), rows)| {
+                let mut row_numerators = vec![0.0f32; m];
+                for (i, (&row, inv_sum)) in rows.iter().zip(inv_sums).enumerate() {
+                    *inv_sum = softmax_numerators(&c[row as usize * m..][..m], a, &mut row_numerators);
+                    for (part, block) in parts.iter_mut().zip(&blocks) {
+                        part[i * block.width..][..block.width].copy_from_slice(&row_numerators[block.c0..][..block.width]);
+                    }
+                }
+            },
+        );
+        // Blocks in parallel, each streaming through its region.
+        blocks.par_iter_mut().zip(numerators[..n_rows * m].par_chunks(n_rows * width)).for_each(|(block, region)| {
             let w = block.width;
             let mut softmax = vec![0.0f32; w];
-            for (i, inv_sum) in inv_sums[..rows.len()].iter().enumerate() {
-                for (s, &e) in softmax.iter_mut().zip(&numerators[i * m + block.c0..][..w]) {
+            for (i, (row_numerators, inv_sum)) in region.chunks_exact(w).zip(&inv_sums).enumerate() {
+                for (s, &e) in softmax.iter_mut().zip(row_numerators) {
                     *s = e * inv_sum;
                 }
                 let r = round * rows_per_round + i;

@@ -25,6 +25,12 @@ pub trait ProbeSet: Sync {
 
     /// The original image (CLIP input, report thumbnails).
     fn image(&self, index: usize) -> Result<RgbImage>;
+
+    /// `[C, H, W]` of the model inputs [`ProbeSet::load_input`] prepares.
+    fn input_shape(&self) -> [usize; 3];
+
+    /// Image `index` as the dissected model takes it (normalised CHW, no augmentation) into `out`.
+    fn load_input(&self, index: usize, out: &mut [f32]) -> Result<()>;
 }
 
 /// One layer's output for a batch, as the model produced it (batch first, row-major).
@@ -40,8 +46,9 @@ pub struct LayerOutput {
 pub struct Head {
     /// The classifier layer's name (`head`, `fc`); its output is the logits.
     pub layer: String,
-    /// Layers whose pooled output *is* the classifier's input (ResNet: `layer4`, `avgpool`; ViT:
-    /// `norm`), so a unit's contribution to class c is `activation × weight[c, unit]`.
+    /// Layers whose pooled output *is* the classifier's input when conv maps are mean-pooled
+    /// (ResNet: `layer4`, `avgpool`; ViT: `norm`, whose class token the head reads), so a unit's
+    /// contribution to class c is `activation × weight[c, unit]`.
     pub inputs: Vec<String>,
     /// `[classes, features]`.
     pub weight: Array2<f32>,

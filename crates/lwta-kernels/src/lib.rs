@@ -11,6 +11,9 @@
 //! parity checks call the same functions. Its parts:
 //! * [`philox`] — Philox4x32-10 and the noise *stream contract* shared by CPU and GPU;
 //! * [`cpu`] — the multi-threaded single-pass CPU reference (forward, backward);
+//! * [`simd`] — the explicit-SIMD layer the CPU kernels (and `cvn-autograd`'s activations) are
+//!   written against, compiled for AVX-512, AVX2 and scalar code and picked at run time;
+//! * [`fixtures`] — [`parity_checks`] against the float64 reference fixtures;
 //! * [`cuda`] — the handwritten PTX kernels of `kernels/` loaded through cudarc (dynamic loading: a
 //!   machine without a driver gets an `Err`, never a panic).
 //!
@@ -26,6 +29,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod fixtures;
 pub mod parity;
 pub mod philox;
 pub mod simd;
@@ -45,9 +49,15 @@ pub enum LwtaError {
     Length { name: &'static str, got: usize, expected: usize },
     #[error("CUDA: {0}")]
     Cuda(String),
+    #[error("{file}: {what}")]
+    FixtureFile { file: String, what: String },
+    #[error("{file}: tensor `{tensor}`: {what}")]
+    Fixture { file: String, tensor: String, what: String },
 }
 
 pub type Result<T> = std::result::Result<T, LwtaError>;
+
+pub use fixtures::parity_checks;
 
 /// How the elements of a tensor are grouped into competition blocks (see the crate docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

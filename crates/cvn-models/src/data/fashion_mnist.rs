@@ -23,6 +23,7 @@ const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
 const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
 const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 
+/// The embedded subset: (file name, gzip IDX bytes), in the order of the constants above.
 const EMBEDDED: [(&str, &[u8]); 4] = [
     (TRAIN_IMAGES, include_bytes!("../../data/train-images-idx3-ubyte.gz")),
     (TRAIN_LABELS, include_bytes!("../../data/train-labels-idx1-ubyte.gz")),
@@ -74,13 +75,11 @@ impl FashionMnist {
 
     /// The subset compiled into this crate.
     pub fn embedded() -> Result<Self> {
-        let part = |name: &str| {
-            let bytes = EMBEDDED.iter().find(|(n, _)| *n == name).map(|(_, b)| *b).unwrap_or_default();
-            parse_idx(bytes, &format!("embedded {name}.gz"))
-        };
+        let [train_images, train_labels, test_images, test_labels] =
+            EMBEDDED.map(|(name, bytes)| parse_idx(bytes, &format!("embedded {name}.gz")));
         Ok(Self {
-            train: IdxDataset::new("embedded train", part(TRAIN_IMAGES)?, part(TRAIN_LABELS)?)?,
-            test: IdxDataset::new("embedded test", part(TEST_IMAGES)?, part(TEST_LABELS)?)?,
+            train: IdxDataset::new("embedded train", train_images?, train_labels?)?,
+            test: IdxDataset::new("embedded test", test_images?, test_labels?)?,
             source: DataSource::Embedded,
         })
     }

@@ -5,11 +5,15 @@
 //! The kernels compute exactly what [`crate::cpu`] computes: the same Philox stream and the same
 //! Cephes logarithm (bit-identical noise), the first maximum of `x + g` as winner, and the
 //! straight-through backward with the reference's roundings except in `exp` (the hardware `ex2`
-//! on an exactly split argument), so `dx` agrees to ~1e-6 relative, not bitwise. Two kernel shapes per direction and dtype (see the header of
-//! `kernels/lwta_f32.ptx`):
+//! on an exactly split argument), so `dx` agrees to ~1e-6 relative, not bitwise. Two kernel
+//! shapes per direction and dtype (see the header of `kernels/lwta_f32.ptx` and
+//! `kernels/NOTES.md`):
 //! * *quad*, 16-byte (bf16: 8-byte) accesses: NCHW with `inner % 4 == 0` (4 adjacent pixels per
 //!   thread, one Philox call for their 4 noises) and tokens with `U % 4 == 0`;
-//! * *scalar*, any geometry (one block per thread, one Philox call per element).
+//! * *scalar*, any geometry (one block at a time per thread, one Philox call per element).
+//!
+//! Launches size the grid to what is resident on the GPU at once and the threads stride over the
+//! work, so each thread pays the parameter prologue once.
 //!
 //! The modules are JIT-compiled by the driver once per context and cached for the process.
 //! [`parity`] checks the kernels against the CPU reference on a GPU.
@@ -41,7 +45,7 @@ const MIN_COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
 pub const MAX_COMPETITORS: usize = 32;
 
 /// Threads per CTA when shared memory does not limit it.
-const THREADS: u32 = 256;
+const THREADS: u32 = 128;
 /// Dynamic shared memory a CTA may use without opting in to more.
 const STASH_BYTES: u32 = 48 * 1024;
 
@@ -109,6 +113,9 @@ pub struct DtypeKernels {
 pub struct Kernels {
     f32: DtypeKernels,
     bf16: DtypeKernels,
+    /// Streaming multiprocessors: the kernels loop over their items (grid stride), so a launch
+    /// needs only as many CTAs as fit on the GPU at once.
+    sm_count: u32,
 }
 
 /// LWTA on one CUDA stream. Cheap to clone; the kernels are shared per context.
@@ -191,7 +198,11 @@ impl LwtaCuda {
             }
         };
         launch.arg(&use_noise).arg(&keys).arg(&off_lo).arg(&off_hi);
-        let cfg = plan.config(THREADS, 0);
+        let function = match &plan {
+            Plan::Quad(_) => &functions.fwd_quad,
+            Plan::Scalar(_) => &functions.fwd_scalar,
+        };
+        let cfg = plan.config(function, self.kernels.sm_count, THREADS, 0)?;
         // SAFETY: the argument list matches the entry's .param list (types and order), every
         // pointer covers the `geom.len()` elements / `geom.blocks(u)` bytes the plan addresses
         // (lengths checked above), and the pointers stay alive until the guards drop after launch.
@@ -259,7 +270,16 @@ impl LwtaCuda {
             .arg(&inv_tau);
         // Largest multiple of 32 threads whose stash fits; U ≤ 32 keeps it ≥ 32.
         let threads = (STASH_BYTES / stash_per_thread / 32 * 32).clamp(32, THREADS);
-        let cfg = plan.config(threads, threads * stash_per_thread);
+        let function = match &plan {
+            Plan::Quad(_) => &functions.bwd_quad,
+            Plan::Scalar(_) => &functions.bwd_scalar,
+        };
+        let cfg = plan.config(
+            function,
+            self.kernels.sm_count,
+            threads,
+            threads * stash_per_thread,
+        )?;
         // SAFETY: as in `forward`; the dynamic shared memory is the stash the entry addresses
         // (2 · slots · ntid · slot bytes).
         unsafe { launch.launch(cfg) }.map_err(|e| {
@@ -351,16 +371,41 @@ impl Plan {
         }
     }
 
-    fn config(&self, threads: u32, shared_mem_bytes: u32) -> LaunchConfig {
+    /// One CTA per item batch up to what is resident on the GPU at once (the kernels stride
+    /// over the rest), so the per-thread prologue is paid once and no partial wave trails.
+    fn config(
+        &self,
+        function: &CudaFunction,
+        sm_count: u32,
+        threads: u32,
+        shared_mem_bytes: u32,
+    ) -> Result<LaunchConfig> {
         let items = match self {
             Plan::Quad(q) => q.items,
             Plan::Scalar(s) => s.items,
         };
-        LaunchConfig {
-            grid_dim: (items.div_ceil(threads), 1, 1),
+        let per_sm = function
+            .occupancy_max_active_blocks_per_multiprocessor(
+                threads,
+                shared_mem_bytes as usize,
+                None,
+            )
+            .map_err(|e| cuda_err("querying the kernels' occupancy", e))?
+            .max(1);
+        let ctas = items
+            .div_ceil(threads)
+            .min(sm_count.saturating_mul(per_sm).max(1));
+        // The kernels step a 32-bit item index by the grid's thread count: it must not wrap.
+        if u64::from(items) + u64::from(ctas) * u64::from(threads) > u64::from(u32::MAX) {
+            return Err(LwtaError::Cuda(format!(
+                "{items} work items exceed the kernels' 32-bit index"
+            )));
+        }
+        Ok(LaunchConfig {
+            grid_dim: (ctas, 1, 1),
             block_dim: (threads, 1, 1),
             shared_mem_bytes,
-        }
+        })
     }
 }
 
@@ -482,9 +527,13 @@ fn kernels_for(ctx: &Arc<CudaContext>) -> Result<Arc<Kernels>> {
             MIN_COMPUTE_CAPABILITY.0, MIN_COMPUTE_CAPABILITY.1
         )));
     }
+    let sm_count = ctx
+        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .map_err(|e| cuda_err("reading the multiprocessor count", e))?;
     let kernels = Arc::new(Kernels {
         f32: load(ctx, PTX_F32, "f32")?,
         bf16: load(ctx, PTX_BF16, "bf16")?,
+        sm_count: u32::try_from(sm_count).unwrap_or(1).max(1),
     });
     cache.push((key, kernels.clone()));
     Ok(kernels)
