@@ -7,6 +7,7 @@ mod bench;
 mod build_kernels;
 mod clip;
 mod demo;
+mod dissect;
 mod eval;
 mod gpu_bundle;
 mod parity;
@@ -29,6 +30,8 @@ enum Command {
     Eval(eval::Args),
     /// Zero-shot image–text probabilities with a Hugging Face CLIP directory.
     Clip(clip::Args),
+    /// Name a run's neurons (CLIP-Dissect), explain predictions by their winners, write a report.
+    Dissect(dissect::Args),
     /// Assemble kernels/*.ptx with ptxas (sm_80, sm_90); report registers and spills.
     BuildKernels(build_kernels::Args),
     /// Check implementations against reference fixtures (cpu) or the PTX kernels against the CPU (cuda).
@@ -46,6 +49,7 @@ fn main() {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Clip(args) => clip::run(args),
+        Command::Dissect(args) => dissect::run(args),
         Command::BuildKernels(args) => build_kernels::run(args),
         Command::Parity(args) => parity::run(args),
         Command::Bench(args) => bench::run(args),

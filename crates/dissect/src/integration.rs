@@ -166,6 +166,15 @@ impl DatasetProbe {
         let labels = folder.samples().iter().map(|(_, l)| *l).collect();
         Ok(Self { id: format!("{name}:{}", hex_sha256(listing.as_bytes())), dataset: Arc::new(folder), labels })
     }
+
+    /// Only the first `n` images (quick runs); the id says so.
+    pub fn truncated(mut self, n: usize) -> Self {
+        if n < self.labels.len() {
+            self.labels.truncate(n);
+            self.id = format!("{}:first{n}", self.id);
+        }
+        self
+    }
 }
 
 impl ProbeSet for DatasetProbe {

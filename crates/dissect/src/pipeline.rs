@@ -70,6 +70,13 @@ pub struct NeuronReport {
     pub top_images: Vec<usize>,
 }
 
+/// How many neurons of a layer carry a label.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelCount {
+    pub label: String,
+    pub neurons: usize,
+}
+
 /// One dissected layer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LayerReport {
@@ -78,7 +85,7 @@ pub struct LayerReport {
     /// Fraction of the layer's outputs that are active (sparsity; ≈ 1/U for competition layers).
     pub active_fraction: f64,
     /// Labels by how many neurons carry them, most frequent first.
-    pub label_distribution: Vec<(String, usize)>,
+    pub label_distribution: Vec<LabelCount>,
     pub neurons: Vec<NeuronReport>,
     /// Whether the activations came from the cache.
     pub cached: bool,
@@ -227,8 +234,9 @@ fn layer_report(acts: &LayerActivations, labels: Vec<NeuronLabel>, top_images: u
     for l in &labels {
         *counts.entry(l.label.as_str()).or_default() += 1;
     }
-    let mut label_distribution: Vec<(String, usize)> = counts.into_iter().map(|(l, c)| (l.to_string(), c)).collect();
-    label_distribution.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut label_distribution: Vec<LabelCount> =
+        counts.into_iter().map(|(label, neurons)| LabelCount { label: label.to_string(), neurons }).collect();
+    label_distribution.sort_by(|a, b| b.neurons.cmp(&a.neurons).then_with(|| a.label.cmp(&b.label)));
     let neurons = labels
         .into_iter()
         .enumerate()

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::error::{DissectError, Result};
 use crate::explain::Explanation;
 use crate::label::ClassifierEvaluation;
-use crate::pipeline::{Dissection, LayerReport};
+use crate::pipeline::{Dissection, LabelCount, LayerReport};
 use crate::source::ProbeSet;
 
 /// A dissection with the run it belongs to.
@@ -86,7 +86,7 @@ struct LayerSummary<'a> {
     units: usize,
     active_fraction: f64,
     distinct_labels: usize,
-    label_distribution: &'a [(String, usize)],
+    label_distribution: &'a [LabelCount],
     cached: bool,
     similarity_seconds: f64,
 }

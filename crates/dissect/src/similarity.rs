@@ -515,7 +515,7 @@ fn mutual_information(
     if top_k == 0 || top_k > d.images {
         return Err(DissectError::parameter(
             top_k_name,
-            format!("must be in 1..={} (the number of probe images), got {top_k}", d.images),
+            format!("must be in 1..={} (the number of probe images: use a larger probe set), got {top_k}", d.images),
         ));
     }
     let (c, t) = (row_major(&clip), row_major(&target));

@@ -36,24 +36,47 @@ const TILE_ELEMENTS: usize = 512;
 /// forward does not depend on τ); `y` is `x` at the winner and 0 elsewhere, and `winners[block]`
 /// is the winner's index in the block (blocks numbered as in the crate docs). With `u = 1` every
 /// element wins (`y = x`). A NaN logit never beats an earlier competitor.
-pub fn forward(x: &[f32], y: &mut [f32], winners: &mut [u8], geom: BlockGeometry, u: usize, noise: Noise) -> Result<()> {
+pub fn forward(
+    x: &[f32],
+    y: &mut [f32],
+    winners: &mut [u8],
+    geom: BlockGeometry,
+    u: usize,
+    noise: Noise,
+) -> Result<()> {
     forward_on(simd::isa(), x, y, winners, geom, u, noise)
 }
 
 /// [`forward`] with a given instruction set (the tests compare them).
-fn forward_on(isa: Isa, x: &[f32], y: &mut [f32], winners: &mut [u8], geom: BlockGeometry, u: usize, noise: Noise) -> Result<()> {
+fn forward_on(
+    isa: Isa,
+    x: &[f32],
+    y: &mut [f32],
+    winners: &mut [u8],
+    geom: BlockGeometry,
+    u: usize,
+    noise: Noise,
+) -> Result<()> {
     geom.check(u, "lwta_kernels::cpu::forward")?;
     expect_len("x", x.len(), geom.len())?;
     expect_len("y", y.len(), geom.len())?;
     expect_len("winners", winners.len(), geom.blocks(u))?;
     expect_noise(noise, geom.len())?;
-    let Some(split) = Split::new(geom, u) else { return Ok(()) };
+    let Some(split) = Split::new(geom, u) else {
+        return Ok(());
+    };
     x.par_chunks(split.elements)
         .zip(y.par_chunks_mut(split.elements))
         .zip(winners.par_chunks_mut(split.blocks))
         .enumerate()
         .for_each(|(i, ((x, y), winners))| {
-            let chunk = Chunk { x, start: i * split.elements, u, inner: geom.inner, noise };
+            let chunk = Chunk {
+                x,
+                start: i * split.elements,
+                u,
+                inner: geom.inner,
+                noise,
+            };
             simd::run_with(isa, Forward { chunk, y, winners });
         });
     Ok(())
@@ -63,13 +86,30 @@ fn forward_on(isa: Isa, x: &[f32], y: &mut [f32], winners: &mut [u8], geom: Bloc
 /// with `s = softmax((x + g)/τ)` and `h` the forward's one-hot,
 /// `dx_j = dy_j·h_j + (s_j/τ)·(dy_j·x_j − Σ_i dy_i·x_i·s_i)`.
 /// `noise` must be the forward's: the same stream regenerates the same `g`.
-pub fn backward(x: &[f32], dy: &[f32], dx: &mut [f32], geom: BlockGeometry, u: usize, tau: f32, noise: Noise) -> Result<()> {
+pub fn backward(
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    geom: BlockGeometry,
+    u: usize,
+    tau: f32,
+    noise: Noise,
+) -> Result<()> {
     backward_on(simd::isa(), x, dy, dx, geom, u, tau, noise)
 }
 
 /// [`backward`] with a given instruction set (the tests compare them).
 #[allow(clippy::too_many_arguments)]
-fn backward_on(isa: Isa, x: &[f32], dy: &[f32], dx: &mut [f32], geom: BlockGeometry, u: usize, tau: f32, noise: Noise) -> Result<()> {
+fn backward_on(
+    isa: Isa,
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    geom: BlockGeometry,
+    u: usize,
+    tau: f32,
+    noise: Noise,
+) -> Result<()> {
     geom.check(u, "lwta_kernels::cpu::backward")?;
     if !(tau.is_finite() && tau > 0.0) {
         return Err(LwtaError::Tau(tau));
@@ -78,14 +118,30 @@ fn backward_on(isa: Isa, x: &[f32], dy: &[f32], dx: &mut [f32], geom: BlockGeome
     expect_len("dy", dy.len(), geom.len())?;
     expect_len("dx", dx.len(), geom.len())?;
     expect_noise(noise, geom.len())?;
-    let Some(split) = Split::new(geom, u) else { return Ok(()) };
+    let Some(split) = Split::new(geom, u) else {
+        return Ok(());
+    };
     x.par_chunks(split.elements)
         .zip(dy.par_chunks(split.elements))
         .zip(dx.par_chunks_mut(split.elements))
         .enumerate()
         .for_each(|(i, ((x, dy), dx))| {
-            let chunk = Chunk { x, start: i * split.elements, u, inner: geom.inner, noise };
-            simd::run_with(isa, Backward { chunk, dy, dx, inv_tau: 1.0 / tau });
+            let chunk = Chunk {
+                x,
+                start: i * split.elements,
+                u,
+                inner: geom.inner,
+                noise,
+            };
+            simd::run_with(
+                isa,
+                Backward {
+                    chunk,
+                    dy,
+                    dx,
+                    inv_tau: 1.0 / tau,
+                },
+            );
         });
     Ok(())
 }
@@ -94,7 +150,11 @@ fn expect_len(name: &'static str, got: usize, expected: usize) -> Result<()> {
     if got == expected {
         Ok(())
     } else {
-        Err(LwtaError::Length { name, got, expected })
+        Err(LwtaError::Length {
+            name,
+            got,
+            expected,
+        })
     }
 }
 
@@ -121,7 +181,10 @@ impl Split {
         }
         let slab = u * geom.inner;
         let slabs = (CHUNK_ELEMENTS / slab).max(1);
-        Some(Self { elements: slabs * slab, blocks: slabs * geom.inner })
+        Some(Self {
+            elements: slabs * slab,
+            blocks: slabs * geom.inner,
+        })
     }
 }
 
@@ -146,7 +209,10 @@ impl Chunk<'_> {
                 gumbel_noise_with(s, seed, offset, self.start as u64, &mut z);
                 for i in (0..z.len()).step_by(S::LANES) {
                     let end = (i + S::LANES).min(z.len());
-                    let sum = s.add(load_padded(s, &z[i..end], 0.0), load_padded(s, &self.x[i..end], 0.0));
+                    let sum = s.add(
+                        load_padded(s, &z[i..end], 0.0),
+                        load_padded(s, &self.x[i..end], 0.0),
+                    );
                     store_partial(s, &mut z[i..end], sum);
                 }
             }
@@ -155,7 +221,11 @@ impl Chunk<'_> {
                 for i in (0..z.len()).step_by(S::LANES) {
                     let end = (i + S::LANES).min(z.len());
                     let g = gumbel(s, load_padded(s, &uniforms[i..end], 0.5));
-                    store_partial(s, &mut z[i..end], s.add(load_padded(s, &self.x[i..end], 0.0), g));
+                    store_partial(
+                        s,
+                        &mut z[i..end],
+                        s.add(load_padded(s, &self.x[i..end], 0.0), g),
+                    );
                 }
             }
         }
@@ -199,9 +269,21 @@ impl Tiling {
     fn new<S: Simd>(u: usize, inner: usize) -> Self {
         let pitch = (TILE_ELEMENTS / u).max(1).next_multiple_of(S::LANES);
         if inner >= pitch {
-            Self { kind: Kind::Rows, u, inner, pitch, slabs_per_tile: 0 }
+            Self {
+                kind: Kind::Rows,
+                u,
+                inner,
+                pitch,
+                slabs_per_tile: 0,
+            }
         } else {
-            Self { kind: Kind::Gathered, u, inner, pitch, slabs_per_tile: pitch / inner }
+            Self {
+                kind: Kind::Gathered,
+                u,
+                inner,
+                pitch,
+                slabs_per_tile: pitch / inner,
+            }
         }
     }
 
@@ -215,14 +297,24 @@ impl Tiling {
                 for slab in 0..slabs {
                     for p in (0..inner).step_by(self.pitch) {
                         let lanes = self.pitch.min(inner - p);
-                        tiles.push(Tile { offset: slab * u * inner + p, first_block: slab * inner + p, lanes, len: 0 });
+                        tiles.push(Tile {
+                            offset: slab * u * inner + p,
+                            first_block: slab * inner + p,
+                            lanes,
+                            len: 0,
+                        });
                     }
                 }
             }
             Kind::Gathered => {
                 for first in (0..slabs).step_by(self.slabs_per_tile) {
                     let n = self.slabs_per_tile.min(slabs - first);
-                    tiles.push(Tile { offset: first * u * inner, first_block: first * inner, lanes: n * inner, len: n * u * inner });
+                    tiles.push(Tile {
+                        offset: first * u * inner,
+                        first_block: first * inner,
+                        lanes: n * inner,
+                        len: n * u * inner,
+                    });
                 }
             }
         }
@@ -290,15 +382,30 @@ impl<'a> Rows<'a> {
 /// Fills `rows` (pitch `pitch`) with the tile's competitors gathered from `memory` (the chunk-level
 /// array, e.g. logits) and returns them as [`Rows`].
 #[inline(always)]
-fn gather_rows<'a, S: Simd>(s: S, t: &Tiling, tables: &Tables, tile: &Tile, memory: &[f32], rows: &'a mut [f32]) -> Rows<'a> {
+fn gather_rows<'a, S: Simd>(
+    s: S,
+    t: &Tiling,
+    tables: &Tables,
+    tile: &Tile,
+    memory: &[f32],
+    rows: &'a mut [f32],
+) -> Rows<'a> {
     let memory = &memory[tile.offset..tile.offset + tile.len];
     for j in 0..t.u {
         for l in (0..tile.lanes).step_by(S::LANES) {
             let at = j * t.pitch + l;
-            s.store(&mut rows[at..], s.gather(memory, s.load_i(&tables.memory_of[at..])));
+            s.store(
+                &mut rows[at..],
+                s.gather(memory, s.load_i(&tables.memory_of[at..])),
+            );
         }
     }
-    Rows { data: rows, start: 0, stride: t.pitch, len: tile.lanes }
+    Rows {
+        data: rows,
+        start: 0,
+        stride: t.pitch,
+        len: tile.lanes,
+    }
 }
 
 /// One step of the argmax over a block's competitors, taken in order: competitor `j` with logit
@@ -324,7 +431,12 @@ struct Relaxed<S: Simd> {
 impl<S: Simd> Relaxed<S> {
     #[inline(always)]
     fn new(s: S, max: S::F, inv_tau: f32) -> Self {
-        Self { max, inv_tau: s.splat(inv_tau), sum: s.splat(0.0), weighted: s.splat(0.0) }
+        Self {
+            max,
+            inv_tau: s.splat(inv_tau),
+            sum: s.splat(0.0),
+            weighted: s.splat(0.0),
+        }
     }
 
     /// `e_j` of competitor `j`, accumulated into the sums.
@@ -366,6 +478,7 @@ fn argmax<S: Simd>(s: S, u: usize, logits: Rows, best: &mut [f32], winner: &mut 
 /// tile, in memory order; `values`/`extra` are read and `out` written at the tile's memory
 /// positions. The one place that maps a tile back to memory.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn scatter<S: Simd>(
     s: S,
     t: &Tiling,
@@ -378,11 +491,17 @@ fn scatter<S: Simd>(
 ) {
     match (t.kind, tables) {
         (Kind::Gathered, Some(tables)) => {
-            let (values, out) = (&values[tile.offset..][..tile.len], &mut out[tile.offset..][..tile.len]);
+            let (values, out) = (
+                &values[tile.offset..][..tile.len],
+                &mut out[tile.offset..][..tile.len],
+            );
             for e in (0..tile.len).step_by(S::LANES) {
                 let end = (e + S::LANES).min(tile.len);
                 let win = s.gather(winner, s.load_i(&tables.lane_of[e..]));
-                let hard = s.keep(s.eq(win, s.load(&tables.competitor_of[e..])), load_padded(s, &values[e..end], 0.0));
+                let hard = s.keep(
+                    s.eq(win, s.load(&tables.competitor_of[e..])),
+                    load_padded(s, &values[e..end], 0.0),
+                );
                 let v = match extra {
                     Some(extra) => s.add(hard, s.gather(extra, s.load_i(&tables.row_of[e..]))),
                     None => hard,
@@ -396,7 +515,12 @@ fn scatter<S: Simd>(
                 let (values, out) = (&values[row..][..tile.lanes], &mut out[row..][..tile.lanes]);
                 for l in (0..tile.lanes).step_by(S::LANES) {
                     let end = (l + S::LANES).min(tile.lanes);
-                    let hard = if_winner(s, s.load(&winner[l..]), j, load_padded(s, &values[l..end], 0.0));
+                    let hard = if_winner(
+                        s,
+                        s.load(&winner[l..]),
+                        j,
+                        load_padded(s, &values[l..end], 0.0),
+                    );
                     let v = match extra {
                         Some(extra) => s.add(hard, s.load(&extra[j * t.pitch + l..])),
                         None => hard,
@@ -449,7 +573,12 @@ impl simd::Kernel for Forward<'_> {
         for tile in t.tiles(chunk.x.len()) {
             let logits = match &tables {
                 Some(tables) => gather_rows(s, &t, tables, &tile, &z, &mut b.rows),
-                None => Rows { data: &z, start: tile.offset, stride: t.inner, len: tile.lanes },
+                None => Rows {
+                    data: &z,
+                    start: tile.offset,
+                    stride: t.inner,
+                    len: tile.lanes,
+                },
             };
             argmax(s, t.u, logits, &mut b.best, &mut b.winner);
             scatter(s, &t, tables.as_ref(), &tile, &b.winner, chunk.x, None, y);
@@ -470,7 +599,12 @@ impl simd::Kernel for Backward<'_> {
 
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let Backward { chunk, dy, dx, inv_tau } = self;
+        let Backward {
+            chunk,
+            dy,
+            dx,
+            inv_tau,
+        } = self;
         if chunk.inner == 1 && chunk.u == 4 {
             return quads_backward(s, &chunk, dy, dx, inv_tau);
         }
@@ -480,7 +614,10 @@ impl simd::Kernel for Backward<'_> {
         let mut dy_x = vec![0.0; chunk.x.len()];
         for i in (0..dy_x.len()).step_by(S::LANES) {
             let end = (i + S::LANES).min(dy_x.len());
-            let product = s.mul(load_padded(s, &dy[i..end], 0.0), load_padded(s, &chunk.x[i..end], 0.0));
+            let product = s.mul(
+                load_padded(s, &dy[i..end], 0.0),
+                load_padded(s, &chunk.x[i..end], 0.0),
+            );
             store_partial(s, &mut dy_x[i..end], product);
         }
         let mut b = Buffers::new(&t);
@@ -492,13 +629,34 @@ impl simd::Kernel for Backward<'_> {
                     gather_rows(s, &t, tables, &tile, &dy_x, &mut b.rows2),
                 ),
                 None => (
-                    Rows { data: &z, start: tile.offset, stride: t.inner, len: tile.lanes },
-                    Rows { data: &dy_x, start: tile.offset, stride: t.inner, len: tile.lanes },
+                    Rows {
+                        data: &z,
+                        start: tile.offset,
+                        stride: t.inner,
+                        len: tile.lanes,
+                    },
+                    Rows {
+                        data: &dy_x,
+                        start: tile.offset,
+                        stride: t.inner,
+                        len: tile.lanes,
+                    },
                 ),
             };
             argmax(s, t.u, logits, &mut b.best, &mut b.winner);
-            relaxed_gradient(s, t.u, t.pitch, inv_tau, logits, products, &b.best, &mut soft);
-            scatter(s, &t, tables.as_ref(), &tile, &b.winner, dy, Some(&soft), dx);
+            relaxed_gradient(
+                s, t.u, t.pitch, inv_tau, logits, products, &b.best, &mut soft,
+            );
+            scatter(
+                s,
+                &t,
+                tables.as_ref(),
+                &tile,
+                &b.winner,
+                dy,
+                Some(&soft),
+                dx,
+            );
         }
     }
 }
@@ -507,7 +665,16 @@ impl simd::Kernel for Backward<'_> {
 /// `s_j = e_j / Σ e`, `soft_j = (s_j/τ)·(dy_j·x_j − Σ_i dy_i·x_i·s_i)` (`products` holds `dy·x`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn relaxed_gradient<S: Simd>(s: S, u: usize, pitch: usize, inv_tau: f32, logits: Rows, products: Rows, best: &[f32], soft: &mut [f32]) {
+fn relaxed_gradient<S: Simd>(
+    s: S,
+    u: usize,
+    pitch: usize,
+    inv_tau: f32,
+    logits: Rows,
+    products: Rows,
+    best: &[f32],
+    soft: &mut [f32],
+) {
     for l in (0..logits.len).step_by(S::LANES) {
         let mut relaxed = Relaxed::new(s, s.load(&best[l..]), inv_tau);
         for j in 0..u {
@@ -516,7 +683,12 @@ fn relaxed_gradient<S: Simd>(s: S, u: usize, pitch: usize, inv_tau: f32, logits:
         }
         let finished = relaxed.finish(s);
         for j in 0..u {
-            let v = Relaxed::gradient(s, s.load(&soft[j * pitch + l..]), products.load(s, j, l), finished);
+            let v = Relaxed::gradient(
+                s,
+                s.load(&soft[j * pitch + l..]),
+                products.load(s, j, l),
+                finished,
+            );
             s.store(&mut soft[j * pitch + l..], v);
         }
     }
@@ -555,13 +727,22 @@ fn load_quads<S: Simd>(s: S, src: &[f32]) -> [S::F; 4] {
         s.to_bits(load_part(s, src, 3)),
     ];
     let r = s.deinterleave4(m);
-    [s.from_bits(r[0]), s.from_bits(r[1]), s.from_bits(r[2]), s.from_bits(r[3])]
+    [
+        s.from_bits(r[0]),
+        s.from_bits(r[1]),
+        s.from_bits(r[2]),
+        s.from_bits(r[3]),
+    ]
 }
 
 /// Vector `i` of `src` (padded with 0 past its end).
 #[inline(always)]
 fn load_part<S: Simd>(s: S, src: &[f32], i: usize) -> S::F {
-    load_padded(s, &src[(i * S::LANES).min(src.len())..((i + 1) * S::LANES).min(src.len())], 0.0)
+    load_padded(
+        s,
+        &src[(i * S::LANES).min(src.len())..((i + 1) * S::LANES).min(src.len())],
+        0.0,
+    )
 }
 
 /// `v` where `winner` is competitor `j`, 0 elsewhere.
@@ -573,9 +754,17 @@ fn if_winner<S: Simd>(s: S, winner: S::F, j: usize, v: S::F) -> S::F {
 /// Writes four competitor vectors back to memory order (`dst.len() = 4·n`).
 #[inline(always)]
 fn store_quads<S: Simd>(s: S, dst: &mut [f32], v: [S::F; 4]) {
-    let m = s.interleave4([s.to_bits(v[0]), s.to_bits(v[1]), s.to_bits(v[2]), s.to_bits(v[3])]);
+    let m = s.interleave4([
+        s.to_bits(v[0]),
+        s.to_bits(v[1]),
+        s.to_bits(v[2]),
+        s.to_bits(v[3]),
+    ]);
     for (i, m) in m.into_iter().enumerate() {
-        let (start, end) = ((i * S::LANES).min(dst.len()), ((i + 1) * S::LANES).min(dst.len()));
+        let (start, end) = (
+            (i * S::LANES).min(dst.len()),
+            ((i + 1) * S::LANES).min(dst.len()),
+        );
         store_partial(s, &mut dst[start..end], s.from_bits(m));
     }
 }
@@ -585,19 +774,37 @@ fn store_quads<S: Simd>(s: S, dst: &mut [f32], v: [S::F; 4]) {
 fn quad_noise<S: Simd>(s: S, chunk: &Chunk, first: usize, n: usize) -> [S::F; 4] {
     match chunk.noise {
         Noise::None => [s.splat(0.0); 4],
-        Noise::Philox { seed, offset } => gumbel_by_lane(s, seed, offset, (chunk.start / 4 + first) as u64),
+        Noise::Philox { seed, offset } => {
+            gumbel_by_lane(s, seed, offset, (chunk.start / 4 + first) as u64)
+        }
         Noise::Uniforms(uniforms) => {
             let u = load_quads(s, &uniforms[chunk.start + 4 * first..][..4 * n]);
-            [gumbel(s, u[0]), gumbel(s, u[1]), gumbel(s, u[2]), gumbel(s, u[3])]
+            [
+                gumbel(s, u[0]),
+                gumbel(s, u[1]),
+                gumbel(s, u[2]),
+                gumbel(s, u[3]),
+            ]
         }
     }
 }
 
 /// Logits, best logit and winner of chunk blocks `first .. first + n` whose inputs are `x`.
 #[inline(always)]
-fn quad_competition<S: Simd>(s: S, chunk: &Chunk, first: usize, n: usize, x: [S::F; 4]) -> ([S::F; 4], S::F, S::F) {
+fn quad_competition<S: Simd>(
+    s: S,
+    chunk: &Chunk,
+    first: usize,
+    n: usize,
+    x: [S::F; 4],
+) -> ([S::F; 4], S::F, S::F) {
     let g = quad_noise(s, chunk, first, n);
-    let z = [s.add(x[0], g[0]), s.add(x[1], g[1]), s.add(x[2], g[2]), s.add(x[3], g[3])];
+    let z = [
+        s.add(x[0], g[0]),
+        s.add(x[1], g[1]),
+        s.add(x[2], g[2]),
+        s.add(x[3], g[3]),
+    ];
     let (mut best, mut winner) = (z[0], s.splat(0.0));
     for (j, &z) in z.iter().enumerate().skip(1) {
         compete(s, &mut best, &mut winner, z, j);
@@ -635,7 +842,12 @@ fn quads_backward<S: Simd>(s: S, chunk: &Chunk, dy: &[f32], dx: &mut [f32], inv_
         let x = load_quads(s, &chunk.x[elements.clone()]);
         let dy = load_quads(s, &dy[elements.clone()]);
         let (z, best, winner) = quad_competition(s, chunk, first, n, x);
-        let p = [s.mul(dy[0], x[0]), s.mul(dy[1], x[1]), s.mul(dy[2], x[2]), s.mul(dy[3], x[3])];
+        let p = [
+            s.mul(dy[0], x[0]),
+            s.mul(dy[1], x[1]),
+            s.mul(dy[2], x[2]),
+            s.mul(dy[3], x[3]),
+        ];
         let mut relaxed = Relaxed::new(s, best, inv_tau);
         let e = [
             relaxed.weight(s, z[0], p[0]),
@@ -645,10 +857,22 @@ fn quads_backward<S: Simd>(s: S, chunk: &Chunk, dy: &[f32], dx: &mut [f32], inv_
         ];
         let finished = relaxed.finish(s);
         let dx_quads = [
-            s.add(if_winner(s, winner, 0, dy[0]), Relaxed::gradient(s, e[0], p[0], finished)),
-            s.add(if_winner(s, winner, 1, dy[1]), Relaxed::gradient(s, e[1], p[1], finished)),
-            s.add(if_winner(s, winner, 2, dy[2]), Relaxed::gradient(s, e[2], p[2], finished)),
-            s.add(if_winner(s, winner, 3, dy[3]), Relaxed::gradient(s, e[3], p[3], finished)),
+            s.add(
+                if_winner(s, winner, 0, dy[0]),
+                Relaxed::gradient(s, e[0], p[0], finished),
+            ),
+            s.add(
+                if_winner(s, winner, 1, dy[1]),
+                Relaxed::gradient(s, e[1], p[1], finished),
+            ),
+            s.add(
+                if_winner(s, winner, 2, dy[2]),
+                Relaxed::gradient(s, e[2], p[2], finished),
+            ),
+            s.add(
+                if_winner(s, winner, 3, dy[3]),
+                Relaxed::gradient(s, e[3], p[3], finished),
+            ),
         ];
         store_quads(s, &mut dx[elements], dx_quads);
     }
@@ -660,7 +884,9 @@ mod tests {
     use crate::philox::uniform_at;
 
     fn values(len: usize, seed: u64) -> Vec<f32> {
-        (0..len as u64).map(|e| 4.0 * uniform_at(seed, 5, e) - 2.0).collect()
+        (0..len as u64)
+            .map(|e| 4.0 * uniform_at(seed, 5, e) - 2.0)
+            .collect()
     }
 
     /// Every kernel path (U = 4 tokens in registers, gathered tiles, channel rows; partial
@@ -677,17 +903,33 @@ mod tests {
         ];
         for (geom, u) in cases {
             let (x, dy) = (values(geom.len(), 1), values(geom.len(), 2));
-            let uniforms: Vec<f32> = (0..geom.len() as u64).map(|e| uniform_at(3, 4, e)).collect();
-            for noise in [Noise::None, Noise::Philox { seed: 9, offset: 2 }, Noise::Uniforms(&uniforms)] {
+            let uniforms: Vec<f32> = (0..geom.len() as u64)
+                .map(|e| uniform_at(3, 4, e))
+                .collect();
+            for noise in [
+                Noise::None,
+                Noise::Philox { seed: 9, offset: 2 },
+                Noise::Uniforms(&uniforms),
+            ] {
                 let run = |isa| {
-                    let (mut y, mut winners, mut dx) = (vec![0.0; x.len()], vec![0; geom.blocks(u)], vec![0.0; x.len()]);
+                    let (mut y, mut winners, mut dx) = (
+                        vec![0.0; x.len()],
+                        vec![0; geom.blocks(u)],
+                        vec![0.0; x.len()],
+                    );
                     forward_on(isa, &x, &mut y, &mut winners, geom, u, noise).unwrap();
                     backward_on(isa, &x, &dy, &mut dx, geom, u, 0.67, noise).unwrap();
-                    (y.iter().chain(&dx).map(|v| v.to_bits()).collect::<Vec<_>>(), winners)
+                    (
+                        y.iter().chain(&dx).map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        winners,
+                    )
                 };
                 let reference = run(Isa::Scalar);
                 for isa in simd::supported() {
-                    assert!(run(isa) == reference, "{isa:?} differs from scalar: {geom:?} U={u} {noise:?}");
+                    assert!(
+                        run(isa) == reference,
+                        "{isa:?} differs from scalar: {geom:?} U={u} {noise:?}"
+                    );
                 }
             }
         }
