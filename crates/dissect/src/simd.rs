@@ -2,8 +2,8 @@
 //!
 //! The similarity functions spend their time in `exp` over N×M matrices. libm's `expf` is a call
 //! the compiler cannot vectorise, so [`exp_f32`] is the Cephes `expf` polynomial written with plain
-//! arithmetic and bit casts only; inside a function compiled for AVX2 (see [`multiversion!`]) the
-//! loops around it become 8-wide. It keeps Cephes' accuracy (about 1 ulp), which is what the
+//! arithmetic and bit casts only; inside a function compiled for AVX-512 or AVX2 (see
+//! [`multiversion!`]) the loops around it become 16- or 8-wide. It keeps Cephes' accuracy (about 1 ulp), which is what the
 //! parity with PyTorch's vectorised `exp` needs.
 
 /// `e^x` in f32 for every input: about 1 ulp in the normal range, IEEE-like at the edges (0 below
@@ -45,10 +45,10 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     }
 }
 
-/// Defines a function whose body is compiled twice — once for the baseline target and once with
-/// AVX2+FMA enabled — and picks the second at run time when the CPU has those features. Only the
-/// instruction selection changes: Rust never contracts `a * b + c` into an FMA on its own, so both
-/// versions round exactly alike.
+/// Defines a function whose body is compiled three times — for the baseline target, with AVX2+FMA
+/// and with AVX-512 — and picks the widest the CPU has at run time. Only the instruction selection
+/// changes: Rust never contracts `a * b + c` into an FMA on its own, so all versions round exactly
+/// alike.
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*

@@ -7,15 +7,21 @@
 //! ## How it is organised (and why)
 //! Rayon splits the tensor into chunks of whole `(outer, group)` slabs (`U·inner` contiguous
 //! elements holding `inner` blocks), big enough to amortise scheduling and small enough that a
-//! chunk's working arrays stay in L2. Per chunk, the logits `z = x + g` are computed in memory order
+//! chunk's working arrays stay in L2.
+//!
+//! Tokens with `U = 4` (the common case) take a path that never leaves registers: one Philox
+//! counter is one block, so its noise arrives competitor-major; `x` is deinterleaved by shuffles,
+//! the competition is vertical, and the result is re-interleaved (`quads_forward`).
+//!
+//! Otherwise, per chunk, the logits `z = x + g` are computed in memory order
 //! (the noise for a contiguous range is Philox on many counters at once plus the vector `ln`; see
 //! [`crate::philox::gumbel_noise_with`]). The competition itself runs on *tiles* of blocks laid out
 //! competitor-major — row `j` holds competitor `j` of every block in the tile — so the argmax and the
 //! softmax over `U` competitors are plain vertical vector operations:
 //! * NCHW with large `H·W`: competitor `j` of consecutive pixels is already a contiguous channel row,
-//!   so tiles read the rows in place ([`Kind::Rows`]);
+//!   so tiles read the rows in place (`Kind::Rows`);
 //! * tokens (and NCHW with small `H·W`): a tile is whole slabs, gathered into rows and scattered
-//!   back through index tables built once per chunk ([`Kind::Gathered`]).
+//!   back through index tables built once per chunk (`Kind::Gathered`).
 //!
 //! Every kernel is generic over [`Simd`] and compiled for AVX-512, AVX2 and scalar code
 //! ([`simd::run`]); all three give identical results.
@@ -250,7 +256,7 @@ struct Tiling {
     inner: usize,
     /// Lanes per competitor row in the tile buffers: a multiple of `S::LANES`.
     pitch: usize,
-    /// Slabs per tile ([`Kind::Gathered`]).
+    /// Slabs per tile (`Kind::Gathered`).
     slabs_per_tile: usize,
 }
 
