@@ -179,7 +179,7 @@ mod tests {
             &labels(),
             Some(c),
             &classes,
-            |i| Some(i),
+            Some,
             8,
         )
         .unwrap();

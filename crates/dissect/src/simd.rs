@@ -9,6 +9,7 @@
 /// `e^x` in f32 for every input: about 1 ulp in the normal range, IEEE-like at the edges (0 below
 /// ≈ −104, +∞ above ≈ 88.72, NaN in → NaN out). Branch-free so that loops over it vectorise.
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // Cephes' literals, digit for digit
 pub(crate) fn exp_f32(x: f32) -> f32 {
     // Adding 1.5·2^23 rounds to the nearest integer, which then sits in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
