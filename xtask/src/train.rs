@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use cvn_models::data::PadCropFlip;
 use cvn_models::train::{run_config, Evaluation, Progress, ScheduleConfig, Summary, TrainConfig, TrainData, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -54,6 +55,9 @@ pub struct Args {
     /// Skip the deterministic test evaluation after each epoch.
     #[arg(long)]
     no_epoch_eval: bool,
+    /// Train without augmentation (Fashion-MNIST: no random crop or flip).
+    #[arg(long)]
+    no_augment: bool,
 }
 
 impl Args {
@@ -102,6 +106,9 @@ impl Args {
         }
         if self.no_epoch_eval {
             config.eval_each_epoch = false;
+        }
+        if self.no_augment {
+            config.augment = PadCropFlip::default();
         }
         Ok(())
     }

@@ -26,6 +26,15 @@ impl<'a> Mat<'a> {
     }
 }
 
+/// `c = a·b + beta·c` through a raw pointer to `a.rows × b.cols` row-major elements.
+///
+/// # Safety
+/// `c` must point to that many writable floats, initialised unless `beta` is 0 (then sgemm only
+/// writes them); the views' extents were checked by the callers' shape validation.
+unsafe fn sgemm(a: Mat, b: Mat, c: *mut f32, beta: f32) {
+    matrixmultiply::sgemm(a.rows, a.cols, b.cols, 1.0, a.data.as_ptr(), a.rs, a.cs, b.data.as_ptr(), b.rs, b.cs, beta, c, b.cols as isize, 1)
+}
+
 /// `c = a·b + beta·c` with `c` row-major `[a.rows, b.cols]`.
 pub(crate) fn gemm(a: Mat, b: Mat, c: &mut [f32], beta: f32) {
     debug_assert_eq!(a.cols, b.rows);
@@ -37,26 +46,8 @@ pub(crate) fn gemm(a: Mat, b: Mat, c: &mut [f32], beta: f32) {
         c.iter_mut().for_each(|v| *v *= beta);
         return;
     }
-    // SAFETY: the views' extents were checked by the callers' shape validation: every (i, j) with
-    // i < rows, j < cols addresses inside `data`, and `c` holds rows × cols elements.
-    unsafe {
-        matrixmultiply::sgemm(
-            a.rows,
-            a.cols,
-            b.cols,
-            1.0,
-            a.data.as_ptr(),
-            a.rs,
-            a.cs,
-            b.data.as_ptr(),
-            b.rs,
-            b.cs,
-            beta,
-            c.as_mut_ptr(),
-            b.cols as isize,
-            1,
-        )
-    }
+    // SAFETY: `c` holds rows × cols initialised elements.
+    unsafe { sgemm(a, b, c.as_mut_ptr(), beta) }
 }
 
 /// `a·b` into a new row-major vector, without zero-filling it first (β = 0 never reads C).
@@ -66,25 +57,9 @@ pub(crate) fn gemm_new(a: Mat, b: Mat) -> Vec<f32> {
         return vec![0.0; n];
     }
     let mut c = Vec::with_capacity(n);
-    // SAFETY: as in `gemm`; with β = 0 sgemm only writes C, all `n` elements of it, before
-    // `set_len` exposes them.
+    // SAFETY: capacity for `n` floats; with β = 0 sgemm writes all of them before `set_len`.
     unsafe {
-        matrixmultiply::sgemm(
-            a.rows,
-            a.cols,
-            b.cols,
-            1.0,
-            a.data.as_ptr(),
-            a.rs,
-            a.cs,
-            b.data.as_ptr(),
-            b.rs,
-            b.cs,
-            0.0,
-            c.as_mut_ptr(),
-            b.cols as isize,
-            1,
-        );
+        sgemm(a, b, c.as_mut_ptr(), 0.0);
         c.set_len(n);
     }
     c
