@@ -25,21 +25,12 @@ fn bench(c: &mut Criterion) {
     // Image–text cosines of CLIP sit around 0.1–0.35; activations are arbitrary.
     let clip = uniform_matrix(IMAGES, CONCEPTS, 0.1, 0.35, 0x9e37_79b9_7f4a_7c15);
     let target = uniform_matrix(IMAGES, NEURONS, -1.0, 3.0, 0xd1b5_4a32_d192_ed03);
-    let mut group = c.benchmark_group(format!(
-        "dissect_similarity/N{IMAGES}xM{CONCEPTS}xK{NEURONS}"
-    ));
+    let mut group = c.benchmark_group(format!("dissect_similarity/N{IMAGES}xM{CONCEPTS}xK{NEURONS}"));
     group.sample_size(10);
-    group.bench_function("soft_wpmi", |b| {
-        b.iter(|| {
-            similarity::soft_wpmi(clip.view(), target.view(), &SoftWpmiParams::default()).unwrap()
-        })
-    });
-    group.bench_function("wpmi", |b| {
-        b.iter(|| similarity::wpmi(clip.view(), target.view(), &WpmiParams::default()).unwrap())
-    });
-    group.bench_function("cos", |b| {
-        b.iter(|| similarity::cos(clip.view(), target.view()).unwrap())
-    });
+    group
+        .bench_function("soft_wpmi", |b| b.iter(|| similarity::soft_wpmi(clip.view(), target.view(), &SoftWpmiParams::default()).unwrap()));
+    group.bench_function("wpmi", |b| b.iter(|| similarity::wpmi(clip.view(), target.view(), &WpmiParams::default()).unwrap()));
+    group.bench_function("cos", |b| b.iter(|| similarity::cos(clip.view(), target.view()).unwrap()));
     group.finish();
 }
 

@@ -21,24 +21,15 @@ type Backward = fn(&[f32], &[f32], &mut [f32]);
 
 /// Deterministic values in [-2, 2) (the LWTA noise stream with another seed, as plain numbers).
 fn values(len: usize, seed: u64) -> Vec<f32> {
-    (0..len as u64)
-        .map(|e| 4.0 * lwta_kernels::philox::uniform_at(seed, 0, e) - 2.0)
-        .collect()
+    (0..len as u64).map(|e| 4.0 * lwta_kernels::philox::uniform_at(seed, 0, e) - 2.0).collect()
 }
 
 /// The memory floor: read the tensor once, write it once, on the same threads and chunking.
 fn copy(x: &[f32], y: &mut [f32]) {
-    y.par_chunks_mut(1 << 14)
-        .zip(x.par_chunks(1 << 14))
-        .for_each(|(y, x)| y.copy_from_slice(x));
+    y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(y, x)| y.copy_from_slice(x));
 }
 
-fn compare(
-    c: &mut Criterion,
-    name: &str,
-    geom: BlockGeometry,
-    baseline: (&str, Forward, Backward),
-) {
+fn compare(c: &mut Criterion, name: &str, geom: BlockGeometry, baseline: (&str, Forward, Backward)) {
     let n = geom.len();
     let (x, dy) = (values(n, 1), values(n, 2));
     let (mut y, mut dx, mut winners) = (vec![0.0; n], vec![0.0; n], vec![0u8; geom.blocks(U)]);
@@ -48,12 +39,8 @@ fn compare(
     let mut g = c.benchmark_group(format!("{name} ({:?})", simd::isa()));
     g.throughput(Throughput::Bytes((2 * n * 4) as u64));
     g.bench_function("copy", |b| b.iter(|| copy(&x, &mut y)));
-    g.bench_function(BenchmarkId::new(label, "fwd"), |b| {
-        b.iter(|| act_forward(&x, &mut y))
-    });
-    g.bench_function(BenchmarkId::new("lwta", "fwd"), |b| {
-        b.iter(|| cpu::forward(&x, &mut y, &mut winners, geom, U, noise).unwrap())
-    });
+    g.bench_function(BenchmarkId::new(label, "fwd"), |b| b.iter(|| act_forward(&x, &mut y)));
+    g.bench_function(BenchmarkId::new("lwta", "fwd"), |b| b.iter(|| cpu::forward(&x, &mut y, &mut winners, geom, U, noise).unwrap()));
     g.throughput(Throughput::Bytes((5 * n * 4) as u64));
     g.bench_function(BenchmarkId::new(label, "fwd+bwd"), |b| {
         b.iter(|| {
@@ -71,18 +58,8 @@ fn compare(
 }
 
 fn lwta_cpu(c: &mut Criterion) {
-    compare(
-        c,
-        "tokens 128x50x384 U=4",
-        BlockGeometry::tokens(128 * 50, 384),
-        ("gelu", gelu_forward, gelu_backward),
-    );
-    compare(
-        c,
-        "nchw 128x16x28x28 U=4",
-        BlockGeometry::nchw(128, 16, 28, 28),
-        ("relu", relu_forward, relu_backward),
-    );
+    compare(c, "tokens 128x50x384 U=4", BlockGeometry::tokens(128 * 50, 384), ("gelu", gelu_forward, gelu_backward));
+    compare(c, "nchw 128x16x28x28 U=4", BlockGeometry::nchw(128, 16, 28, 28), ("relu", relu_forward, relu_backward));
 }
 
 criterion_group!(benches, lwta_cpu);

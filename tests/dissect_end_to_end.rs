@@ -37,104 +37,39 @@ fn label_backend_dissects_a_competition_vit_and_caches_its_activations() {
     let dir = scratch("labels");
     let checkpoint = vit_checkpoint(&dir, 4);
     let probe = probe(120);
-    let concepts = ConceptSet::from_lines(
-        "class names".into(),
-        probe.class_names().iter().map(String::as_str),
-    )
-    .unwrap();
-    let options = Options {
-        examples: 4,
-        batch_size: 32,
-        ..Options::default()
-    };
+    let concepts = ConceptSet::from_lines("class names".into(), probe.class_names().iter().map(String::as_str)).unwrap();
+    let options = Options { examples: 4, batch_size: 32, ..Options::default() };
     let cache = Cache::at(dir.join("cache"));
     let mut source = ModelSource::load(&checkpoint, Sampling::Deterministic).unwrap();
-    let d = dissect(
-        &mut source,
-        &probe,
-        Scorer::Labels,
-        &concepts,
-        &options,
-        &cache,
-        &Silent,
-    )
-    .unwrap();
+    let d = dissect(&mut source, &probe, Scorer::Labels, &concepts, &options, &cache, &Silent).unwrap();
 
     assert_eq!(d.backend, "labels");
     let names: Vec<&str> = d.layers.iter().map(|l| l.layer.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "blocks.0.mlp.act",
-            "blocks.1.mlp.act",
-            "blocks.2.mlp.act",
-            "blocks.3.mlp.act",
-            "head"
-        ]
-    );
+    assert_eq!(names, ["blocks.0.mlp.act", "blocks.1.mlp.act", "blocks.2.mlp.act", "blocks.3.mlp.act", "head"]);
     for layer in &d.layers[..4] {
         // One winner of every 4 competitors passes: a quarter of the outputs at most.
-        assert!(
-            layer.active_fraction > 0.2 && layer.active_fraction <= 0.25 + 1e-9,
-            "{}: {}",
-            layer.layer,
-            layer.active_fraction
-        );
+        assert!(layer.active_fraction > 0.2 && layer.active_fraction <= 0.25 + 1e-9, "{}: {}", layer.layer, layer.active_fraction);
         assert_eq!(layer.units, 384);
-        assert!(layer
-            .neurons
-            .iter()
-            .all(|n| probe.class_names().contains(&n.label.label)));
+        assert!(layer.neurons.iter().all(|n| probe.class_names().contains(&n.label.label)));
     }
     let classifier = d.classifier.as_ref().unwrap();
-    assert_eq!(
-        (classifier.layer.as_str(), classifier.classes),
-        ("head", 10)
-    );
-    assert!(
-        classifier.mean_cosine.is_none(),
-        "no text encoder with the label backend"
-    );
+    assert_eq!((classifier.layer.as_str(), classifier.classes), ("head", 10));
+    assert!(classifier.mean_cosine.is_none(), "no text encoder with the label backend");
     assert_eq!(d.examples.len(), 4);
     for e in &d.examples {
         assert_eq!(e.layer, "blocks.3.mlp.act");
-        assert!(
-            e.active <= 96 && !e.winners.is_empty(),
-            "{} of {} active",
-            e.active,
-            e.units
-        );
+        assert!(e.active <= 96 && !e.winners.is_empty(), "{} of {} active", e.active, e.units);
         assert!(e.predicted.is_some() && e.class.is_some());
     }
 
-    let out = write_outputs(
-        &dir.join("dissect"),
-        Named {
-            run: "runs/test",
-            dissection: &d,
-        },
-        &probe,
-        None,
-    )
-    .unwrap();
+    let out = write_outputs(&dir.join("dissect"), Named { run: "runs/test", dissection: &d }, &probe, None).unwrap();
     let csv = std::fs::read_to_string(&out.neurons_csv).unwrap();
     assert_eq!(csv.lines().count(), 1 + 4 * 384 + 10);
-    assert!(std::fs::read_to_string(&out.report_html)
-        .unwrap()
-        .contains("data:image/png;base64,"));
+    assert!(std::fs::read_to_string(&out.report_html).unwrap().contains("data:image/png;base64,"));
 
     // The same checkpoint, probe and pooling again: served from the cache, same answer.
     let mut again = ModelSource::load(&checkpoint, Sampling::Deterministic).unwrap();
-    let second = dissect(
-        &mut again,
-        &probe,
-        Scorer::Labels,
-        &concepts,
-        &options,
-        &cache,
-        &Silent,
-    )
-    .unwrap();
+    let second = dissect(&mut again, &probe, Scorer::Labels, &concepts, &options, &cache, &Silent).unwrap();
     assert!(second.layers.iter().all(|l| l.cached));
     assert_eq!(second.layers[4].neurons, d.layers[4].neurons);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -147,11 +82,7 @@ fn clip_backend_runs_end_to_end_with_the_tiny_clip_fixture() {
     // A `--clip DIR` as a user gives it: the tiny model with the CLIP tokenizer beside it.
     let clip_dir = dir.join("clip");
     std::fs::create_dir_all(&clip_dir).unwrap();
-    for (from, name) in [
-        ("tiny_clip", "config.json"),
-        ("tiny_clip", "model.safetensors"),
-        ("clip_tokenizer", "tokenizer.json"),
-    ] {
+    for (from, name) in [("tiny_clip", "config.json"), ("tiny_clip", "model.safetensors"), ("clip_tokenizer", "tokenizer.json")] {
         std::fs::copy(fixtures.join(from).join(name), clip_dir.join(name)).unwrap();
     }
     let clip = ClipModelEncoder::load(&clip_dir).unwrap();
@@ -159,36 +90,15 @@ fn clip_backend_runs_end_to_end_with_the_tiny_clip_fixture() {
     let probe = probe(110); // soft-wpmi needs top_k = 100 images
     let concepts = ConceptSet::from_lines(
         "mini".into(),
-        [
-            "shirt", "shoe", "bag", "dress", "stripes", "dark", "bright", "sleeve", "heel",
-            "strap", "trouser", "coat",
-        ],
+        ["shirt", "shoe", "bag", "dress", "stripes", "dark", "bright", "sleeve", "heel", "strap", "trouser", "coat"],
     )
     .unwrap();
-    let options = Options {
-        examples: 2,
-        batch_size: 16,
-        top_images: 3,
-        ..Options::default()
-    };
+    let options = Options { examples: 2, batch_size: 16, top_images: 3, ..Options::default() };
     let mut source = ModelSource::load(&checkpoint, Sampling::Deterministic).unwrap();
-    let d = dissect(
-        &mut source,
-        &probe,
-        Scorer::Clip(&clip),
-        &concepts,
-        &options,
-        &Cache::disabled(),
-        &Silent,
-    )
-    .unwrap();
+    let d = dissect(&mut source, &probe, Scorer::Clip(&clip), &concepts, &options, &Cache::disabled(), &Silent).unwrap();
     assert!(d.backend.starts_with("clip ("), "{}", d.backend);
     assert_eq!(d.concepts, 12);
-    assert!(d
-        .layers
-        .iter()
-        .flat_map(|l| &l.neurons)
-        .all(|n| concepts.find(&n.label.label).is_some()));
+    assert!(d.layers.iter().flat_map(|l| &l.neurons).all(|n| concepts.find(&n.label.label).is_some()));
     let cosine = d.classifier.as_ref().and_then(|c| c.mean_cosine).unwrap();
     assert!(cosine.is_finite() && cosine.abs() <= 1.0 + 1e-6, "{cosine}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -199,56 +109,27 @@ fn unknown_layers_and_mismatched_checkpoints_are_clear_errors() {
     let dir = scratch("errors");
     let checkpoint = vit_checkpoint(&dir, 4);
     let probe = probe(8);
-    let concepts =
-        ConceptSet::from_lines("c".into(), probe.class_names().iter().map(String::as_str)).unwrap();
+    let concepts = ConceptSet::from_lines("c".into(), probe.class_names().iter().map(String::as_str)).unwrap();
     let mut source = ModelSource::load(&checkpoint, Sampling::Deterministic).unwrap();
-    let options = Options {
-        layers: vec!["blocks.9.mlp.act".into()],
-        ..Options::default()
-    };
-    let err = dissect(
-        &mut source,
-        &probe,
-        Scorer::Labels,
-        &concepts,
-        &options,
-        &Cache::disabled(),
-        &Silent,
-    )
-    .unwrap_err();
+    let options = Options { layers: vec!["blocks.9.mlp.act".into()], ..Options::default() };
+    let err = dissect(&mut source, &probe, Scorer::Labels, &concepts, &options, &Cache::disabled(), &Silent).unwrap_err();
     assert!(matches!(err, DissectError::UnknownLayer { .. }), "{err}");
     let message = err.to_string();
-    assert!(
-        message.contains("blocks.9.mlp.act")
-            && message.contains("blocks.3.mlp.act")
-            && message.contains("head"),
-        "{message}"
-    );
+    assert!(message.contains("blocks.9.mlp.act") && message.contains("blocks.3.mlp.act") && message.contains("head"), "{message}");
 
     // A checkpoint whose configuration does not fit its tensors (embed_dim 96 → 48 in the metadata).
     let mut bytes = std::fs::read(&checkpoint).unwrap();
     let key = b"embed_dim\\\":96";
-    let at = bytes
-        .windows(key.len())
-        .position(|w| w == key)
-        .expect("config metadata holds embed_dim");
+    let at = bytes.windows(key.len()).position(|w| w == key).expect("config metadata holds embed_dim");
     bytes[at + key.len() - 2..at + key.len()].copy_from_slice(b"48");
     let broken = dir.join("broken.safetensors");
     std::fs::write(&broken, bytes).unwrap();
-    let message = ModelSource::load(&broken, Sampling::Deterministic)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        message.contains("broken.safetensors") && message.contains("does not match"),
-        "{message}"
-    );
+    let message = ModelSource::load(&broken, Sampling::Deterministic).err().unwrap().to_string();
+    assert!(message.contains("broken.safetensors") && message.contains("does not match"), "{message}");
 
     let empty = dir.join("empty.txt");
     std::fs::write(&empty, "\n\n").unwrap();
-    let message = ConceptSet::load(empty.to_str().unwrap())
-        .unwrap_err()
-        .to_string();
+    let message = ConceptSet::load(empty.to_str().unwrap()).unwrap_err().to_string();
     assert!(message.contains("empty.txt"), "{message}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

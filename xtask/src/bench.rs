@@ -94,21 +94,9 @@ struct Shape {
 
 fn shapes() -> [Shape; 3] {
     [
-        Shape {
-            name: "deit_t_mlp",
-            geom: BlockGeometry::tokens(256 * 197, 768),
-            u: 8,
-        },
-        Shape {
-            name: "deit_s_mlp",
-            geom: BlockGeometry::tokens(128 * 197, 1536),
-            u: 12,
-        },
-        Shape {
-            name: "resnet18_layer1",
-            geom: BlockGeometry::nchw(256, 64, 56, 56),
-            u: 4,
-        },
+        Shape { name: "deit_t_mlp", geom: BlockGeometry::tokens(256 * 197, 768), u: 8 },
+        Shape { name: "deit_s_mlp", geom: BlockGeometry::tokens(128 * 197, 1536), u: 12 },
+        Shape { name: "resnet18_layer1", geom: BlockGeometry::nchw(256, 64, 56, 56), u: 4 },
     ]
 }
 
@@ -119,8 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, Device::Cpu) => return criterion(),
     };
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
     }
     let torch = match &args.torch {
         Some(path) if path.exists() => read_json::<TorchReport>(path)?.results,
@@ -138,8 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -147,11 +133,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
 fn criterion() -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(cargo)
-        .arg("bench")
-        .current_dir(&root)
-        .status()
-        .context("running cargo bench")?;
+    let status = Command::new(cargo).arg("bench").current_dir(&root).status().context("running cargo bench")?;
     if !status.success() {
         bail!("cargo bench failed");
     }
@@ -173,26 +155,14 @@ fn measure(gpu: usize, iters: usize) -> anyhow::Result<Report> {
         let n = shape.geom.len();
         let x = random_normals(0xbe4c, 0, n);
         let dy = random_normals(0xbe4c, 1, n);
-        results.push(measure_shape::<f32>(
-            &cuda, &shape, &x, &dy, copy_gbps, iters,
-        )?);
-        results.push(measure_shape::<bf16>(
-            &cuda, &shape, &x, &dy, copy_gbps, iters,
-        )?);
+        results.push(measure_shape::<f32>(&cuda, &shape, &x, &dy, copy_gbps, iters)?);
+        results.push(measure_shape::<bf16>(&cuda, &shape, &x, &dy, copy_gbps, iters)?);
     }
-    Ok(Report {
-        device,
-        copy_gbps,
-        results,
-    })
+    Ok(Report { device, copy_gbps, results })
 }
 
 /// Median milliseconds of `iters` timed runs of `work` (after 3 untimed ones), CUDA events.
-fn time_ms(
-    stream: &Arc<CudaStream>,
-    iters: usize,
-    mut work: impl FnMut() -> anyhow::Result<()>,
-) -> anyhow::Result<f64> {
+fn time_ms(stream: &Arc<CudaStream>, iters: usize, mut work: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
     let ctx = stream.context();
     for _ in 0..3 {
         work()?;
@@ -240,24 +210,11 @@ fn measure_shape<T: Element>(
     let mut step = 0u64;
     let fwd_ms = time_ms(stream, iters, || {
         step += 1; // a fresh noise stream per call, as training does
-        Ok(cuda.forward(
-            &x_dev,
-            &mut y_dev,
-            &mut w_dev,
-            geom,
-            u,
-            Noise::Philox {
-                seed: 1,
-                offset: step,
-            },
-        )?)
+        Ok(cuda.forward(&x_dev, &mut y_dev, &mut w_dev, geom, u, Noise::Philox { seed: 1, offset: step })?)
     })?;
     let fwd_bwd_ms = time_ms(stream, iters, || {
         step += 1;
-        let noise = Noise::Philox {
-            seed: 1,
-            offset: step,
-        };
+        let noise = Noise::Philox { seed: 1, offset: step };
         cuda.forward(&x_dev, &mut y_dev, &mut w_dev, geom, u, noise)?;
         Ok(cuda.backward(&x_dev, &dy_dev, &mut dx_dev, geom, u, tau, noise)?)
     })?;
@@ -265,11 +222,7 @@ fn measure_shape<T: Element>(
     let y: Vec<T> = stream.clone_dtoh(&y_dev)?;
     let dx: Vec<T> = stream.clone_dtoh(&dx_dev)?;
     if let Some(i) = y.iter().chain(&dx).position(|v| v.to_f32().is_nan()) {
-        bail!(
-            "{} {}: element {i} of y/dx was never written",
-            shape.name,
-            T::SUFFIX
-        );
+        bail!("{} {}: element {i} of y/dx was never written", shape.name, T::SUFFIX);
     }
     // Floors as ../shared/ANCHORS.md counts them (the 1 byte per block of winners is left out).
     let tensor_bytes = (T::BYTES as usize * n) as f64;
@@ -285,25 +238,16 @@ fn measure_shape<T: Element>(
 }
 
 fn print_table(report: &Report, torch: &[TorchRow]) {
-    println!("\nLWTA kernels on {} (copy {:.0} GB/s); ms, median of CUDA events; ×floor = time / bytes-at-copy-bandwidth", report.device, report.copy_gbps);
+    println!(
+        "\nLWTA kernels on {} (copy {:.0} GB/s); ms, median of CUDA events; ×floor = time / bytes-at-copy-bandwidth",
+        report.device, report.copy_gbps
+    );
     println!(
         "{:<16} {:<5} {:>8} {:>8} {:>7} | {:>8} {:>8} {:>7} | {:>15} {:>15} | {:>13}",
-        "shape",
-        "dtype",
-        "fwd",
-        "floor",
-        "×floor",
-        "fwd+bwd",
-        "floor",
-        "×floor",
-        "eager fwd/f+b",
-        "compile fwd/f+b",
-        "× vs compile"
+        "shape", "dtype", "fwd", "floor", "×floor", "fwd+bwd", "floor", "×floor", "eager fwd/f+b", "compile fwd/f+b", "× vs compile"
     );
     for m in &report.results {
-        let t = torch
-            .iter()
-            .find(|t| t.shape == m.shape && t.dtype == m.dtype);
+        let t = torch.iter().find(|t| t.shape == m.shape && t.dtype == m.dtype);
         let pair = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) => format!("{a:.3}/{b:.3}"),
             _ => "-".to_string(),
@@ -333,42 +277,23 @@ fn print_table(report: &Report, torch: &[TorchRow]) {
 fn check(report: &Report, baseline: &Report) -> anyhow::Result<()> {
     let mut slower = Vec::new();
     for m in &report.results {
-        let Some(b) = baseline
-            .results
-            .iter()
-            .find(|b| b.shape == m.shape && b.dtype == m.dtype)
-        else {
+        let Some(b) = baseline.results.iter().find(|b| b.shape == m.shape && b.dtype == m.dtype) else {
             println!("check: {} {} has no baseline", m.shape, m.dtype);
             continue;
         };
         for (what, now, base) in [
             ("fwd", m.fwd_ms / m.fwd_floor_ms, b.fwd_ms / b.fwd_floor_ms),
-            (
-                "fwd+bwd",
-                m.fwd_bwd_ms / m.fwd_bwd_floor_ms,
-                b.fwd_bwd_ms / b.fwd_bwd_floor_ms,
-            ),
+            ("fwd+bwd", m.fwd_bwd_ms / m.fwd_bwd_floor_ms, b.fwd_bwd_ms / b.fwd_bwd_floor_ms),
         ] {
-            let status = if now > base * SLOWDOWN_LIMIT {
-                "SLOWER"
-            } else {
-                "ok"
-            };
-            println!(
-                "check {status} {} {} {what}: ×floor {now:.3} vs baseline {base:.3}",
-                m.shape, m.dtype
-            );
+            let status = if now > base * SLOWDOWN_LIMIT { "SLOWER" } else { "ok" };
+            println!("check {status} {} {} {what}: ×floor {now:.3} vs baseline {base:.3}", m.shape, m.dtype);
             if now > base * SLOWDOWN_LIMIT {
                 slower.push(format!("{} {} {what}", m.shape, m.dtype));
             }
         }
     }
     if !slower.is_empty() {
-        bail!(
-            "more than {:.0}% slower than the baseline: {}",
-            (SLOWDOWN_LIMIT - 1.0) * 100.0,
-            slower.join(", ")
-        );
+        bail!("more than {:.0}% slower than the baseline: {}", (SLOWDOWN_LIMIT - 1.0) * 100.0, slower.join(", "));
     }
     Ok(())
 }

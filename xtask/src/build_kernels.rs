@@ -42,16 +42,15 @@ struct Resources {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let ptxas = match args.ptxas {
         Some(p) => p,
-        None => find_ptxas().context("ptxas not found on PATH nor in Python's site-packages; `pip install nvidia-cuda-nvcc` provides it")?,
+        None => {
+            find_ptxas().context("ptxas not found on PATH nor in Python's site-packages; `pip install nvidia-cuda-nvcc` provides it")?
+        }
     };
     let dir = match args.kernels {
         Some(d) => d,
-        None => repo_path("kernels")
-            .context("cannot find the repository's kernels/; pass --kernels DIR")?,
+        None => repo_path("kernels").context("cannot find the repository's kernels/; pass --kernels DIR")?,
     };
-    let out = args
-        .out
-        .unwrap_or_else(|| std::env::temp_dir().join("lwta-ptxas"));
+    let out = args.out.unwrap_or_else(|| std::env::temp_dir().join("lwta-ptxas"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| format!("reading {}", dir.display()))?
@@ -62,27 +61,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if files.is_empty() {
         bail!("no .ptx files in {}", dir.display());
     }
-    let version = Command::new(&ptxas)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("running {}", ptxas.display()))?;
+    let version = Command::new(&ptxas).arg("--version").output().with_context(|| format!("running {}", ptxas.display()))?;
     let version = String::from_utf8_lossy(&version.stdout);
-    println!(
-        "ptxas: {} ({})",
-        ptxas.display(),
-        version.lines().last().unwrap_or("").trim()
-    );
-    println!(
-        "{:<16} {:<6} {:<22} {:>5} {:>8} {:>7} {:>13}",
-        "file", "arch", "kernel", "regs", "smem B", "stack B", "spill st/ld"
-    );
+    println!("ptxas: {} ({})", ptxas.display(), version.lines().last().unwrap_or("").trim());
+    println!("{:<16} {:<6} {:<22} {:>5} {:>8} {:>7} {:>13}", "file", "arch", "kernel", "regs", "smem B", "stack B", "spill st/ld");
 
     let mut problems = Vec::new();
     for file in &files {
-        let stem = file
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("kernel");
+        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("kernel");
         for arch in &args.archs {
             let cubin = out.join(format!("{stem}.{arch}.cubin"));
             let output = Command::new(&ptxas)
@@ -91,13 +77,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .arg(file)
                 .output()
                 .with_context(|| format!("running {}", ptxas.display()))?;
-            let log = String::from_utf8_lossy(&output.stderr).into_owned()
-                + &String::from_utf8_lossy(&output.stdout);
+            let log = String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
             if !output.status.success() || log.contains("error") {
-                problems.push(format!(
-                    "{} for {arch}: ptxas failed:\n{log}",
-                    file.display()
-                ));
+                problems.push(format!("{} for {arch}: ptxas failed:\n{log}", file.display()));
                 continue;
             }
             for r in parse_resources(&log) {
@@ -124,10 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
             }
             if log.contains("warning") {
-                problems.push(format!(
-                    "{} for {arch}: ptxas warnings:\n{log}",
-                    file.display()
-                ));
+                problems.push(format!("{} for {arch}: ptxas warnings:\n{log}", file.display()));
             }
         }
     }
@@ -145,22 +124,14 @@ fn parse_resources(log: &str) -> Vec<Resources> {
     let mut current: Option<Resources> = None;
     let number_before = |line: &str, unit: &str| -> Option<u32> {
         let end = line.find(unit)?;
-        line[..end]
-            .trim_end()
-            .rsplit(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()
+        line[..end].trim_end().rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
     };
     for line in log.lines() {
         if let Some(rest) = line.split("Function properties for ").nth(1) {
             if let Some(done) = current.take() {
                 out.push(done);
             }
-            current = Some(Resources {
-                kernel: rest.trim().to_string(),
-                ..Default::default()
-            });
+            current = Some(Resources { kernel: rest.trim().to_string(), ..Default::default() });
         } else if let Some(r) = current.as_mut() {
             if line.contains("stack frame") {
                 r.stack_bytes = number_before(line, "bytes stack frame").unwrap_or(0);
@@ -179,11 +150,7 @@ fn parse_resources(log: &str) -> Vec<Resources> {
 /// `ptxas` on PATH, else in the `nvidia-cuda-nvcc` wheel of the first `python3` on PATH.
 fn find_ptxas() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH")
-        .map(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join("ptxas"))
-                .collect::<Vec<_>>()
-        })
+        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join("ptxas")).collect::<Vec<_>>())
         .unwrap_or_default();
     if let Some(found) = on_path.into_iter().find(|p| p.is_file()) {
         return Some(found);
@@ -192,15 +159,7 @@ fn find_ptxas() -> Option<PathBuf> {
     let output = Command::new("python3").args(["-c", script]).output().ok()?;
     String::from_utf8_lossy(&output.stdout)
         .lines()
-        .flat_map(|dir| {
-            ["cu13", "cu12"].map(|cu| {
-                Path::new(dir)
-                    .join("nvidia")
-                    .join(cu)
-                    .join("bin")
-                    .join("ptxas")
-            })
-        })
+        .flat_map(|dir| ["cu13", "cu12"].map(|cu| Path::new(dir).join("nvidia").join(cu).join("bin").join("ptxas")))
         .find(|p| p.is_file())
 }
 
@@ -231,11 +190,7 @@ ptxas info    : Used 39 registers, used 0 barriers, 500 bytes cmem[0]\n";
                     spill_stores: 4,
                     spill_loads: 12
                 },
-                Resources {
-                    kernel: "lwta_fwd_quad_f32".into(),
-                    registers: 39,
-                    ..Default::default()
-                },
+                Resources { kernel: "lwta_fwd_quad_f32".into(), registers: 39, ..Default::default() },
             ]
         );
     }

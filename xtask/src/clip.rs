@@ -24,8 +24,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let clip =
-        Clip::load(&args.model).with_context(|| format!("--model {}", args.model.display()))?;
+    let clip = Clip::load(&args.model).with_context(|| format!("--model {}", args.model.display()))?;
     let image_embeds = clip.encode_image_files(&args.images).context("--image")?;
     let text_embeds = clip.encode_texts(&args.texts).context("--text")?;
     let probabilities = clip.zero_shot(&image_embeds, &text_embeds)?;
@@ -34,11 +33,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         t.data().chunks(width).map(<[f32]>::to_vec).collect()
     };
     let probabilities = rows(&probabilities);
-    let image_names: Vec<String> = args
-        .images
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
+    let image_names: Vec<String> = args.images.iter().map(|p| p.display().to_string()).collect();
     if args.json {
         let out = JsonOutput {
             model: args.model.display().to_string(),
@@ -78,18 +73,10 @@ fn print_table(images: &[String], texts: &[String], probabilities: &[Vec<f32>]) 
     }
     println!("{header}");
     for (name, row) in images.iter().zip(probabilities) {
-        let best = row
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, _)| i);
+        let best = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
         let mut line = format!("{name:first$}");
         for (i, (p, w)) in row.iter().zip(&widths).enumerate() {
-            let cell = format!(
-                "{}{:.2}%",
-                if Some(i) == best { "*" } else { "" },
-                p * 100.0
-            );
+            let cell = format!("{}{:.2}%", if Some(i) == best { "*" } else { "" }, p * 100.0);
             line.push_str(&format!("  {cell:>w$}"));
         }
         println!("{line}");

@@ -81,60 +81,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// Dissects `args.run` (and `--compare`), writes the outputs and prints a summary.
 pub fn dissect_run(args: &Args) -> anyhow::Result<Outputs> {
     let clip = match &args.clip {
-        Some(dir) => {
-            Some(ClipModelEncoder::load(dir).with_context(|| format!("--clip {}", dir.display()))?)
-        }
+        Some(dir) => Some(ClipModelEncoder::load(dir).with_context(|| format!("--clip {}", dir.display()))?),
         None => None,
     };
     let main = dissect_one(args, &args.run, clip.as_ref())?;
     let other = match &args.compare {
-        Some(other) => Some(
-            dissect_one(args, other, clip.as_ref())
-                .with_context(|| format!("--compare {}", other.display()))?,
-        ),
+        Some(other) => Some(dissect_one(args, other, clip.as_ref()).with_context(|| format!("--compare {}", other.display()))?),
         None => None,
     };
     let (dissection, probe) = &main;
     print_summary(&args.run, dissection);
     let run_name = args.run.display().to_string();
     let other_name = args.compare.as_ref().map(|p| p.display().to_string());
-    let compare = other
-        .as_ref()
-        .zip(other_name.as_deref())
-        .map(|((d, _), run)| Named { run, dissection: d });
+    let compare = other.as_ref().zip(other_name.as_deref()).map(|((d, _), run)| Named { run, dissection: d });
     if let Some(named) = compare {
         print_summary(Path::new(named.run), named.dissection);
     }
     let dir = args.run.join("dissect");
-    write_outputs(
-        &dir,
-        Named {
-            run: &run_name,
-            dissection,
-        },
-        probe.as_ref(),
-        compare,
-    )
-    .with_context(|| format!("writing {}", dir.display()))
+    write_outputs(&dir, Named { run: &run_name, dissection }, probe.as_ref(), compare).with_context(|| format!("writing {}", dir.display()))
 }
 
-fn dissect_one(
-    args: &Args,
-    run: &Path,
-    clip: Option<&ClipModelEncoder>,
-) -> anyhow::Result<(Dissection, Box<dyn ProbeSet>)> {
+fn dissect_one(args: &Args, run: &Path, clip: Option<&ClipModelEncoder>) -> anyhow::Result<(Dissection, Box<dyn ProbeSet>)> {
     let checkpoint = run.join(CHECKPOINT_FILE);
     if !checkpoint.is_file() {
-        bail!(
-            "{}: no {CHECKPOINT_FILE} (is this a training run?)",
-            run.display()
-        );
+        bail!("{}: no {CHECKPOINT_FILE} (is this a training run?)", run.display());
     }
     let sampling = match args.sample {
-        Some(seed) => Sampling::Sample {
-            seed,
-            batch_size: args.batch,
-        },
+        Some(seed) => Sampling::Sample { seed, batch_size: args.batch },
         None => Sampling::Deterministic,
     };
     let mut source = ModelSource::load(&checkpoint, sampling)?;
@@ -142,10 +115,7 @@ fn dissect_one(
     let concepts = match (&args.concepts, clip) {
         (Some(spec), _) => ConceptSet::load(spec)?,
         (None, Some(_)) => ConceptSet::load("20k")?,
-        (None, None) => ConceptSet::from_lines(
-            format!("class names of {}", args.probe),
-            probe.class_names().iter().map(String::as_str),
-        )?,
+        (None, None) => ConceptSet::from_lines(format!("class names of {}", args.probe), probe.class_names().iter().map(String::as_str))?,
     };
     let scorer = match clip {
         Some(clip) => Scorer::Clip(clip),
@@ -160,11 +130,7 @@ fn dissect_one(
         batch_size: args.batch,
         ..Options::default()
     };
-    let cache = if args.no_cache {
-        Cache::disabled()
-    } else {
-        Cache::at(run.join("dissect").join("cache"))
-    };
+    let cache = if args.no_cache { Cache::disabled() } else { Cache::at(run.join("dissect").join("cache")) };
     println!(
         "dissecting {} on {} ({} images) against {} ({} concepts), {}",
         run.display(),
@@ -175,16 +141,8 @@ fn dissect_one(
         args.similarity
     );
     let bars = Bars::default();
-    let dissection = dissect(
-        &mut source,
-        probe.as_ref(),
-        scorer,
-        &concepts,
-        &options,
-        &cache,
-        &bars,
-    )
-    .with_context(|| format!("dissecting {}", run.display()))?;
+    let dissection = dissect(&mut source, probe.as_ref(), scorer, &concepts, &options, &cache, &bars)
+        .with_context(|| format!("dissecting {}", run.display()))?;
     Ok((dissection, probe))
 }
 
@@ -197,13 +155,9 @@ fn load_probe(args: &Args, run: &Path, source: &ModelSource) -> anyhow::Result<B
     } else {
         let dir = PathBuf::from(&args.probe);
         let Some(size) = source.model().config().img_size() else {
-            bail!(
-                "--probe {}: the model does not say its input size",
-                dir.display()
-            );
+            bail!("--probe {}: the model does not say its input size", dir.display());
         };
-        let folder = ImageFolder::open(&dir, FolderTransform::eval(size))
-            .with_context(|| format!("--probe {}", dir.display()))?;
+        let folder = ImageFolder::open(&dir, FolderTransform::eval(size)).with_context(|| format!("--probe {}", dir.display()))?;
         DatasetProbe::image_folder(&args.probe, folder)?
     };
     Ok(Box::new(match args.limit {
@@ -215,18 +169,10 @@ fn load_probe(args: &Args, run: &Path, source: &ModelSource) -> anyhow::Result<B
 fn print_summary(run: &Path, d: &Dissection) {
     println!("{}: labels by {}", run.display(), d.backend);
     if !d.unmatched_classes.is_empty() {
-        println!(
-            "  classes not in the concept set: {}",
-            d.unmatched_classes.join(", ")
-        );
+        println!("  classes not in the concept set: {}", d.unmatched_classes.join(", "));
     }
     for layer in &d.layers {
-        let common: Vec<String> = layer
-            .label_distribution
-            .iter()
-            .take(3)
-            .map(|c| format!("{} ×{}", c.label, c.neurons))
-            .collect();
+        let common: Vec<String> = layer.label_distribution.iter().take(3).map(|c| format!("{} ×{}", c.label, c.neurons)).collect();
         println!(
             "  {:<20} {:>5} units  active {:>6.3}  {:>4} distinct labels ({}){}",
             layer.layer,
@@ -238,9 +184,7 @@ fn print_summary(run: &Path, d: &Dissection) {
         );
     }
     if let Some(c) = &d.classifier {
-        let cosine = c
-            .mean_cosine
-            .map_or(String::new(), |v| format!(", CLIP-text cosine {v:.3}"));
+        let cosine = c.mean_cosine.map_or(String::new(), |v| format!(", CLIP-text cosine {v:.3}"));
         println!(
             "  classifier `{}`: label accuracy top-1 {:.1}%, top-5 {:.1}% over {} classes{cosine}",
             c.layer,
@@ -260,9 +204,7 @@ struct Bars {
 impl Progress for Bars {
     fn start(&self, stage: &str, total: u64) {
         let bar = ProgressBar::new(total);
-        if let Ok(style) =
-            ProgressStyle::with_template("{prefix:32} [{bar:30}] {pos}/{len} ETA {eta}")
-        {
+        if let Ok(style) = ProgressStyle::with_template("{prefix:32} [{bar:30}] {pos}/{len} ETA {eta}") {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix(stage.to_string());

@@ -68,13 +68,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("gpu-bundle copies the running binary, so it must be a release build: `cargo xtask gpu-bundle`");
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let root = root
-        .canonicalize()
-        .with_context(|| format!("resolving {}", root.display()))?;
+    let root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
     let bundle = args.out.unwrap_or_else(|| root.join(".device-bundle"));
     if bundle.exists() {
-        std::fs::remove_dir_all(&bundle)
-            .with_context(|| format!("clearing {}", bundle.display()))?;
+        std::fs::remove_dir_all(&bundle).with_context(|| format!("clearing {}", bundle.display()))?;
     }
     std::fs::create_dir_all(&bundle).with_context(|| format!("creating {}", bundle.display()))?;
 
@@ -87,10 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     copy_dir(&root.join("kernels"), &bundle.join("kernels"))?;
     copy_dir(&root.join("tests/fixtures"), &bundle.join("tests/fixtures"))?;
-    copy_file(
-        &root.join("benches/torch_lwta.py"),
-        &bundle.join("benches/torch_lwta.py"),
-    )?;
+    copy_file(&root.join("benches/torch_lwta.py"), &bundle.join("benches/torch_lwta.py"))?;
     let run_sh = bundle.join("run.sh");
     std::fs::write(&run_sh, RUN_SH).with_context(|| format!("writing {}", run_sh.display()))?;
     set_executable(&run_sh)?;
@@ -100,21 +94,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
     println!("{}: {:.1} MiB", bundle.display(), mib(size));
     if size > MAX_BUNDLE_BYTES {
-        bail!(
-            "the bundle is {:.1} MiB, over {} MiB",
-            mib(size),
-            MAX_BUNDLE_BYTES >> 20
-        );
+        bail!("the bundle is {:.1} MiB, over {} MiB", mib(size), MAX_BUNDLE_BYTES >> 20);
     }
     // The working tree travels with it (tracked and untracked-not-ignored files).
     if let Some(tree) = working_tree_bytes(&root) {
         println!("working tree that travels with it: {:.1} MiB", mib(tree));
         if tree + size > MAX_TRAVEL_BYTES {
-            bail!(
-                "bundle + working tree = {:.1} MiB, over the {} MiB the device tool carries",
-                mib(tree + size),
-                MAX_TRAVEL_BYTES >> 20
-            );
+            bail!("bundle + working tree = {:.1} MiB, over the {} MiB the device tool carries", mib(tree + size), MAX_TRAVEL_BYTES >> 20);
         }
     }
     println!("device tool: run(carry=[\".device-bundle\"], command=\"bash .device-bundle/run.sh\", timeout_s=560)");
@@ -123,21 +109,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 fn copy_file(from: &Path, to: &Path) -> anyhow::Result<()> {
     if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
-    std::fs::copy(from, to)
-        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    std::fs::copy(from, to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
     Ok(())
 }
 
 fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let path = entry?.path();
-        let target = to.join(
-            path.file_name()
-                .context("a directory entry without a name")?,
-        );
+        let target = to.join(path.file_name().context("a directory entry without a name")?);
         if path.is_dir() {
             copy_dir(&path, &target)?;
         } else {
@@ -149,32 +130,13 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
 
 /// Bytes of the files git would send: tracked plus untracked-not-ignored (None without git).
 fn working_tree_bytes(root: &Path) -> Option<u64> {
-    let output = Command::new("git")
-        .args([
-            "ls-files",
-            "-z",
-            "--cached",
-            "--others",
-            "--exclude-standard",
-        ])
-        .current_dir(root)
-        .output()
-        .ok()?;
+    let output =
+        Command::new("git").args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"]).current_dir(root).output().ok()?;
     if !output.status.success() {
         return None;
     }
-    let files: std::collections::BTreeSet<&[u8]> = output
-        .stdout
-        .split(|&b| b == 0)
-        .filter(|f| !f.is_empty())
-        .collect();
-    Some(
-        files
-            .into_iter()
-            .filter_map(|f| std::fs::metadata(root.join(String::from_utf8_lossy(f).as_ref())).ok())
-            .map(|m| m.len())
-            .sum(),
-    )
+    let files: std::collections::BTreeSet<&[u8]> = output.stdout.split(|&b| b == 0).filter(|f| !f.is_empty()).collect();
+    Some(files.into_iter().filter_map(|f| std::fs::metadata(root.join(String::from_utf8_lossy(f).as_ref())).ok()).map(|m| m.len()).sum())
 }
 
 fn dir_size(dir: &Path) -> anyhow::Result<u64> {
@@ -182,11 +144,7 @@ fn dir_size(dir: &Path) -> anyhow::Result<u64> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let meta = entry.metadata()?;
-        total += if meta.is_dir() {
-            dir_size(&entry.path())?
-        } else {
-            meta.len()
-        };
+        total += if meta.is_dir() { dir_size(&entry.path())? } else { meta.len() };
     }
     Ok(total)
 }
@@ -194,8 +152,7 @@ fn dir_size(dir: &Path) -> anyhow::Result<u64> {
 #[cfg(unix)]
 fn set_executable(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("making {} executable", path.display()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).with_context(|| format!("making {} executable", path.display()))
 }
 
 #[cfg(not(unix))]

@@ -42,8 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Device::Cpu => {
             let fixtures = match args.fixtures {
                 Some(dir) => dir,
-                None => repo_path("tests/fixtures")
-                    .context("cannot find the repository's tests/fixtures; pass --fixtures DIR")?,
+                None => repo_path("tests/fixtures").context("cannot find the repository's tests/fixtures; pass --fixtures DIR")?,
             };
             cpu_checks(&fixtures)?
         }
@@ -68,15 +67,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn print_check(check: &Check) {
     let status = if check.passed { "PASS" } else { "FAIL" };
     if check.detail.is_empty() {
-        println!(
-            "{status} {} max_rel_err={:.3e}",
-            check.name, check.max_rel_err
-        );
+        println!("{status} {} max_rel_err={:.3e}", check.name, check.max_rel_err);
     } else {
-        println!(
-            "{status} {} max_rel_err={:.3e} ({})",
-            check.name, check.max_rel_err, check.detail
-        );
+        println!("{status} {} max_rel_err={:.3e} ({})", check.name, check.max_rel_err, check.detail);
     }
 }
 
@@ -95,14 +88,7 @@ fn cpu_checks(fixtures: &Path) -> anyhow::Result<Vec<Check>> {
 /// A path of the repository, found from where this binary was built (a checkout) or from where it
 /// sits (a copied bundle: `<dir>/xtask` next to `<dir>/<path>`), whichever exists.
 pub fn repo_path(relative: &str) -> Option<PathBuf> {
-    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(relative);
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join(relative)));
-    [Some(built), beside]
-        .into_iter()
-        .flatten()
-        .find(|p| p.exists())
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative);
+    let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|dir| dir.join(relative)));
+    [Some(built), beside].into_iter().flatten().find(|p| p.exists())
 }

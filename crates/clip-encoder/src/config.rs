@@ -195,20 +195,11 @@ impl ClipConfig {
 
     /// Parses the JSON of a `config.json`; `file` only names it in errors.
     pub fn from_json(json: &str, file: &Path) -> Result<Self> {
-        let raw: RawClip = serde_json::from_str(json).map_err(|e| ClipError::Config {
-            file: file.display().to_string(),
-            detail: e.to_string(),
-        })?;
+        let raw: RawClip =
+            serde_json::from_str(json).map_err(|e| ClipError::Config { file: file.display().to_string(), detail: e.to_string() })?;
         let t = raw.text_config_dict.or(raw.text_config).unwrap_or_default();
-        let v = raw
-            .vision_config_dict
-            .or(raw.vision_config)
-            .unwrap_or_default();
-        let pooling = if t.eos_token_id == LEGACY_EOS_TOKEN_ID {
-            TextPooling::ArgmaxId
-        } else {
-            TextPooling::FirstEos(t.eos_token_id)
-        };
+        let v = raw.vision_config_dict.or(raw.vision_config).unwrap_or_default();
+        let pooling = if t.eos_token_id == LEGACY_EOS_TOKEN_ID { TextPooling::ArgmaxId } else { TextPooling::FirstEos(t.eos_token_id) };
         let config = Self {
             text: TextConfig {
                 encoder: EncoderConfig {
@@ -245,16 +236,8 @@ impl ClipConfig {
 
     /// Rejects sizes the towers cannot be built from, naming the key.
     pub fn validate(&self, file: &Path) -> Result<()> {
-        let bad = |detail: String| {
-            Err(ClipError::Config {
-                file: file.display().to_string(),
-                detail,
-            })
-        };
-        for (key, e) in [
-            ("text_config", &self.text.encoder),
-            ("vision_config", &self.vision.encoder),
-        ] {
+        let bad = |detail: String| Err(ClipError::Config { file: file.display().to_string(), detail });
+        for (key, e) in [("text_config", &self.text.encoder), ("vision_config", &self.vision.encoder)] {
             if e.hidden_size == 0 || e.num_heads == 0 || e.hidden_size % e.num_heads != 0 {
                 return bad(format!(
                     "{key}.hidden_size {} must be a positive multiple of num_attention_heads {}",
@@ -267,10 +250,7 @@ impl ClipConfig {
         }
         let v = &self.vision;
         if v.patch_size == 0 || v.image_size == 0 || v.image_size % v.patch_size != 0 {
-            return bad(format!(
-                "vision_config.image_size {} must be a positive multiple of patch_size {}",
-                v.image_size, v.patch_size
-            ));
+            return bad(format!("vision_config.image_size {} must be a positive multiple of patch_size {}", v.image_size, v.patch_size));
         }
         if v.num_channels == 0 {
             return bad("vision_config.num_channels must be positive".into());
@@ -295,10 +275,7 @@ mod tests {
 
     #[test]
     fn reads_the_tiny_fixture() {
-        let path = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/fixtures/tiny_clip/config.json"
-        ));
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny_clip/config.json"));
         let c = ClipConfig::from_file(path).unwrap();
         assert_eq!(c.text.encoder.hidden_size, 64);
         assert_eq!(c.vision.patch_size, 8);
@@ -311,18 +288,8 @@ mod tests {
     #[test]
     fn empty_config_takes_transformers_defaults() {
         let c = parse("{}").unwrap();
-        assert_eq!(
-            (
-                c.vision.encoder.hidden_size,
-                c.vision.patch_size,
-                c.vision.image_size
-            ),
-            (768, 32, 224)
-        );
-        assert_eq!(
-            (c.text.encoder.hidden_size, c.text.encoder.num_heads),
-            (512, 8)
-        );
+        assert_eq!((c.vision.encoder.hidden_size, c.vision.patch_size, c.vision.image_size), (768, 32, 224));
+        assert_eq!((c.text.encoder.hidden_size, c.text.encoder.num_heads), (512, 8));
         assert_eq!(c.projection_dim, 512);
     }
 
@@ -341,20 +308,11 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_key() {
-        let err = parse(r#"{"vision_config": {"hidden_act": "relu"}}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("vision_config.hidden_act") && err.contains("relu"),
-            "{err}"
-        );
-        let err = parse(r#"{"text_config": {"hidden_size": 100, "num_attention_heads": 8}}"#)
-            .unwrap_err()
-            .to_string();
+        let err = parse(r#"{"vision_config": {"hidden_act": "relu"}}"#).unwrap_err().to_string();
+        assert!(err.contains("vision_config.hidden_act") && err.contains("relu"), "{err}");
+        let err = parse(r#"{"text_config": {"hidden_size": 100, "num_attention_heads": 8}}"#).unwrap_err().to_string();
         assert!(err.contains("text_config.hidden_size"), "{err}");
-        let err = parse(r#"{"vision_config": {"image_size": 225, "patch_size": 16}}"#)
-            .unwrap_err()
-            .to_string();
+        let err = parse(r#"{"vision_config": {"image_size": 225, "patch_size": 16}}"#).unwrap_err().to_string();
         assert!(err.contains("patch_size"), "{err}");
     }
 }

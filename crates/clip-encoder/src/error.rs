@@ -23,17 +23,11 @@ pub enum ClipError {
 
 impl ClipError {
     pub(crate) fn io(path: &Path, error: std::io::Error) -> Self {
-        Self::Io {
-            file: path.display().to_string(),
-            error,
-        }
+        Self::Io { file: path.display().to_string(), error }
     }
 
     pub(crate) fn input(what: &'static str, detail: impl Into<String>) -> Self {
-        Self::Input {
-            what,
-            detail: detail.into(),
-        }
+        Self::Input { what, detail: detail.into() }
     }
 }
 

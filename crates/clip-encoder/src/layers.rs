@@ -16,13 +16,7 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn load(
-        w: &mut impl WeightSource,
-        name: &str,
-        in_features: usize,
-        out_features: usize,
-        bias: bool,
-    ) -> Self {
+    pub fn load(w: &mut impl WeightSource, name: &str, in_features: usize, out_features: usize, bias: bool) -> Self {
         Self {
             weight: w.tensor(&format!("{name}.weight"), &[out_features, in_features]),
             bias: bias.then(|| w.tensor(&format!("{name}.bias"), &[out_features])),
@@ -44,11 +38,7 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn load(w: &mut impl WeightSource, name: &str, size: usize, eps: f32) -> Self {
-        Self {
-            weight: w.tensor(&format!("{name}.weight"), &[size]),
-            bias: w.tensor(&format!("{name}.bias"), &[size]),
-            eps,
-        }
+        Self { weight: w.tensor(&format!("{name}.weight"), &[size]), bias: w.tensor(&format!("{name}.bias"), &[size]), eps }
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -80,18 +70,8 @@ impl Attention {
 
     /// `x: [B, T, D]`; `causal` hides later positions (the text tower).
     fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
-        let (q, k, v) = (
-            self.q_proj.forward(x)?,
-            self.k_proj.forward(x)?,
-            self.v_proj.forward(x)?,
-        );
-        self.out_proj.forward(&Tensor::multi_head_attention(
-            &q,
-            &k,
-            &v,
-            self.num_heads,
-            causal,
-        )?)
+        let (q, k, v) = (self.q_proj.forward(x)?, self.k_proj.forward(x)?, self.v_proj.forward(x)?);
+        self.out_proj.forward(&Tensor::multi_head_attention(&q, &k, &v, self.num_heads, causal)?)
     }
 }
 
@@ -106,20 +86,8 @@ pub struct Mlp {
 impl Mlp {
     fn load(w: &mut impl WeightSource, name: &str, c: &EncoderConfig) -> Self {
         Self {
-            fc1: Linear::load(
-                w,
-                &format!("{name}.fc1"),
-                c.hidden_size,
-                c.intermediate_size,
-                true,
-            ),
-            fc2: Linear::load(
-                w,
-                &format!("{name}.fc2"),
-                c.intermediate_size,
-                c.hidden_size,
-                true,
-            ),
+            fc1: Linear::load(w, &format!("{name}.fc1"), c.hidden_size, c.intermediate_size, true),
+            fc2: Linear::load(w, &format!("{name}.fc2"), c.intermediate_size, c.hidden_size, true),
             activation: c.activation,
         }
     }
@@ -147,28 +115,14 @@ impl EncoderLayer {
     fn load(w: &mut impl WeightSource, name: &str, c: &EncoderConfig) -> Self {
         Self {
             self_attn: Attention::load(w, &format!("{name}.self_attn"), c),
-            layer_norm1: LayerNorm::load(
-                w,
-                &format!("{name}.layer_norm1"),
-                c.hidden_size,
-                c.layer_norm_eps,
-            ),
+            layer_norm1: LayerNorm::load(w, &format!("{name}.layer_norm1"), c.hidden_size, c.layer_norm_eps),
             mlp: Mlp::load(w, &format!("{name}.mlp"), c),
-            layer_norm2: LayerNorm::load(
-                w,
-                &format!("{name}.layer_norm2"),
-                c.hidden_size,
-                c.layer_norm_eps,
-            ),
+            layer_norm2: LayerNorm::load(w, &format!("{name}.layer_norm2"), c.hidden_size, c.layer_norm_eps),
         }
     }
 
     fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
-        let x = x.add(
-            &self
-                .self_attn
-                .forward(&self.layer_norm1.forward(x)?, causal)?,
-        )?;
+        let x = x.add(&self.self_attn.forward(&self.layer_norm1.forward(x)?, causal)?)?;
         Ok(x.add(&self.mlp.forward(&self.layer_norm2.forward(&x)?)?)?)
     }
 }
@@ -181,16 +135,10 @@ pub struct Encoder {
 
 impl Encoder {
     pub fn load(w: &mut impl WeightSource, name: &str, c: &EncoderConfig) -> Self {
-        Self {
-            layers: (0..c.num_layers)
-                .map(|i| EncoderLayer::load(w, &format!("{name}.layers.{i}"), c))
-                .collect(),
-        }
+        Self { layers: (0..c.num_layers).map(|i| EncoderLayer::load(w, &format!("{name}.layers.{i}"), c)).collect() }
     }
 
     pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
-        self.layers
-            .iter()
-            .try_fold(x.clone(), |x, layer| layer.forward(&x, causal))
+        self.layers.iter().try_fold(x.clone(), |x, layer| layer.forward(&x, causal))
     }
 }

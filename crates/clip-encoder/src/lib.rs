@@ -69,10 +69,7 @@ impl Clip {
     /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
         let [config, weights, tokenizer] = CLIP_FILES.map(|f| dir.join(f));
-        if let Some(missing) = [&config, &weights, &tokenizer]
-            .into_iter()
-            .find(|p| !p.is_file())
-        {
+        if let Some(missing) = [&config, &weights, &tokenizer].into_iter().find(|p| !p.is_file()) {
             return Err(ClipError::Config {
                 file: missing.display().to_string(),
                 detail: format!(
@@ -85,17 +82,12 @@ impl Clip {
         let config = ClipConfig::from_file(&config)?;
         let tokenizer = ClipTokenizer::from_file(&tokenizer, config.text.max_position_embeddings)?;
         let processor = ImageProcessor::clip(config.vision.image_size);
-        Ok(Self {
-            model: ClipModel::load(config, &weights)?,
-            tokenizer,
-            processor,
-        })
+        Ok(Self { model: ClipModel::load(config, &weights)?, tokenizer, processor })
     }
 
     /// L2-normalised embeddings `[N, P]` of `texts` (tokenised in parallel, encoded in batches).
     pub fn encode_texts<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Tensor> {
-        self.model
-            .encode_token_ids(&self.tokenizer.encode_batch(texts)?)
+        self.model.encode_token_ids(&self.tokenizer.encode_batch(texts)?)
     }
 
     /// L2-normalised embeddings `[N, P]` of image files (JPEG or PNG).
@@ -110,11 +102,7 @@ impl Clip {
 
     /// Preprocesses (in parallel) and encodes [`IMAGE_BATCH`] items at a time, so memory stays
     /// bounded for large probe sets.
-    fn encode_prepared<T: Sync>(
-        &self,
-        items: &[T],
-        prepare: impl Fn(&T) -> Result<Vec<f32>> + Sync,
-    ) -> Result<Tensor> {
+    fn encode_prepared<T: Sync>(&self, items: &[T], prepare: impl Fn(&T) -> Result<Vec<f32>> + Sync) -> Result<Tensor> {
         let chunks = items
             .chunks(IMAGE_BATCH)
             .map(|chunk| {
@@ -127,10 +115,7 @@ impl Clip {
 
     /// Zero-shot probabilities `[images, texts]`: softmax over texts of the scaled similarities.
     pub fn zero_shot(&self, image_embeds: &Tensor, text_embeds: &Tensor) -> Result<Tensor> {
-        Ok(self
-            .model
-            .logits_per_image(image_embeds, text_embeds)?
-            .softmax()?)
+        Ok(self.model.logits_per_image(image_embeds, text_embeds)?.softmax()?)
     }
 }
 
@@ -147,11 +132,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("clip-encoder-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let fixtures = Path::new(FIXTURES);
-        for (from, file) in [
-            ("tiny_clip", "config.json"),
-            ("tiny_clip", "model.safetensors"),
-            ("clip_tokenizer", "tokenizer.json"),
-        ] {
+        for (from, file) in [("tiny_clip", "config.json"), ("tiny_clip", "model.safetensors"), ("clip_tokenizer", "tokenizer.json")] {
             std::fs::copy(fixtures.join(from).join(file), dir.join(file)).unwrap();
         }
         dir
@@ -166,15 +147,9 @@ mod tests {
         let ours = clip.encode_texts(&texts).unwrap();
         let expected = &io.tensors["text_embeds"];
         assert_eq!(ours.shape(), expected.shape());
-        assert!(ours
-            .data()
-            .iter()
-            .zip(expected.data())
-            .all(|(a, b)| (a - b).abs() < 1e-5));
+        assert!(ours.data().iter().zip(expected.data()).all(|(a, b)| (a - b).abs() < 1e-5));
 
-        let image = image::RgbImage::from_fn(40, 30, |x, y| {
-            image::Rgb([(x * 6) as u8, (y * 8) as u8, 128])
-        });
+        let image = image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, (y * 8) as u8, 128]));
         let png = dir.join("probe.png");
         image.save(&png).unwrap();
         let from_memory = clip.encode_rgb_images(&[image.clone(), image]).unwrap();
@@ -192,10 +167,7 @@ mod tests {
         let dir = tiny_dir("missing");
         std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
         let err = Clip::load(&dir).err().unwrap().to_string();
-        assert!(
-            err.contains("tokenizer.json") && err.contains("openai/clip-vit-base-patch16"),
-            "{err}"
-        );
+        assert!(err.contains("tokenizer.json") && err.contains("openai/clip-vit-base-patch16"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

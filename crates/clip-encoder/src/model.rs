@@ -50,20 +50,8 @@ impl ClipModel {
         let model = Self {
             text_model: TextTransformer::load(w, "text_model", &config.text),
             vision_model: VisionTransformer::load(w, "vision_model", &config.vision),
-            text_projection: Linear::load(
-                w,
-                "text_projection",
-                config.text.encoder.hidden_size,
-                p,
-                false,
-            ),
-            visual_projection: Linear::load(
-                w,
-                "visual_projection",
-                config.vision.encoder.hidden_size,
-                p,
-                false,
-            ),
+            text_projection: Linear::load(w, "text_projection", config.text.encoder.hidden_size, p, false),
+            visual_projection: Linear::load(w, "visual_projection", config.vision.encoder.hidden_size, p, false),
             logit_scale: w.tensor("logit_scale", &[]),
             config,
         };
@@ -78,14 +66,12 @@ impl ClipModel {
 
     /// Projected (not normalised) image features `[B, P]` of preprocessed pixels `[B, C, S, S]`.
     pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor> {
-        self.visual_projection
-            .forward(&self.vision_model.forward(pixels)?.pooled)
+        self.visual_projection.forward(&self.vision_model.forward(pixels)?.pooled)
     }
 
     /// Projected (not normalised) text features `[B, P]` of equally long id rows.
     pub fn text_features(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
-        self.text_projection
-            .forward(&self.text_model.forward(ids)?.pooled)
+        self.text_projection.forward(&self.text_model.forward(ids)?.pooled)
     }
 
     /// L2-normalised image embeddings `[N, P]`, [`IMAGE_BATCH`] images per pass.
@@ -93,11 +79,7 @@ impl ClipModel {
         let n = pixels.dim(0)?;
         let chunks = (0..n)
             .step_by(IMAGE_BATCH)
-            .map(|start| {
-                self.image_features(&pixels.narrow(0, start, IMAGE_BATCH.min(n - start))?)?
-                    .l2_normalize()
-                    .map_err(Into::into)
-            })
+            .map(|start| self.image_features(&pixels.narrow(0, start, IMAGE_BATCH.min(n - start))?)?.l2_normalize().map_err(Into::into))
             .collect::<Result<Vec<_>>>()?;
         concat_rows(&chunks, self.config.projection_dim)
     }
@@ -108,10 +90,7 @@ impl ClipModel {
     /// cut right after its last pooled token: thanks to the causal mask this changes nothing in the
     /// result, and short concepts ("striped", "dog") cost a few positions instead of 77.
     pub fn encode_token_ids(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
-        let positions = ids
-            .iter()
-            .map(|row| self.text_model.pool_position(row))
-            .collect::<Result<Vec<_>>>()?;
+        let positions = ids.iter().map(|row| self.text_model.pool_position(row)).collect::<Result<Vec<_>>>()?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| positions[i]);
         let p = self.config.projection_dim;
@@ -129,9 +108,7 @@ impl ClipModel {
 
     /// `logit_scale · image_embeds · text_embedsᵀ` (`[images, texts]`), from normalised embeddings.
     pub fn logits_per_image(&self, image_embeds: &Tensor, text_embeds: &Tensor) -> Result<Tensor> {
-        Ok(image_embeds
-            .matmul(&text_embeds.transpose(0, 1)?)?
-            .scale(self.logit_scale()))
+        Ok(image_embeds.matmul(&text_embeds.transpose(0, 1)?)?.scale(self.logit_scale()))
     }
 }
 
@@ -154,10 +131,7 @@ mod tests {
 
     use super::*;
 
-    const TINY: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/tiny_clip"
-    );
+    const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny_clip");
 
     fn tiny_config() -> ClipConfig {
         ClipConfig::from_file(&Path::new(TINY).join("config.json")).unwrap()
@@ -175,47 +149,27 @@ mod tests {
 
     fn pixels(n: usize, model: &ClipModel) -> Tensor {
         let s = model.config.vision.image_size;
-        let data = (0..n * 3 * s * s)
-            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-            .collect();
+        let data = (0..n * 3 * s * s).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
         Tensor::from_vec(data, &[n, 3, s, s]).unwrap()
     }
 
     #[test]
     fn every_missing_or_misshaped_tensor_is_listed_and_extras_are_ignored() {
-        let mut tensors: BTreeMap<String, Stored> =
-            TensorFile::load(&Path::new(TINY).join("model.safetensors"))
-                .unwrap()
-                .tensors
-                .into_iter()
-                .map(|(k, v)| (k, Stored::F32(v)))
-                .collect();
+        let mut tensors: BTreeMap<String, Stored> = TensorFile::load(&Path::new(TINY).join("model.safetensors"))
+            .unwrap()
+            .tensors
+            .into_iter()
+            .map(|(k, v)| (k, Stored::F32(v)))
+            .collect();
         tensors.remove("text_projection.weight");
-        tensors.insert(
-            "vision_model.pre_layrnorm.weight".into(),
-            Stored::F32(Tensor::zeros(&[65])),
-        );
-        tensors.insert(
-            "text_model.embeddings.position_ids".into(),
-            Stored::I64 {
-                shape: vec![1, 77],
-                values: (0..77).collect(),
-            },
-        );
+        tensors.insert("vision_model.pre_layrnorm.weight".into(), Stored::F32(Tensor::zeros(&[65])));
+        tensors.insert("text_model.embeddings.position_ids".into(), Stored::I64 { shape: vec![1, 77], values: (0..77).collect() });
         let path = scratch("broken");
         save(&path, &tensors, &HashMap::new()).unwrap();
-        let err = ClipModel::load(tiny_config(), &path)
-            .unwrap_err()
-            .to_string();
+        let err = ClipModel::load(tiny_config(), &path).unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()), "{err}");
-        assert!(
-            err.contains("`text_projection.weight`: expected [32, 64], missing"),
-            "{err}"
-        );
-        assert!(
-            err.contains("`vision_model.pre_layrnorm.weight`: expected [64], found [65]"),
-            "{err}"
-        );
+        assert!(err.contains("`text_projection.weight`: expected [32, 64], missing"), "{err}");
+        assert!(err.contains("`vision_model.pre_layrnorm.weight`: expected [64], found [65]"), "{err}");
         assert!(!err.contains("position_ids"), "{err}");
         std::fs::remove_dir_all(path.parent().unwrap()).ok();
     }
@@ -227,36 +181,20 @@ mod tests {
         let x = pixels(2, &reference);
         let expected = reference.encode_images(&x).unwrap();
         for (dtype, to_bytes) in [
-            (
-                Dtype::F16,
-                (|v: f32| half::f16::from_f32(v).to_le_bytes()) as fn(f32) -> [u8; 2],
-            ),
+            (Dtype::F16, (|v: f32| half::f16::from_f32(v).to_le_bytes()) as fn(f32) -> [u8; 2]),
             (Dtype::BF16, |v: f32| half::bf16::from_f32(v).to_le_bytes()),
         ] {
             let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = file
                 .tensors
                 .iter()
-                .map(|(k, t)| {
-                    (
-                        k.clone(),
-                        t.shape().to_vec(),
-                        t.data().iter().flat_map(|&v| to_bytes(v)).collect(),
-                    )
-                })
+                .map(|(k, t)| (k.clone(), t.shape().to_vec(), t.data().iter().flat_map(|&v| to_bytes(v)).collect()))
                 .collect();
-            let views = bytes
-                .iter()
-                .map(|(k, s, b)| (k.clone(), TensorView::new(dtype, s.clone(), b).unwrap()));
+            let views = bytes.iter().map(|(k, s, b)| (k.clone(), TensorView::new(dtype, s.clone(), b).unwrap()));
             let path = scratch(&format!("{dtype:?}"));
             std::fs::write(&path, safetensors::tensor::serialize(views, None).unwrap()).unwrap();
             let model = ClipModel::load(tiny_config(), &path).unwrap();
             let got = model.encode_images(&x).unwrap();
-            let worst = got
-                .data()
-                .iter()
-                .zip(expected.data())
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let worst = got.data().iter().zip(expected.data()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(worst < 5e-2, "{dtype:?}: embeddings differ by {worst}");
             std::fs::remove_dir_all(path.parent().unwrap()).ok();
         }
@@ -267,43 +205,22 @@ mod tests {
         let model = tiny_model();
         let x = pixels(IMAGE_BATCH + 3, &model);
         let all = model.encode_images(&x).unwrap();
-        let last = model
-            .encode_images(&x.narrow(0, IMAGE_BATCH + 2, 1).unwrap())
-            .unwrap();
+        let last = model.encode_images(&x.narrow(0, IMAGE_BATCH + 2, 1).unwrap()).unwrap();
         let p = model.config.projection_dim;
         let tail = &all.data()[(IMAGE_BATCH + 2) * p..];
-        assert!(tail
-            .iter()
-            .zip(last.data())
-            .all(|(a, b)| (a - b).abs() < 1e-6));
+        assert!(tail.iter().zip(last.data()).all(|(a, b)| (a - b).abs() < 1e-6));
         for row in all.data().chunks(p) {
             let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
             assert!((norm - 1.0).abs() < 1e-5, "{norm}");
         }
 
-        let pad = |ids: &[u32]| -> Vec<u32> {
-            ids.iter()
-                .copied()
-                .chain(std::iter::repeat(0))
-                .take(77)
-                .collect()
-        };
-        let (long, short) = (
-            pad(&[49406, 320, 1125, 539, 320, 2368, 49407]),
-            pad(&[49406, 1929, 49407]),
-        );
-        let both = model
-            .encode_token_ids(&[long.clone(), short.clone()])
-            .unwrap();
-        let swapped = model
-            .encode_token_ids(&[short.clone(), long.clone()])
-            .unwrap();
+        let pad = |ids: &[u32]| -> Vec<u32> { ids.iter().copied().chain(std::iter::repeat(0)).take(77).collect() };
+        let (long, short) = (pad(&[49406, 320, 1125, 539, 320, 2368, 49407]), pad(&[49406, 1929, 49407]));
+        let both = model.encode_token_ids(&[long.clone(), short.clone()]).unwrap();
+        let swapped = model.encode_token_ids(&[short.clone(), long.clone()]).unwrap();
         let alone = model.encode_token_ids(&[short]).unwrap();
         assert_eq!(&both.data()[..p], &swapped.data()[p..]);
-        assert!(both.data()[p..]
-            .iter()
-            .zip(alone.data())
-            .all(|(a, b)| (a - b).abs() < 1e-6));
+        assert!(both.data()[p..].iter().zip(alone.data()).all(|(a, b)| (a - b).abs() < 1e-6));
     }
 
     #[test]
@@ -320,36 +237,19 @@ mod tests {
         let out = model.vision_model.forward(&pixels(2, &model)).unwrap();
         assert_eq!(out.last_hidden.shape(), &[2, 5, 16]);
         // Legacy eos id 2: pooled at the largest id.
-        assert_eq!(
-            model.text_model.pool_position(&[5, 99, 7, 99, 0]).unwrap(),
-            1
-        );
+        assert_eq!(model.text_model.pool_position(&[5, 99, 7, 99, 0]).unwrap(), 1);
         let text = model.encode_token_ids(&[vec![1, 2, 3, 50, 0, 0]]).unwrap();
         assert_eq!(text.shape(), &[1, 8]);
-        let err = model
-            .text_model
-            .forward(&[vec![1, 2, 300]])
-            .unwrap_err()
-            .to_string();
+        let err = model.text_model.forward(&[vec![1, 2, 300]]).unwrap_err().to_string();
         assert!(err.contains("300"), "{err}");
-        let err = model
-            .vision_model
-            .forward(&Tensor::zeros(&[1, 3, 9, 9]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("pixel_values") && err.contains("[1, 3, 9, 9]"),
-            "{err}"
-        );
+        let err = model.vision_model.forward(&Tensor::zeros(&[1, 3, 9, 9])).unwrap_err().to_string();
+        assert!(err.contains("pixel_values") && err.contains("[1, 3, 9, 9]"), "{err}");
     }
 
     #[test]
     fn a_sequence_without_end_of_text_is_an_error() {
         let model = tiny_model();
-        let err = model
-            .encode_token_ids(&[vec![49406, 320, 0]])
-            .unwrap_err()
-            .to_string();
+        let err = model.encode_token_ids(&[vec![49406, 320, 0]]).unwrap_err().to_string();
         assert!(err.contains("end-of-text token 49407"), "{err}");
     }
 }

@@ -33,28 +33,18 @@ pub fn parity_checks(fixtures: &Path) -> Result<Vec<Check>> {
 }
 
 fn fixture<'a>(file: &'a TensorFile, path: &Path, name: &str) -> Result<&'a Tensor> {
-    file.tensors.get(name).ok_or_else(|| ClipError::Weights {
-        file: path.display().to_string(),
-        detail: format!("fixture tensor `{name}` is missing"),
-    })
+    file.tensors
+        .get(name)
+        .ok_or_else(|| ClipError::Weights { file: path.display().to_string(), detail: format!("fixture tensor `{name}` is missing") })
 }
 
 /// Compares two tensors element-wise; a shape mismatch is a failed check, not an error.
 fn compare(name: &str, actual: &Tensor, expected: &Tensor, tolerance: f64) -> Check {
     if actual.shape() != expected.shape() {
-        return Check::within(name, f64::INFINITY, tolerance).require(
-            false,
-            format!(
-                "shape {:?}, expected {:?}",
-                actual.shape(),
-                expected.shape()
-            ),
-        );
+        return Check::within(name, f64::INFINITY, tolerance)
+            .require(false, format!("shape {:?}, expected {:?}", actual.shape(), expected.shape()));
     }
-    let scale = expected
-        .data()
-        .iter()
-        .fold(0.0f64, |m, &v| m.max(v.abs() as f64));
+    let scale = expected.data().iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
     let err = max_rel_err(
         actual.data().iter().map(|&v| v as f64),
         expected.data().iter().map(|&v| v as f64),
@@ -72,11 +62,7 @@ fn tiny_clip_checks(dir: &Path, tokenizer_file: &Path) -> Result<Vec<Check>> {
 
     let input_ids = get("input_ids")?;
     let seq = input_ids.dim(-1)?;
-    let ids: Vec<Vec<u32>> = input_ids
-        .data()
-        .chunks(seq.max(1))
-        .map(|r| r.iter().map(|&v| v as u32).collect())
-        .collect();
+    let ids: Vec<Vec<u32>> = input_ids.data().chunks(seq.max(1)).map(|r| r.iter().map(|&v| v as u32).collect()).collect();
     let pixels = get("pixel_values")?;
 
     let vision = model.vision_model.forward(pixels)?;
@@ -86,48 +72,13 @@ fn tiny_clip_checks(dir: &Path, tokenizer_file: &Path) -> Result<Vec<Check>> {
     let logits = model.logits_per_image(&image_embeds, &text_embeds)?;
 
     let mut checks = vec![
-        compare(
-            "clip.tiny.vision_last_hidden",
-            &vision.last_hidden,
-            get("vision_last_hidden")?,
-            MODEL_TOLERANCE,
-        ),
-        compare(
-            "clip.tiny.vision_pooled",
-            &vision.pooled,
-            get("vision_pooled")?,
-            MODEL_TOLERANCE,
-        ),
-        compare(
-            "clip.tiny.image_embeds",
-            &image_embeds,
-            get("image_embeds")?,
-            MODEL_TOLERANCE,
-        ),
-        compare(
-            "clip.tiny.text_last_hidden",
-            &text.last_hidden,
-            get("text_last_hidden")?,
-            MODEL_TOLERANCE,
-        ),
-        compare(
-            "clip.tiny.text_pooled",
-            &text.pooled,
-            get("text_pooled")?,
-            MODEL_TOLERANCE,
-        ),
-        compare(
-            "clip.tiny.text_embeds",
-            &text_embeds,
-            get("text_embeds")?,
-            MODEL_TOLERANCE,
-        ),
-        compare(
-            "clip.tiny.logits_per_image",
-            &logits,
-            get("logits_per_image")?,
-            MODEL_TOLERANCE,
-        ),
+        compare("clip.tiny.vision_last_hidden", &vision.last_hidden, get("vision_last_hidden")?, MODEL_TOLERANCE),
+        compare("clip.tiny.vision_pooled", &vision.pooled, get("vision_pooled")?, MODEL_TOLERANCE),
+        compare("clip.tiny.image_embeds", &image_embeds, get("image_embeds")?, MODEL_TOLERANCE),
+        compare("clip.tiny.text_last_hidden", &text.last_hidden, get("text_last_hidden")?, MODEL_TOLERANCE),
+        compare("clip.tiny.text_pooled", &text.pooled, get("text_pooled")?, MODEL_TOLERANCE),
+        compare("clip.tiny.text_embeds", &text_embeds, get("text_embeds")?, MODEL_TOLERANCE),
+        compare("clip.tiny.logits_per_image", &logits, get("logits_per_image")?, MODEL_TOLERANCE),
     ];
 
     // The fixture's texts, tokenised here, must give the fixture's (zero-padded) input_ids.
@@ -138,20 +89,11 @@ fn tiny_clip_checks(dir: &Path, tokenizer_file: &Path) -> Result<Vec<Check>> {
         })?;
         let tokenizer = ClipTokenizer::from_file(tokenizer_file, seq)?;
         let ours = tokenizer.encode_batch(&texts)?;
-        let mismatched: Vec<&str> = texts
-            .iter()
-            .zip(ours.iter().zip(&ids))
-            .filter(|(_, (a, b))| a != b)
-            .map(|(t, _)| t.as_str())
-            .collect();
+        let mismatched: Vec<&str> = texts.iter().zip(ours.iter().zip(&ids)).filter(|(_, (a, b))| a != b).map(|(t, _)| t.as_str()).collect();
         checks.push(
             Check::within("clip.tiny.input_ids", mismatched.len() as f64, 0.0).require(
                 mismatched.is_empty(),
-                if mismatched.is_empty() {
-                    String::new()
-                } else {
-                    format!("ids differ for {mismatched:?}")
-                },
+                if mismatched.is_empty() { String::new() } else { format!("ids differ for {mismatched:?}") },
             ),
         );
     }
@@ -163,43 +105,25 @@ fn preprocess_checks(dir: &Path) -> Result<Vec<Check>> {
     let expected = TensorFile::load(&expected_path)?;
     let mut checks = Vec::new();
     for (name, reference) in &expected.tensors {
-        let image = ["jpg", "jpeg", "png"]
-            .iter()
-            .map(|ext| dir.join(format!("{name}.{ext}")))
-            .find(|p| p.is_file())
-            .ok_or_else(|| ClipError::Image {
-                source_name: dir.join(name).display().to_string(),
-                detail: "no .jpg/.jpeg/.png for this reference".into(),
-            })?;
+        let image = ["jpg", "jpeg", "png"].iter().map(|ext| dir.join(format!("{name}.{ext}"))).find(|p| p.is_file()).ok_or_else(|| {
+            ClipError::Image { source_name: dir.join(name).display().to_string(), detail: "no .jpg/.jpeg/.png for this reference".into() }
+        })?;
         let &[_, size, _] = reference.shape() else {
             return Err(ClipError::Weights {
                 file: expected_path.display().to_string(),
-                detail: format!(
-                    "`{name}` should be [3, size, size], is {:?}",
-                    reference.shape()
-                ),
+                detail: format!("`{name}` should be [3, size, size], is {:?}", reference.shape()),
             });
         };
         let ours = ImageProcessor::clip(size).load(&image)?;
         let check_name = format!("clip.preprocess.{name} (mean abs err)");
         if ours.len() != reference.len() {
-            checks.push(
-                Check::within(check_name, f64::INFINITY, PREPROCESS_TOLERANCE)
-                    .require(false, "size mismatch"),
-            );
+            checks.push(Check::within(check_name, f64::INFINITY, PREPROCESS_TOLERANCE).require(false, "size mismatch"));
             continue;
         }
-        let diffs: Vec<f64> = ours
-            .iter()
-            .zip(reference.data())
-            .map(|(a, b)| (*a as f64 - *b as f64).abs())
-            .collect();
+        let diffs: Vec<f64> = ours.iter().zip(reference.data()).map(|(a, b)| (*a as f64 - *b as f64).abs()).collect();
         let mean = diffs.iter().sum::<f64>() / diffs.len().max(1) as f64;
         let max = diffs.iter().fold(0.0f64, |m, &d| m.max(d));
-        checks.push(
-            Check::within(check_name, mean, PREPROCESS_TOLERANCE)
-                .require(true, format!("max abs err {max:.4}")),
-        );
+        checks.push(Check::within(check_name, mean, PREPROCESS_TOLERANCE).require(true, format!("max abs err {max:.4}")));
     }
     Ok(checks)
 }
@@ -214,10 +138,7 @@ fn tokenizer_check(dir: &Path) -> Result<Check> {
     let cases_path = dir.join("tokenizer_cases.json");
     let json = std::fs::read_to_string(&cases_path).map_err(|e| ClipError::io(&cases_path, e))?;
     let cases: Vec<TokenizerCase> =
-        serde_json::from_str(&json).map_err(|e| ClipError::Tokenizer {
-            file: cases_path.display().to_string(),
-            detail: e.to_string(),
-        })?;
+        serde_json::from_str(&json).map_err(|e| ClipError::Tokenizer { file: cases_path.display().to_string(), detail: e.to_string() })?;
     let context = cases.iter().map(|c| c.ids.len()).max().unwrap_or(2).max(77);
     let tokenizer = ClipTokenizer::from_file(&dir.join("tokenizer.json"), context)?;
     let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
@@ -226,18 +147,9 @@ fn tokenizer_check(dir: &Path) -> Result<Check> {
     for (case, ids) in cases.iter().zip(&ours) {
         let end = *case.ids.last().unwrap_or(&0);
         if strip_padding(ids, end) != case.ids.as_slice() {
-            mismatches.push(format!(
-                "{:?}: got {:?}, expected {:?}",
-                case.text,
-                strip_padding(ids, end),
-                case.ids
-            ));
+            mismatches.push(format!("{:?}: got {:?}, expected {:?}", case.text, strip_padding(ids, end), case.ids));
         }
     }
-    Ok(Check::within(
-        "clip.tokenizer ids (mismatched cases)",
-        mismatches.len() as f64,
-        0.0,
-    )
-    .require(mismatches.is_empty(), mismatches.join("; ")))
+    Ok(Check::within("clip.tokenizer ids (mismatched cases)", mismatches.len() as f64, 0.0)
+        .require(mismatches.is_empty(), mismatches.join("; ")))
 }

@@ -31,19 +31,12 @@ pub struct ImageProcessor {
 impl ImageProcessor {
     /// CLIP's preprocessing for a vision tower of `image_size` pixels.
     pub fn clip(image_size: usize) -> Self {
-        Self {
-            size: image_size,
-            mean: CLIP_MEAN,
-            std: CLIP_STD,
-        }
+        Self { size: image_size, mean: CLIP_MEAN, std: CLIP_STD }
     }
 
     /// Decodes an image file (JPEG or PNG) and preprocesses it.
     pub fn load(&self, path: &Path) -> Result<Vec<f32>> {
-        let err = |detail: String| ClipError::Image {
-            source_name: path.display().to_string(),
-            detail,
-        };
+        let err = |detail: String| ClipError::Image { source_name: path.display().to_string(), detail };
         let decoded = image::ImageReader::open(path)
             .map_err(|e| ClipError::io(path, e))?
             .with_guessed_format()
@@ -52,11 +45,7 @@ impl ImageProcessor {
             .map_err(|e| err(format!("cannot decode: {e}")))?;
         let (width, height) = (decoded.width() as usize, decoded.height() as usize);
         let planes = if decoded.color().has_alpha() {
-            rgb_planes(
-                &composite_on_white(decoded.to_rgba8().as_raw()),
-                width,
-                height,
-            )
+            rgb_planes(&composite_on_white(decoded.to_rgba8().as_raw()), width, height)
         } else {
             rgb_planes(decoded.to_rgb8().as_raw(), width, height)
         };
@@ -66,12 +55,7 @@ impl ImageProcessor {
     /// Preprocesses interleaved 8-bit RGB pixels (`height * width * 3` bytes, row-major).
     pub fn rgb8(&self, pixels: &[u8], width: usize, height: usize) -> Result<Vec<f32>> {
         check_len("rgb8 pixels", pixels.len(), width, height, 3)?;
-        self.planes(
-            rgb_planes(pixels, width, height),
-            width,
-            height,
-            "rgb8 pixels",
-        )
+        self.planes(rgb_planes(pixels, width, height), width, height, "rgb8 pixels")
     }
 
     /// Preprocesses an 8-bit greyscale image (e.g. a Fashion-MNIST 28×28 digit), replicated to
@@ -79,12 +63,7 @@ impl ImageProcessor {
     pub fn gray8(&self, pixels: &[u8], width: usize, height: usize) -> Result<Vec<f32>> {
         check_len("gray8 pixels", pixels.len(), width, height, 1)?;
         let plane = pixels.to_vec();
-        self.planes(
-            [plane.clone(), plane.clone(), plane],
-            width,
-            height,
-            "gray8 pixels",
-        )
+        self.planes([plane.clone(), plane.clone(), plane], width, height, "gray8 pixels")
     }
 
     /// Preprocesses a float greyscale image with values in [0, 1] (torchvision `ToTensor` scale).
@@ -93,21 +72,12 @@ impl ImageProcessor {
     pub fn gray_f32(&self, pixels: &[f32], width: usize, height: usize) -> Result<Vec<f32>> {
         check_len("gray_f32 pixels", pixels.len(), width, height, 1)?;
         let plane = pixels.to_vec();
-        self.planes(
-            [plane.clone(), plane.clone(), plane],
-            width,
-            height,
-            "gray_f32 pixels",
-        )
+        self.planes([plane.clone(), plane.clone(), plane], width, height, "gray_f32 pixels")
     }
 
     /// Preprocesses a decoded RGB image (what `dissect`'s probe sets hand out).
     pub fn rgb_image(&self, image: &image::RgbImage) -> Result<Vec<f32>> {
-        self.rgb8(
-            image.as_raw(),
-            image.width() as usize,
-            image.height() as usize,
-        )
+        self.rgb8(image.as_raw(), image.width() as usize, image.height() as usize)
     }
 
     /// Stacks preprocessed images (each `3 * size * size` values) into a `[n, 3, size, size]` tensor.
@@ -115,33 +85,15 @@ impl ImageProcessor {
         let n = images.len();
         let per_image = 3 * self.size * self.size;
         if let Some(bad) = images.iter().position(|im| im.len() != per_image) {
-            return Err(ClipError::input(
-                "image batch",
-                format!(
-                    "image {bad} has {} values, expected {per_image}",
-                    images[bad].len()
-                ),
-            ));
+            return Err(ClipError::input("image batch", format!("image {bad} has {} values, expected {per_image}", images[bad].len())));
         }
-        Ok(Tensor::from_vec(
-            images.concat(),
-            &[n, 3, self.size, self.size],
-        )?)
+        Ok(Tensor::from_vec(images.concat(), &[n, 3, self.size, self.size])?)
     }
 
     /// Resize, crop and normalise three channel planes of `width * height` samples.
-    fn planes<P: Pixel>(
-        &self,
-        planes: [Vec<P>; 3],
-        width: usize,
-        height: usize,
-        what: &str,
-    ) -> Result<Vec<f32>> {
+    fn planes<P: Pixel>(&self, planes: [Vec<P>; 3], width: usize, height: usize, what: &str) -> Result<Vec<f32>> {
         if width == 0 || height == 0 {
-            return Err(ClipError::Image {
-                source_name: what.into(),
-                detail: "the image is empty".into(),
-            });
+            return Err(ClipError::Image { source_name: what.into(), detail: "the image is empty".into() });
         }
         let (out_w, out_h) = shortest_edge_size(width, height, self.size);
         let (top, left) = ((out_h - self.size) / 2, (out_w - self.size) / 2);
@@ -149,29 +101,16 @@ impl ImageProcessor {
         for (c, plane) in planes.iter().enumerate() {
             let resized = resize_plane(plane, width, height, out_w, out_h);
             for row in resized.chunks_exact(out_w).skip(top).take(self.size) {
-                out.extend(
-                    row[left..left + self.size]
-                        .iter()
-                        .map(|&v| (v.unit() as f32 - self.mean[c]) / self.std[c]),
-                );
+                out.extend(row[left..left + self.size].iter().map(|&v| (v.unit() as f32 - self.mean[c]) / self.std[c]));
             }
         }
         Ok(out)
     }
 }
 
-fn check_len(
-    what: &'static str,
-    len: usize,
-    width: usize,
-    height: usize,
-    channels: usize,
-) -> Result<()> {
+fn check_len(what: &'static str, len: usize, width: usize, height: usize, channels: usize) -> Result<()> {
     if len != width * height * channels {
-        return Err(ClipError::input(
-            what,
-            format!("{len} values do not make a {width}x{height} image with {channels} channel(s)"),
-        ));
+        return Err(ClipError::input(what, format!("{len} values do not make a {width}x{height} image with {channels} channel(s)")));
     }
     Ok(())
 }
@@ -190,11 +129,7 @@ fn shortest_edge_size(width: usize, height: usize, size: usize) -> (usize, usize
 /// Splits interleaved RGB into three planes.
 fn rgb_planes(pixels: &[u8], width: usize, height: usize) -> [Vec<u8>; 3] {
     let n = width * height;
-    let mut planes = [
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    ];
+    let mut planes = [Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n)];
     for px in pixels.chunks_exact(3) {
         for (plane, &v) in planes.iter_mut().zip(px) {
             plane.push(v);
@@ -231,23 +166,11 @@ impl Pixel for u8 {
 
     fn weights(taps: &[f64]) -> Vec<i32> {
         let one = (1u32 << PRECISION_BITS) as f64;
-        taps.iter()
-            .map(|&k| {
-                if k < 0.0 {
-                    (-0.5 + k * one) as i32
-                } else {
-                    (0.5 + k * one) as i32
-                }
-            })
-            .collect()
+        taps.iter().map(|&k| if k < 0.0 { (-0.5 + k * one) as i32 } else { (0.5 + k * one) as i32 }).collect()
     }
 
     fn convolve(samples: impl Iterator<Item = u8>, weights: &[i32]) -> u8 {
-        let acc = samples
-            .zip(weights)
-            .fold(1i32 << (PRECISION_BITS - 1), |acc, (s, &w)| {
-                acc + s as i32 * w
-            });
+        let acc = samples.zip(weights).fold(1i32 << (PRECISION_BITS - 1), |acc, (s, &w)| acc + s as i32 * w);
         (acc >> PRECISION_BITS).clamp(0, 255) as u8
     }
 
@@ -264,10 +187,7 @@ impl Pixel for f32 {
     }
 
     fn convolve(samples: impl Iterator<Item = f32>, weights: &[f64]) -> f32 {
-        samples
-            .zip(weights)
-            .map(|(s, &w)| s as f64 * w)
-            .sum::<f64>() as f32
+        samples.zip(weights).map(|(s, &w)| s as f64 * w).sum::<f64>() as f32
     }
 
     fn unit(self) -> f64 {
@@ -320,11 +240,7 @@ impl<W: Copy> AxisTaps<W> {
             }
             bounds.push((xmin, n));
         }
-        Self {
-            bounds,
-            weights: to_weights(&taps),
-            ksize,
-        }
+        Self { bounds, weights: to_weights(&taps), ksize }
     }
 
     fn of(&self, i: usize) -> (usize, &[W]) {
@@ -334,13 +250,7 @@ impl<W: Copy> AxisTaps<W> {
 }
 
 /// Pillow's two-pass resize of one plane; an axis whose size does not change is left untouched.
-fn resize_plane<P: Pixel>(
-    src: &[P],
-    width: usize,
-    height: usize,
-    out_w: usize,
-    out_h: usize,
-) -> Vec<P> {
+fn resize_plane<P: Pixel>(src: &[P], width: usize, height: usize, out_w: usize, out_h: usize) -> Vec<P> {
     let horizontal: Vec<P> = if out_w == width {
         src.to_vec()
     } else {
@@ -375,27 +285,21 @@ mod tests {
 
     /// The test pattern the Pillow references below were computed from.
     fn pattern(w: usize, h: usize) -> Vec<u8> {
-        (0..h)
-            .flat_map(|y| (0..w).map(move |x| ((x * 37 + y * 91 + 13) % 256) as u8))
-            .collect()
+        (0..h).flat_map(|y| (0..w).map(move |x| ((x * 37 + y * 91 + 13) % 256) as u8)).collect()
     }
 
     #[test]
     fn eight_bit_resize_is_pillows_to_the_bit() {
         // Image.fromarray(pattern, "L").resize((ow, oh), Image.BICUBIC), Pillow 13.0.
         let down = resize_plane(&pattern(11, 7), 11, 7, 4, 3);
-        assert_eq!(
-            down,
-            [109, 152, 123, 124, 126, 125, 144, 129, 137, 128, 131, 134]
-        );
+        assert_eq!(down, [109, 152, 123, 124, 126, 125, 144, 129, 137, 128, 131, 134]);
         let up = resize_plane(&pattern(3, 4), 3, 4, 7, 9);
         assert_eq!(
             up,
             [
-                0, 7, 22, 41, 60, 75, 82, 18, 25, 40, 59, 80, 96, 103, 58, 65, 79, 99, 126, 149,
-                159, 105, 112, 128, 146, 162, 173, 178, 162, 170, 193, 203, 158, 106, 90, 192, 201,
-                231, 233, 140, 37, 3, 133, 141, 166, 174, 116, 50, 30, 46, 53, 70, 87, 92, 92, 94,
-                10, 17, 31, 51, 81, 107, 118
+                0, 7, 22, 41, 60, 75, 82, 18, 25, 40, 59, 80, 96, 103, 58, 65, 79, 99, 126, 149, 159, 105, 112, 128, 146, 162, 173, 178,
+                162, 170, 193, 203, 158, 106, 90, 192, 201, 231, 233, 140, 37, 3, 133, 141, 166, 174, 116, 50, 30, 46, 53, 70, 87, 92, 92,
+                94, 10, 17, 31, 51, 81, 107, 118
             ]
         );
     }
@@ -405,9 +309,8 @@ mod tests {
         let src: Vec<f32> = pattern(5, 4).iter().map(|&v| v as f32 / 255.0).collect();
         let ours = resize_plane(&src, 5, 4, 3, 7);
         let pillow = [
-            0.07401396, 0.31286764, 0.5517214, 0.1953096, 0.46565065, 0.71370643, 0.43111992,
-            0.6953094, 0.9415674, 0.7177376, 0.49270406, 0.595988, 0.8281636, 0.2543222,
-            0.25566792, 0.38857085, 0.34683737, 0.50369024, 0.11520986, 0.41948354, 0.6774561,
+            0.07401396, 0.31286764, 0.5517214, 0.1953096, 0.46565065, 0.71370643, 0.43111992, 0.6953094, 0.9415674, 0.7177376, 0.49270406,
+            0.595988, 0.8281636, 0.2543222, 0.25566792, 0.38857085, 0.34683737, 0.50369024, 0.11520986, 0.41948354, 0.6774561,
         ];
         for (a, b) in ours.iter().zip(pillow) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
@@ -427,16 +330,10 @@ mod tests {
         let grey = pattern(28, 28);
         let out = p.gray8(&grey, 28, 28).unwrap();
         assert_eq!(out.len(), 3 * 32 * 32);
-        let unnormalised: Vec<Vec<f32>> = out
-            .chunks(32 * 32)
-            .enumerate()
-            .map(|(c, ch)| ch.iter().map(|v| v * CLIP_STD[c] + CLIP_MEAN[c]).collect())
-            .collect();
+        let unnormalised: Vec<Vec<f32>> =
+            out.chunks(32 * 32).enumerate().map(|(c, ch)| ch.iter().map(|v| v * CLIP_STD[c] + CLIP_MEAN[c]).collect()).collect();
         for other in &unnormalised[1..] {
-            assert!(unnormalised[0]
-                .iter()
-                .zip(other)
-                .all(|(a, b)| (a - b).abs() < 1e-5));
+            assert!(unnormalised[0].iter().zip(other).all(|(a, b)| (a - b).abs() < 1e-5));
         }
     }
 
@@ -444,20 +341,11 @@ mod tests {
     fn float_and_eight_bit_greyscale_agree_up_to_rounding() {
         let p = ImageProcessor::clip(32);
         // A smooth ramp: the cubic does not overshoot, so 8-bit clipping plays no part.
-        let grey: Vec<u8> = (0..28 * 28)
-            .map(|i| ((i % 28) * 4 + (i / 28) * 5) as u8)
-            .collect();
+        let grey: Vec<u8> = (0..28 * 28).map(|i| ((i % 28) * 4 + (i / 28) * 5) as u8).collect();
         let floats: Vec<f32> = grey.iter().map(|&v| v as f32 / 255.0).collect();
-        let (out, from_floats) = (
-            p.gray8(&grey, 28, 28).unwrap(),
-            p.gray_f32(&floats, 28, 28).unwrap(),
-        );
+        let (out, from_floats) = (p.gray8(&grey, 28, 28).unwrap(), p.gray_f32(&floats, 28, 28).unwrap());
         // 8-bit resampling rounds to whole levels (twice); float resampling does not.
-        let worst = out
-            .iter()
-            .zip(&from_floats)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let worst = out.iter().zip(&from_floats).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(worst < 1.0 / 255.0 / CLIP_STD[1], "{worst}");
     }
 
@@ -467,9 +355,7 @@ mod tests {
         let out = p.rgb8(&[200, 100, 50].repeat(40 * 25), 40, 25).unwrap();
         for (c, v) in [200.0f32, 100.0, 50.0].iter().enumerate() {
             let expected = (v / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
-            assert!(out[c * 256..(c + 1) * 256]
-                .iter()
-                .all(|x| (x - expected).abs() < 1e-5));
+            assert!(out[c * 256..(c + 1) * 256].iter().all(|x| (x - expected).abs() < 1e-5));
         }
     }
 
@@ -479,10 +365,7 @@ mod tests {
         let err = p.rgb8(&[0; 10], 2, 2).unwrap_err().to_string();
         assert!(err.contains("rgb8") && err.contains("2x2"), "{err}");
         assert!(p.gray8(&[], 0, 0).is_err());
-        let err = p
-            .load(Path::new("/nonexistent/cat.jpg"))
-            .unwrap_err()
-            .to_string();
+        let err = p.load(Path::new("/nonexistent/cat.jpg")).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/cat.jpg"), "{err}");
     }
 }

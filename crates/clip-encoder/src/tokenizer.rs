@@ -25,21 +25,13 @@ impl ClipTokenizer {
     /// Loads `tokenizer.json` and fixes the sequence length to `context_length` (the text config's
     /// `max_position_embeddings`).
     pub fn from_file(path: &Path, context_length: usize) -> Result<Self> {
-        let err = |detail: String| ClipError::Tokenizer {
-            file: path.display().to_string(),
-            detail,
-        };
+        let err = |detail: String| ClipError::Tokenizer { file: path.display().to_string(), detail };
         if context_length < 2 {
-            return Err(err(format!(
-                "context length {context_length} leaves no room for the start and end tokens"
-            )));
+            return Err(err(format!("context length {context_length} leaves no room for the start and end tokens")));
         }
         let mut inner = Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
         inner
-            .with_truncation(Some(TruncationParams {
-                max_length: context_length,
-                ..Default::default()
-            }))
+            .with_truncation(Some(TruncationParams { max_length: context_length, ..Default::default() }))
             .map_err(|e| err(format!("cannot truncate to {context_length} tokens: {e}")))?;
         let pad_token = inner.id_to_token(PAD_ID).unwrap_or_default();
         inner.with_padding(Some(PaddingParams {
@@ -50,11 +42,7 @@ impl ClipTokenizer {
             pad_token,
             pad_to_multiple_of: None,
         }));
-        Ok(Self {
-            inner,
-            context_length,
-            file: path.to_path_buf(),
-        })
+        Ok(Self { inner, context_length, file: path.to_path_buf() })
     }
 
     pub fn context_length(&self) -> usize {
@@ -64,17 +52,11 @@ impl ClipTokenizer {
     /// Ids of each text, each exactly `context_length` long (tokenised in parallel).
     pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
         let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
-        let encodings =
-            self.inner
-                .encode_batch(inputs, true)
-                .map_err(|e| ClipError::Tokenizer {
-                    file: self.file.display().to_string(),
-                    detail: format!("encoding failed: {e}"),
-                })?;
-        Ok(encodings
-            .into_iter()
-            .map(|e| e.get_ids().to_vec())
-            .collect())
+        let encodings = self
+            .inner
+            .encode_batch(inputs, true)
+            .map_err(|e| ClipError::Tokenizer { file: self.file.display().to_string(), detail: format!("encoding failed: {e}") })?;
+        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
     /// Ids of one text, `context_length` long.
@@ -96,10 +78,7 @@ pub fn strip_padding(ids: &[u32], end_id: u32) -> &[u32] {
 mod tests {
     use super::*;
 
-    const FIXTURES: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/clip_tokenizer"
-    );
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/clip_tokenizer");
 
     fn tokenizer() -> ClipTokenizer {
         ClipTokenizer::from_file(&Path::new(FIXTURES).join("tokenizer.json"), 77).unwrap()
@@ -127,10 +106,7 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_named() {
-        let err = ClipTokenizer::from_file(Path::new("/nonexistent/tokenizer.json"), 77)
-            .err()
-            .unwrap()
-            .to_string();
+        let err = ClipTokenizer::from_file(Path::new("/nonexistent/tokenizer.json"), 77).err().unwrap().to_string();
         assert!(err.contains("/nonexistent/tokenizer.json"), "{err}");
     }
 }

@@ -26,14 +26,8 @@ impl VisionEmbeddings {
         let d = c.encoder.hidden_size;
         Self {
             class_embedding: w.tensor(&format!("{name}.class_embedding"), &[d]),
-            patch_embedding: w.tensor(
-                &format!("{name}.patch_embedding.weight"),
-                &[d, c.num_channels, c.patch_size, c.patch_size],
-            ),
-            position_embedding: w.tensor(
-                &format!("{name}.position_embedding.weight"),
-                &[c.num_positions(), d],
-            ),
+            patch_embedding: w.tensor(&format!("{name}.patch_embedding.weight"), &[d, c.num_channels, c.patch_size, c.patch_size]),
+            position_embedding: w.tensor(&format!("{name}.position_embedding.weight"), &[c.num_positions(), d]),
             config: c.clone(),
         }
     }
@@ -45,19 +39,11 @@ impl VisionEmbeddings {
         let b = match pixels.shape() {
             &[b, ch, h, w] if ch == c.num_channels && h == s && w == s => b,
             other => {
-                return Err(ClipError::input(
-                    "pixel_values",
-                    format!(
-                        "expected [batch, {}, {s}, {s}], got {other:?}",
-                        c.num_channels
-                    ),
-                ))
+                return Err(ClipError::input("pixel_values", format!("expected [batch, {}, {s}, {s}], got {other:?}", c.num_channels)))
             }
         };
         let patches = pixels.conv2d(&self.patch_embedding, None, c.patch_size, 0)?; // [B, D, g, g]
-        let patches = patches
-            .reshape(&[b, d, c.num_positions() - 1])?
-            .transpose(1, 2)?; // [B, g², D]
+        let patches = patches.reshape(&[b, d, c.num_positions() - 1])?.transpose(1, 2)?; // [B, g², D]
         let class = Tensor::zeros(&[b, 1, d]).add(&self.class_embedding)?;
         Ok(Tensor::cat(&[&class, &patches], 1)?.add(&self.position_embedding)?)
     }
@@ -87,24 +73,11 @@ impl VisionTransformer {
     /// `pixels: [B, C, S, S]` (preprocessed). `last_hidden` is the encoder output `[B, T, D]` (no
     /// final norm, as in `transformers`); `pooled` is `post_layernorm` of the class token.
     pub fn forward(&self, pixels: &Tensor) -> Result<TowerOutput> {
-        let x = self
-            .pre_layrnorm
-            .forward(&self.embeddings.forward(pixels)?)?;
+        let x = self.pre_layrnorm.forward(&self.embeddings.forward(pixels)?)?;
         let last_hidden = self.encoder.forward(&x, false)?;
-        let (b, t, d) = (
-            last_hidden.dim(0)?,
-            last_hidden.dim(1)?,
-            last_hidden.dim(2)?,
-        );
+        let (b, t, d) = (last_hidden.dim(0)?, last_hidden.dim(1)?, last_hidden.dim(2)?);
         let class_rows: Vec<usize> = (0..b).map(|i| i * t).collect();
-        let pooled = self.post_layernorm.forward(
-            &last_hidden
-                .reshape(&[b * t, d])?
-                .index_select(&class_rows)?,
-        )?;
-        Ok(TowerOutput {
-            last_hidden,
-            pooled,
-        })
+        let pooled = self.post_layernorm.forward(&last_hidden.reshape(&[b * t, d])?.index_select(&class_rows)?)?;
+        Ok(TowerOutput { last_hidden, pooled })
     }
 }

@@ -30,11 +30,7 @@ pub struct Checkpoint {
 impl Checkpoint {
     pub fn load(path: &Path) -> Result<Self> {
         let file = TensorFile::load(path)?;
-        Ok(Self {
-            tensors: file.tensors,
-            file: path.to_path_buf(),
-            problems: Vec::new(),
-        })
+        Ok(Self { tensors: file.tensors, file: path.to_path_buf(), problems: Vec::new() })
     }
 }
 
@@ -42,13 +38,8 @@ impl WeightSource for Checkpoint {
     fn tensor(&mut self, name: &str, shape: &[usize]) -> Tensor {
         match self.tensors.remove(name) {
             Some(t) if t.shape() == shape => return t,
-            Some(t) => self.problems.push(format!(
-                "`{name}`: expected {shape:?}, found {:?}",
-                t.shape()
-            )),
-            None => self
-                .problems
-                .push(format!("`{name}`: expected {shape:?}, missing")),
+            Some(t) => self.problems.push(format!("`{name}`: expected {shape:?}, found {:?}", t.shape())),
+            None => self.problems.push(format!("`{name}`: expected {shape:?}, missing")),
         }
         // A stand-in so the build can go on collecting problems; `finish` rejects the model.
         Tensor::zeros(shape)
@@ -78,10 +69,7 @@ pub struct RandomWeights {
 
 impl RandomWeights {
     pub fn new(seed: u64) -> Self {
-        Self {
-            seed,
-            next_offset: 0,
-        }
+        Self { seed, next_offset: 0 }
     }
 }
 

@@ -27,14 +27,10 @@ impl Device {
         match name {
             "cpu" => Ok(Device::Cpu),
             "cuda" => Ok(Device::Cuda(0)),
-            other => other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(Device::Cuda)
-                .ok_or_else(|| Error::Invalid {
-                    op: "--device",
-                    detail: format!("unknown device `{other}`, expected cpu, cuda or cuda:N"),
-                }),
+            other => other.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Device::Cuda).ok_or_else(|| Error::Invalid {
+                op: "--device",
+                detail: format!("unknown device `{other}`, expected cpu, cuda or cuda:N"),
+            }),
         }
     }
 

@@ -33,11 +33,13 @@ impl TensorFile {
 
     /// Parses safetensors bytes (errors name the tensor; the caller adds the file).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| file_err(Path::new("<bytes>"), format!("not a safetensors file: {e}")))?;
+        let (_, header) =
+            SafeTensors::read_metadata(bytes).map_err(|e| file_err(Path::new("<bytes>"), format!("not a safetensors file: {e}")))?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| file_err(Path::new("<bytes>"), format!("not a safetensors file: {e}")))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
-            let data = to_f32(&view).ok_or_else(|| file_err(Path::new("<bytes>"), format!("tensor `{name}` has unsupported dtype {:?}", view.dtype())))?;
+            let data = to_f32(&view)
+                .ok_or_else(|| file_err(Path::new("<bytes>"), format!("tensor `{name}` has unsupported dtype {:?}", view.dtype())))?;
             tensors.insert(name.to_string(), Tensor::from_vec(data, view.shape())?);
         }
         let metadata = header.metadata().clone().unwrap_or_default();

@@ -89,7 +89,8 @@ impl Tensor {
     /// [`Tensor::with_tape_of`] the activation it will meet.
     pub fn traced(&self, tape: &Tape) -> Self {
         let i = &self.inner;
-        let inner = Inner { id: i.id, shape: i.shape.clone(), data: i.data.clone(), tape: Some(tape.clone()), requires_grad: i.requires_grad };
+        let inner =
+            Inner { id: i.id, shape: i.shape.clone(), data: i.data.clone(), tape: Some(tape.clone()), requires_grad: i.requires_grad };
         Self { inner: Arc::new(inner) }
     }
 

@@ -110,9 +110,7 @@ fn activations() {
 
 #[test]
 fn convolution_and_pooling() {
-    check("conv2d stride 1 pad 1", &[t(&[2, 2, 4, 4], 80), t(&[3, 2, 3, 3], 81), t(&[3], 82)], |x| {
-        x[0].conv2d(&x[1], Some(&x[2]), 1, 1)
-    });
+    check("conv2d stride 1 pad 1", &[t(&[2, 2, 4, 4], 80), t(&[3, 2, 3, 3], 81), t(&[3], 82)], |x| x[0].conv2d(&x[1], Some(&x[2]), 1, 1));
     check("conv2d stride 2 no pad", &[t(&[1, 3, 5, 5], 83), t(&[2, 3, 3, 3], 84)], |x| x[0].conv2d(&x[1], None, 2, 0));
     // Distinct values 0.04 apart, so the finite-difference step never changes a window's maximum.
     let distinct: Vec<f32> = (0..100).map(|i| ((i * 37) % 100) as f32 * 0.04 - 2.0).collect();

@@ -28,12 +28,7 @@ pub struct CacheKey {
 impl CacheKey {
     /// A key for entries of one kind (`activations`, `clip-images`, …).
     pub fn new(kind: &str) -> Self {
-        Self {
-            fields: vec![
-                ("format".into(), FORMAT.into()),
-                ("kind".into(), kind.into()),
-            ],
-        }
+        Self { fields: vec![("format".into(), FORMAT.into()), ("kind".into(), kind.into())] }
     }
 
     /// Adds a field the content depends on.
@@ -44,10 +39,7 @@ impl CacheKey {
 
     /// The fields, one `name=value` line each (values are escaped so lines cannot be forged).
     pub fn canonical(&self) -> String {
-        self.fields
-            .iter()
-            .map(|(k, v)| format!("{k}={}\n", v.escape_default()))
-            .collect()
+        self.fields.iter().map(|(k, v)| format!("{k}={}\n", v.escape_default())).collect()
     }
 
     /// Hex sha256 of [`CacheKey::canonical`]: the entry's file name.
@@ -72,9 +64,7 @@ pub fn file_sha256(path: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
-        let n = file
-            .read(&mut buffer)
-            .map_err(|err| DissectError::io(path, err))?;
+        let n = file.read(&mut buffer).map_err(|err| DissectError::io(path, err))?;
         if n == 0 {
             break;
         }
@@ -94,9 +84,7 @@ pub struct Cache {
 
 impl Cache {
     pub fn at(dir: impl Into<PathBuf>) -> Self {
-        Self {
-            dir: Some(dir.into()),
-        }
+        Self { dir: Some(dir.into()) }
     }
 
     pub fn disabled() -> Self {
@@ -108,9 +96,7 @@ impl Cache {
     }
 
     fn path(&self, key: &CacheKey) -> Option<PathBuf> {
-        self.dir
-            .as_ref()
-            .map(|dir| dir.join(format!("{}.safetensors", key.digest())))
+        self.dir.as_ref().map(|dir| dir.join(format!("{}.safetensors", key.digest())))
     }
 
     /// The entry under `key`, if present and intact.
@@ -123,14 +109,7 @@ impl Cache {
         if *stored_key != key.canonical() {
             return None;
         }
-        file.names()
-            .into_iter()
-            .map(|name| {
-                read_matrix(&file, name, &path)
-                    .ok()
-                    .map(|m| (name.to_string(), m))
-            })
-            .collect()
+        file.names().into_iter().map(|name| read_matrix(&file, name, &path).ok().map(|m| (name.to_string(), m))).collect()
     }
 
     /// Stores `entry` under `key` (written to a temporary file, then renamed, so readers never see
@@ -140,8 +119,7 @@ impl Cache {
             return Ok(());
         };
         std::fs::create_dir_all(dir).map_err(|err| DissectError::io(dir, err))?;
-        let tensors: Vec<(&str, &Array2<f32>)> =
-            entry.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let tensors: Vec<(&str, &Array2<f32>)> = entry.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let metadata = HashMap::from([("key".to_string(), key.canonical())]);
         let bytes = serialize(&tensors, metadata, &path)?;
         let partial = path.with_extension(format!("partial-{}", std::process::id()));
@@ -150,11 +128,7 @@ impl Cache {
     }
 
     /// The entry under `key`, computing and storing it on a miss.
-    pub fn get_or_compute(
-        &self,
-        key: &CacheKey,
-        compute: impl FnOnce() -> Result<Entry>,
-    ) -> Result<(Entry, bool)> {
+    pub fn get_or_compute(&self, key: &CacheKey, compute: impl FnOnce() -> Result<Entry>) -> Result<(Entry, bool)> {
         if let Some(entry) = self.load(key) {
             return Ok((entry, true));
         }
@@ -182,20 +156,14 @@ mod tests {
     fn hits_only_for_the_same_key_and_survives_reload() {
         let dir = scratch("hits");
         let cache = Cache::at(&dir);
-        let key = CacheKey::new("activations")
-            .with("model", "abc")
-            .with("layer", "head");
+        let key = CacheKey::new("activations").with("model", "abc").with("layer", "head");
         let (first, hit) = cache.get_or_compute(&key, || Ok(entry(1.0))).unwrap();
         assert!(!hit);
-        let (second, hit) = cache
-            .get_or_compute(&key, || panic!("must not recompute"))
-            .unwrap();
+        let (second, hit) = cache.get_or_compute(&key, || panic!("must not recompute")).unwrap();
         assert!(hit);
         assert_eq!(first, second);
         // Any changed field is another entry.
-        let other = CacheKey::new("activations")
-            .with("model", "abd")
-            .with("layer", "head");
+        let other = CacheKey::new("activations").with("model", "abd").with("layer", "head");
         let (third, hit) = cache.get_or_compute(&other, || Ok(entry(2.0))).unwrap();
         assert!(!hit);
         assert_eq!(third["activations"][[0, 0]], 2.0);

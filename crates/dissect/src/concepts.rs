@@ -16,15 +16,9 @@ const BUILTIN: [(&str, &str); 8] = [
     ("20k", include_str!("../concepts/20k.txt")),
     ("10k", include_str!("../concepts/10k.txt")),
     ("3k", include_str!("../concepts/3k.txt")),
-    (
-        "broden",
-        include_str!("../concepts/broden_labels_clean.txt"),
-    ),
+    ("broden", include_str!("../concepts/broden_labels_clean.txt")),
     ("imagenet", include_str!("../concepts/imagenet_labels.txt")),
-    (
-        "places365",
-        include_str!("../concepts/categories_places365.txt"),
-    ),
+    ("places365", include_str!("../concepts/categories_places365.txt")),
     ("cifar100", include_str!("../concepts/cifar100.txt")),
     ("imagenet-gpt", include_str!("../concepts/imagenet_gpt.txt")),
 ];
@@ -63,10 +57,7 @@ impl ConceptSet {
         }
         let path = Path::new(spec);
         if !path.exists() && !spec.contains(['/', '\\', '.']) {
-            return Err(DissectError::UnknownConceptSet(
-                spec.to_string(),
-                Self::builtin_names().join(", "),
-            ));
+            return Err(DissectError::UnknownConceptSet(spec.to_string(), Self::builtin_names().join(", ")));
         }
         Self::from_file(path)
     }
@@ -86,11 +77,7 @@ impl ConceptSet {
         if concepts.is_empty() {
             return Err(DissectError::EmptyConceptSet(name.into()));
         }
-        Ok(Self {
-            name,
-            concepts,
-            index,
-        })
+        Ok(Self { name, concepts, index })
     }
 
     pub fn name(&self) -> &str {
@@ -156,15 +143,9 @@ mod tests {
     #[test]
     fn every_builtin_loads_and_is_clean() {
         for name in ConceptSet::builtin_names() {
-            let set = ConceptSet::builtin(name)
-                .unwrap_or_else(|| panic!("built-in `{name}` failed to load"));
+            let set = ConceptSet::builtin(name).unwrap_or_else(|| panic!("built-in `{name}` failed to load"));
             assert!(set.len() > 100, "{name}: {} concepts", set.len());
-            assert!(
-                set.concepts()
-                    .iter()
-                    .all(|c| !c.is_empty() && c.trim() == c),
-                "{name}"
-            );
+            assert!(set.concepts().iter().all(|c| !c.is_empty() && c.trim() == c), "{name}");
         }
         let places = ConceptSet::builtin("places365").unwrap();
         assert_eq!(places.get(0), Some("airfield"));
@@ -174,8 +155,7 @@ mod tests {
 
     #[test]
     fn lines_are_trimmed_deduplicated_and_ordered() {
-        let set =
-            ConceptSet::from_lines("t".into(), ["  dog ", "", "cat", "dog", "\t", "bird"]).unwrap();
+        let set = ConceptSet::from_lines("t".into(), ["  dog ", "", "cat", "dog", "\t", "bird"]).unwrap();
         assert_eq!(set.concepts(), ["dog", "cat", "bird"]);
         assert_eq!(set.find("Dog"), Some(0));
         assert_eq!(set.find("horse"), None);
@@ -199,10 +179,7 @@ mod tests {
         assert!(err.to_string().contains("empty.txt"), "{err}");
         let file = dir.join("mine.txt");
         std::fs::write(&file, "stripes\nsky\n").unwrap();
-        assert_eq!(
-            ConceptSet::load(file.to_str().unwrap()).unwrap().concepts(),
-            ["stripes", "sky"]
-        );
+        assert_eq!(ConceptSet::load(file.to_str().unwrap()).unwrap().concepts(), ["stripes", "sky"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -9,17 +9,11 @@ use thiserror::Error;
 pub enum DissectError {
     /// An input matrix or buffer does not have the shape the computation needs.
     #[error("{what}: expected {expected}, got {got}")]
-    Shape {
-        what: String,
-        expected: String,
-        got: String,
-    },
+    Shape { what: String, expected: String, got: String },
     /// A parameter (a similarity's `top_k`, a flag) is out of its valid range.
     #[error("parameter `{name}`: {detail}")]
     Parameter { name: String, detail: String },
-    #[error(
-        "unknown similarity `{0}`: expected one of cos, cos-cubed, rank-reorder, wpmi, soft-wpmi"
-    )]
+    #[error("unknown similarity `{0}`: expected one of cos, cos-cubed, rank-reorder, wpmi, soft-wpmi")]
     UnknownSimilarity(String),
     #[error("unknown built-in concept set `{0}`: expected a file or one of {1}")]
     UnknownConceptSet(String, String),
@@ -32,11 +26,7 @@ pub enum DissectError {
     MissingLabels(String),
     /// The label backend found no class name in the concept set.
     #[error("none of the {classes} class names of probe set `{probe}` is in the concept set `{concepts}`")]
-    NoClassConcepts {
-        probe: String,
-        concepts: String,
-        classes: usize,
-    },
+    NoClassConcepts { probe: String, concepts: String, classes: usize },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -55,35 +45,18 @@ pub type Result<T> = std::result::Result<T, DissectError>;
 
 impl DissectError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
-        }
+        Self::Io { path: path.into(), source }
     }
 
     pub(crate) fn format(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
-        Self::Format {
-            path: path.into(),
-            detail: detail.into(),
-        }
+        Self::Format { path: path.into(), detail: detail.into() }
     }
 
     pub(crate) fn parameter(name: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self::Parameter {
-            name: name.into(),
-            detail: detail.into(),
-        }
+        Self::Parameter { name: name.into(), detail: detail.into() }
     }
 
-    pub(crate) fn shape(
-        what: impl Into<String>,
-        expected: impl Into<String>,
-        got: impl Into<String>,
-    ) -> Self {
-        Self::Shape {
-            what: what.into(),
-            expected: expected.into(),
-            got: got.into(),
-        }
+    pub(crate) fn shape(what: impl Into<String>, expected: impl Into<String>, got: impl Into<String>) -> Self {
+        Self::Shape { what: what.into(), expected: expected.into(), got: got.into() }
     }
 }

@@ -62,19 +62,11 @@ pub fn explain(
 ) -> Result<Vec<Explanation>> {
     let (n, units) = layer.pooled.dim();
     if labels.len() != units {
-        return Err(DissectError::shape(
-            format!("labels of `{}`", layer.layer),
-            units.to_string(),
-            labels.len().to_string(),
-        ));
+        return Err(DissectError::shape(format!("labels of `{}`", layer.layer), units.to_string(), labels.len().to_string()));
     }
     if let Some(c) = &classifier {
         if c.logits.nrows() != n {
-            return Err(DissectError::shape(
-                "classifier logits",
-                format!("{n} rows"),
-                c.logits.nrows().to_string(),
-            ));
+            return Err(DissectError::shape("classifier logits", format!("{n} rows"), c.logits.nrows().to_string()));
         }
         if let Some(w) = c.weight {
             if w.ncols() != units || w.nrows() != c.logits.ncols() {
@@ -86,30 +78,16 @@ pub fn explain(
             }
         }
     }
-    let name = |c: usize| {
-        class_names
-            .get(c)
-            .cloned()
-            .unwrap_or_else(|| format!("class {c}"))
-    };
+    let name = |c: usize| class_names.get(c).cloned().unwrap_or_else(|| format!("class {c}"));
     images
         .iter()
         .map(|&image| {
             if image >= n {
-                return Err(DissectError::parameter(
-                    "example image",
-                    format!("{image} is beyond the {n} probe images"),
-                ));
+                return Err(DissectError::parameter("example image", format!("{image} is beyond the {n} probe images")));
             }
             let row = layer.pooled.row(image);
-            let predicted = classifier.and_then(|c| {
-                top_indices(c.logits.row(image).iter().copied(), 1)
-                    .first()
-                    .copied()
-            });
-            let weight_row = classifier
-                .zip(predicted)
-                .and_then(|(c, p)| c.weight.map(|w| w.index_axis_move(ndarray::Axis(0), p)));
+            let predicted = classifier.and_then(|c| top_indices(c.logits.row(image).iter().copied(), 1).first().copied());
+            let weight_row = classifier.zip(predicted).and_then(|(c, p)| c.weight.map(|w| w.index_axis_move(ndarray::Axis(0), p)));
             let active: Vec<Winner> = row
                 .iter()
                 .enumerate()
@@ -155,12 +133,7 @@ mod tests {
         ["stripes", "sole", "collar", "strap"]
             .iter()
             .enumerate()
-            .map(|(unit, l)| NeuronLabel {
-                unit,
-                label: l.to_string(),
-                score: 1.0,
-                alternatives: vec![],
-            })
+            .map(|(unit, l)| NeuronLabel { unit, label: l.to_string(), score: 1.0, alternatives: vec![] })
             .collect()
     }
 
@@ -169,28 +142,12 @@ mod tests {
         let logits = array![[0.1, 0.9], [0.8, 0.2]];
         let weight = array![[1.0, 1.0, 1.0, 1.0], [0.0, 0.5, 1.0, -0.1]];
         let classes = vec!["shirt".to_string(), "sandal".to_string()];
-        let c = Classifier {
-            logits: logits.view(),
-            weight: Some(weight.view()),
-        };
-        let got = explain(
-            &[0, 1],
-            &layer(),
-            &labels(),
-            Some(c),
-            &classes,
-            Some,
-            8,
-        )
-        .unwrap();
+        let c = Classifier { logits: logits.view(), weight: Some(weight.view()) };
+        let got = explain(&[0, 1], &layer(), &labels(), Some(c), &classes, Some, 8).unwrap();
         let first = &got[0];
         assert_eq!(first.predicted.as_deref(), Some("sandal"));
         assert_eq!(first.class.as_deref(), Some("shirt"));
-        assert_eq!(
-            (first.active, first.units),
-            (2, 4),
-            "|5e-5| is below the threshold"
-        );
+        assert_eq!((first.active, first.units), (2, 4), "|5e-5| is below the threshold");
         // sole: 2 × 0.5 = 1.0; strap: −3 × −0.1 = 0.3.
         assert_eq!(first.winners[0].label, "sole");
         assert_eq!(first.winners[0].contribution, 1.0);

@@ -57,14 +57,9 @@ impl ModelSource {
     /// Loads `checkpoint`; its bytes' sha256 identifies the weights in the activation cache.
     pub fn load(checkpoint: &Path, sampling: Sampling) -> Result<Self> {
         let checkpoint_sha256 = file_sha256(checkpoint)?;
-        let (model, _) = Model::load(checkpoint).map_err(|e| {
-            upstream(format!("loading checkpoint {}", checkpoint.display()))(e.to_string())
-        })?;
-        Ok(Self {
-            model,
-            checkpoint_sha256,
-            sampling,
-        })
+        let (model, _) =
+            Model::load(checkpoint).map_err(|e| upstream(format!("loading checkpoint {}", checkpoint.display()))(e.to_string()))?;
+        Ok(Self { model, checkpoint_sha256, sampling })
     }
 
     pub fn model(&self) -> &Model {
@@ -89,9 +84,7 @@ impl ActivationSource for ModelSource {
             layers.push("head".into());
             layers
         } else {
-            ["layer1", "layer2", "layer3", "layer4", "fc"]
-                .map(String::from)
-                .to_vec()
+            ["layer1", "layer2", "layer3", "layer4", "fc"].map(String::from).to_vec()
         }
     }
 
@@ -99,62 +92,37 @@ impl ActivationSource for ModelSource {
         format!("{}:{}", self.checkpoint_sha256, self.sampling)
     }
 
-    fn record(
-        &mut self,
-        probe: &dyn ProbeSet,
-        indices: &[usize],
-        layers: &[String],
-    ) -> Result<Vec<LayerOutput>> {
+    fn record(&mut self, probe: &dyn ProbeSet, indices: &[usize], layers: &[String]) -> Result<Vec<LayerOutput>> {
         let [c, h, w] = probe.input_shape();
         let per_image = c * h * w;
         let mut inputs = vec![0.0f32; indices.len() * per_image];
-        inputs
-            .par_chunks_mut(per_image)
-            .zip(indices.par_iter())
-            .try_for_each(|(out, &i)| probe.load_input(i, out))?;
-        let x = Tensor::from_vec(inputs, &[indices.len(), c, h, w])
-            .map_err(|e| upstream("building the probe batch")(e.to_string()))?;
+        inputs.par_chunks_mut(per_image).zip(indices.par_iter()).try_for_each(|(out, &i)| probe.load_input(i, out))?;
+        let x = Tensor::from_vec(inputs, &[indices.len(), c, h, w]).map_err(|e| upstream("building the probe batch")(e.to_string()))?;
         let (mode, seed, step) = match self.sampling {
             Sampling::Deterministic => (LwtaMode::Deterministic, 0, 0),
-            Sampling::Sample { seed, batch_size } => (
-                LwtaMode::Sample,
-                seed,
-                indices
-                    .first()
-                    .map_or(0, |&i| (i / batch_size.max(1)) as u64),
-            ),
+            Sampling::Sample { seed, batch_size } => {
+                (LwtaMode::Sample, seed, indices.first().map_or(0, |&i| (i / batch_size.max(1)) as u64))
+            }
         };
         let mut forward = Forward::new(mode, seed, step).with_taps(layers.iter().cloned());
         self.model.forward(&x, &mut forward).map_err(|e| match e {
-            cvn_models::Error::UnknownLayer { name, available } => DissectError::UnknownLayer {
-                layer: name,
-                available,
-            },
+            cvn_models::Error::UnknownLayer { name, available } => DissectError::UnknownLayer { layer: name, available },
             other => upstream("forward pass over the probe images")(other.to_string()),
         })?;
         let taps = forward.take_taps();
         layers
             .iter()
             .map(|layer| {
-                let tap = taps.get(layer).ok_or_else(|| {
-                    upstream(format!("recording `{layer}`"))(
-                        "the model did not produce this layer's output".into(),
-                    )
-                })?;
-                Ok(LayerOutput {
-                    shape: tap.output.shape().to_vec(),
-                    data: tap.output.to_vec(),
-                })
+                let tap = taps
+                    .get(layer)
+                    .ok_or_else(|| upstream(format!("recording `{layer}`"))("the model did not produce this layer's output".into()))?;
+                Ok(LayerOutput { shape: tap.output.shape().to_vec(), data: tap.output.to_vec() })
             })
             .collect()
     }
 
     fn head(&self) -> Option<Head> {
-        let (layer, inputs) = if self.is_vit() {
-            ("head", vec!["norm"])
-        } else {
-            ("fc", vec!["layer4", "avgpool"])
-        };
+        let (layer, inputs) = if self.is_vit() { ("head", vec!["norm"]) } else { ("fc", vec!["layer4", "avgpool"]) };
         let weight = self.model.params().get(&format!("{layer}.weight"))?;
         let [rows, cols] = <[usize; 2]>::try_from(weight.shape()).ok()?;
         Some(Head {
@@ -178,19 +146,10 @@ impl DatasetProbe {
         let labels: Vec<usize> = split.labels().iter().map(|&l| l as usize).collect();
         let mut hasher = Sha256::new();
         for i in 0..split.len() {
-            hasher.update(
-                split
-                    .raw_image(i)
-                    .map_err(|e| upstream(format!("reading {name}"))(e.to_string()))?
-                    .as_raw(),
-            );
+            hasher.update(split.raw_image(i).map_err(|e| upstream(format!("reading {name}"))(e.to_string()))?.as_raw());
         }
         hasher.update(split.labels());
-        Ok(Self {
-            id: format!("{name}:{}", hex(&hasher.finalize())),
-            dataset: Arc::new(split),
-            labels,
-        })
+        Ok(Self { id: format!("{name}:{}", hex(&hasher.finalize())), dataset: Arc::new(split), labels })
     }
 
     /// An ImageFolder tree; its id is `name` plus the sha256 of every file's path, size and
@@ -199,22 +158,11 @@ impl DatasetProbe {
         let mut listing = String::new();
         for (path, label) in folder.samples() {
             let meta = std::fs::metadata(path).map_err(|err| DissectError::io(path, err))?;
-            let modified = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-            listing.push_str(&format!(
-                "{}\t{label}\t{}\t{modified:?}\n",
-                path.display(),
-                meta.len()
-            ));
+            let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            listing.push_str(&format!("{}\t{label}\t{}\t{modified:?}\n", path.display(), meta.len()));
         }
         let labels = folder.samples().iter().map(|(_, l)| *l).collect();
-        Ok(Self {
-            id: format!("{name}:{}", hex_sha256(listing.as_bytes())),
-            dataset: Arc::new(folder),
-            labels,
-        })
+        Ok(Self { id: format!("{name}:{}", hex_sha256(listing.as_bytes())), dataset: Arc::new(folder), labels })
     }
 
     /// Only the first `n` images (quick runs); the id says so.
@@ -245,9 +193,7 @@ impl ProbeSet for DatasetProbe {
     }
 
     fn image(&self, index: usize) -> Result<RgbImage> {
-        self.dataset
-            .raw_image(index)
-            .map_err(|e| upstream(format!("probe image {index}"))(e.to_string()))
+        self.dataset.raw_image(index).map_err(|e| upstream(format!("probe image {index}"))(e.to_string()))
     }
 
     fn input_shape(&self) -> [usize; 3] {
@@ -257,10 +203,7 @@ impl ProbeSet for DatasetProbe {
     fn load_input(&self, index: usize, out: &mut [f32]) -> Result<()> {
         // Probe sets are built without augmentation: the generator is never drawn from.
         let mut unused = CounterRng::new(0, 0, index as u64);
-        self.dataset
-            .load_into(index, &mut unused, out)
-            .map(|_| ())
-            .map_err(|e| upstream(format!("probe image {index}"))(e.to_string()))
+        self.dataset.load_into(index, &mut unused, out).map(|_| ()).map_err(|e| upstream(format!("probe image {index}"))(e.to_string()))
     }
 }
 
@@ -273,28 +216,19 @@ pub struct ClipModelEncoder {
 impl ClipModelEncoder {
     /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
-        let clip = Clip::load(dir)
-            .map_err(|e| upstream(format!("loading CLIP from {}", dir.display()))(e.to_string()))?;
-        Ok(Self {
-            clip,
-            fingerprint: file_sha256(&dir.join("model.safetensors"))?,
-        })
+        let clip = Clip::load(dir).map_err(|e| upstream(format!("loading CLIP from {}", dir.display()))(e.to_string()))?;
+        Ok(Self { clip, fingerprint: file_sha256(&dir.join("model.safetensors"))? })
     }
 }
 
 fn to_array(t: &Tensor, what: &str) -> Result<Array2<f32>> {
-    let [rows, cols] = <[usize; 2]>::try_from(t.shape())
-        .map_err(|_| DissectError::shape(what, "[N, D]", format!("{:?}", t.shape())))?;
-    Array2::from_shape_vec((rows, cols), t.to_vec())
-        .map_err(|e| DissectError::shape(what, "[N, D]", e.to_string()))
+    let [rows, cols] = <[usize; 2]>::try_from(t.shape()).map_err(|_| DissectError::shape(what, "[N, D]", format!("{:?}", t.shape())))?;
+    Array2::from_shape_vec((rows, cols), t.to_vec()).map_err(|e| DissectError::shape(what, "[N, D]", e.to_string()))
 }
 
 impl TextEncoder for ClipModelEncoder {
     fn encode_texts(&self, texts: &[String]) -> Result<Array2<f32>> {
-        let t = self
-            .clip
-            .encode_texts(texts)
-            .map_err(|e| upstream("encoding texts with CLIP")(e.to_string()))?;
+        let t = self.clip.encode_texts(texts).map_err(|e| upstream("encoding texts with CLIP")(e.to_string()))?;
         to_array(&t, "CLIP text embeddings")
     }
 }
@@ -311,14 +245,8 @@ impl ClipEncoder for ClipModelEncoder {
             .map(|im| processor.rgb8(im.as_raw(), im.width() as usize, im.height() as usize))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| upstream("preprocessing probe images for CLIP")(e.to_string()))?;
-        let batch = processor
-            .stack(pixels)
-            .map_err(|e| upstream("preprocessing probe images for CLIP")(e.to_string()))?;
-        let t = self
-            .clip
-            .model
-            .encode_images(&batch)
-            .map_err(|e| upstream("encoding images with CLIP")(e.to_string()))?;
+        let batch = processor.stack(pixels).map_err(|e| upstream("preprocessing probe images for CLIP")(e.to_string()))?;
+        let t = self.clip.model.encode_images(&batch).map_err(|e| upstream("encoding images with CLIP")(e.to_string()))?;
         to_array(&t, "CLIP image embeddings")
     }
 }

@@ -27,28 +27,17 @@ pub struct NeuronLabel {
 /// Indices of the `n` highest values, highest first (ties: lower index); NaN ranks below every
 /// number, so an undefined similarity never names a neuron.
 pub(crate) fn top_indices(values: impl Iterator<Item = f32>, n: usize) -> Vec<usize> {
-    let values = values
-        .zip(0..)
-        .map(|(v, i)| (if v.is_nan() { f32::NEG_INFINITY } else { v }, i))
-        .collect();
+    let values = values.zip(0..).map(|(v, i)| (if v.is_nan() { f32::NEG_INFINITY } else { v }, i)).collect();
     largest(values, n).into_iter().map(|i| i as usize).collect()
 }
 
 /// Names every neuron (row of `similarity`, K × M) after its best concept, with
 /// `alternatives` runners-up.
-pub fn label_neurons(
-    similarity: ArrayView2<f32>,
-    concepts: &ConceptSet,
-    alternatives: usize,
-) -> Result<Vec<NeuronLabel>> {
+pub fn label_neurons(similarity: ArrayView2<f32>, concepts: &ConceptSet, alternatives: usize) -> Result<Vec<NeuronLabel>> {
     if similarity.ncols() != concepts.len() {
         return Err(DissectError::shape(
             "similarity matrix",
-            format!(
-                "{} columns (concepts in `{}`)",
-                concepts.len(),
-                concepts.name()
-            ),
+            format!("{} columns (concepts in `{}`)", concepts.len(), concepts.name()),
             format!("{} columns", similarity.ncols()),
         ));
     }
@@ -61,12 +50,7 @@ pub fn label_neurons(
             let best = top_indices(row.iter().copied(), alternatives + 1);
             let entry = |m: usize| (names[m].clone(), row[m]);
             let (label, score) = entry(best[0]);
-            NeuronLabel {
-                unit,
-                label,
-                score,
-                alternatives: best[1..].iter().map(|&m| entry(m)).collect(),
-            }
+            NeuronLabel { unit, label, score, alternatives: best[1..].iter().map(|&m| entry(m)).collect() }
         })
         .collect())
 }
@@ -99,10 +83,7 @@ pub fn evaluate_classifier(
     if similarity.nrows() != class_names.len() || labels.len() != class_names.len() {
         return Err(DissectError::shape(
             format!("classifier layer `{layer}`"),
-            format!(
-                "one unit per class of the probe set ({})",
-                class_names.len()
-            ),
+            format!("one unit per class of the probe set ({})", class_names.len()),
             format!("{} units", similarity.nrows()),
         ));
     }
@@ -121,16 +102,10 @@ pub fn evaluate_classifier(
     }
     let mean_cosine = match text {
         Some(encoder) => {
-            let predicted = encoder
-                .encode_texts(&labels.iter().map(|l| l.label.clone()).collect::<Vec<_>>())?;
+            let predicted = encoder.encode_texts(&labels.iter().map(|l| l.label.clone()).collect::<Vec<_>>())?;
             let truth = encoder.encode_texts(class_names)?;
             let cos = cosine_matrix(&predicted, &truth)?;
-            Some(
-                (0..class_names.len())
-                    .map(|c| cos[[c, c]] as f64)
-                    .sum::<f64>()
-                    / class_names.len() as f64,
-            )
+            Some((0..class_names.len()).map(|c| cos[[c, c]] as f64).sum::<f64>() / class_names.len() as f64)
         }
         None => None,
     };
@@ -151,36 +126,20 @@ mod tests {
     use ndarray::{array, Array2};
 
     fn concepts() -> ConceptSet {
-        ConceptSet::from_lines(
-            "t".into(),
-            ["cat", "dog", "car", "tree", "sky", "sea", "sun"],
-        )
-        .unwrap()
+        ConceptSet::from_lines("t".into(), ["cat", "dog", "car", "tree", "sky", "sea", "sun"]).unwrap()
     }
 
     #[test]
     fn labels_are_best_concept_then_runners_up() {
-        let sim = array![
-            [0.1, 0.9, f32::NAN, 0.5, 0.0, 0.2, 0.3],
-            [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-        ];
+        let sim = array![[0.1, 0.9, f32::NAN, 0.5, 0.0, 0.2, 0.3], [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]];
         let labels = label_neurons(sim.view(), &concepts(), ALTERNATIVES).unwrap();
         assert_eq!(labels[0].label, "dog");
         assert_eq!(labels[0].score, 0.9);
-        let alts: Vec<&str> = labels[0]
-            .alternatives
-            .iter()
-            .map(|(c, _)| c.as_str())
-            .collect();
+        let alts: Vec<&str> = labels[0].alternatives.iter().map(|(c, _)| c.as_str()).collect();
         assert_eq!(alts, ["tree", "sun", "sea", "cat"], "NaN ranks last");
         assert_eq!(labels[1].unit, 1);
         assert_eq!(labels[1].label, "cat");
-        assert!(label_neurons(
-            sim.view(),
-            &ConceptSet::from_lines("x".into(), ["a"]).unwrap(),
-            4
-        )
-        .is_err());
+        assert!(label_neurons(sim.view(), &ConceptSet::from_lines("x".into(), ["a"]).unwrap(), 4).is_err());
     }
 
     /// Embeds "cat", "dog" and every other text along three orthogonal axes.
@@ -192,52 +151,30 @@ mod tests {
                 "dog" => 2,
                 _ => 1,
             };
-            Ok(Array2::from_shape_fn((texts.len(), 3), |(i, j)| {
-                if axis(&texts[i]) == j {
-                    2.0
-                } else {
-                    0.0
-                }
-            }))
+            Ok(Array2::from_shape_fn((texts.len(), 3), |(i, j)| if axis(&texts[i]) == j { 2.0 } else { 0.0 }))
         }
     }
 
     #[test]
     fn classifier_accuracy_and_cosine() {
         // Class 0 "cat": neuron 0 prefers "dog" then "cat" (top-5 hit only); class 1 "dog": right.
-        let sim = array![
-            [0.5, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0],
-            [0.0, 0.8, 0.1, 0.0, 0.0, 0.0, 0.0]
-        ];
+        let sim = array![[0.5, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.8, 0.1, 0.0, 0.0, 0.0, 0.0]];
         let labels = label_neurons(sim.view(), &concepts(), ALTERNATIVES).unwrap();
         let classes = vec!["cat".to_string(), "dog".to_string()];
-        let eval = evaluate_classifier(
-            "head",
-            sim.view(),
-            &labels,
-            &concepts(),
-            &classes,
-            Some(&Words),
-        )
-        .unwrap();
+        let eval = evaluate_classifier("head", sim.view(), &labels, &concepts(), &classes, Some(&Words)).unwrap();
         assert_eq!((eval.top1, eval.top5), (0.5, 1.0));
         // cos(dog, cat) = 0, cos(dog, dog) = 1.
         assert!((eval.mean_cosine.unwrap() - 0.5).abs() < 1e-6);
-        let without =
-            evaluate_classifier("head", sim.view(), &labels, &concepts(), &classes, None).unwrap();
+        let without = evaluate_classifier("head", sim.view(), &labels, &concepts(), &classes, None).unwrap();
         assert_eq!(without.mean_cosine, None);
     }
 
     #[test]
     fn classes_outside_the_concepts_count_as_misses_and_are_listed() {
-        let sim = array![
-            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
-            [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-        ];
+        let sim = array![[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]];
         let labels = label_neurons(sim.view(), &concepts(), 0).unwrap();
         let classes = vec!["lion".to_string(), "dog".to_string()];
-        let eval =
-            evaluate_classifier("fc", sim.view(), &labels, &concepts(), &classes, None).unwrap();
+        let eval = evaluate_classifier("fc", sim.view(), &labels, &concepts(), &classes, None).unwrap();
         assert_eq!(eval.top1, 0.5);
         assert_eq!(eval.classes_missing_from_concepts, vec!["lion".to_string()]);
         let three = vec!["a".to_string(), "b".to_string(), "c".to_string()];

@@ -14,24 +14,12 @@ pub(crate) struct Operand<'a> {
 impl<'a> Operand<'a> {
     /// A row-major `rows × cols` matrix.
     pub(crate) fn matrix(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self {
-            data,
-            rows,
-            cols,
-            row_stride: cols,
-            col_stride: 1,
-        }
+        Self { data, rows, cols, row_stride: cols, col_stride: 1 }
     }
 
     /// The transpose (`cols × rows`) of a row-major `rows × cols` matrix, without copying.
     pub(crate) fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self {
-            data,
-            rows: cols,
-            cols: rows,
-            row_stride: 1,
-            col_stride: cols,
-        }
+        Self { data, rows: cols, cols: rows, row_stride: 1, col_stride: cols }
     }
 
     /// One past the largest index the view touches (0 when empty).
@@ -50,10 +38,7 @@ impl<'a> Operand<'a> {
 /// caller inside this crate (public functions check user shapes before building operands).
 pub(crate) fn matmul(a: Operand, b: Operand) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
-    assert!(
-        a.extent() <= a.data.len() && b.extent() <= b.data.len(),
-        "matmul: view outside its buffer"
-    );
+    assert!(a.extent() <= a.data.len() && b.extent() <= b.data.len(), "matmul: view outside its buffer");
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let mut out = vec![0.0f32; m * n];
     if m == 0 || n == 0 || k == 0 {
@@ -91,21 +76,12 @@ mod tests {
         // a = [[1, 2, 3], [4, 5, 6]] (2×3), b = [[1, 0], [0, 1], [1, 1]] (3×2).
         let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
-        assert_eq!(
-            matmul(Operand::matrix(&a, 2, 3), Operand::matrix(&b, 3, 2)),
-            vec![4.0, 5.0, 10.0, 11.0]
-        );
+        assert_eq!(matmul(Operand::matrix(&a, 2, 3), Operand::matrix(&b, 3, 2)), vec![4.0, 5.0, 10.0, 11.0]);
         // aᵀ a (3×3) from the same buffer twice.
         let ata = matmul(Operand::transposed(&a, 2, 3), Operand::matrix(&a, 2, 3));
-        assert_eq!(
-            ata,
-            vec![17.0, 22.0, 27.0, 22.0, 29.0, 36.0, 27.0, 36.0, 45.0]
-        );
+        assert_eq!(ata, vec![17.0, 22.0, 27.0, 22.0, 29.0, 36.0, 27.0, 36.0, 45.0]);
         // a bᵀ where b is stored as 2×3 rows.
         let rows = [1.0, 1.0, 1.0, 0.0, 1.0, 0.0];
-        assert_eq!(
-            matmul(Operand::matrix(&a, 2, 3), Operand::transposed(&rows, 2, 3)),
-            vec![6.0, 2.0, 15.0, 5.0]
-        );
+        assert_eq!(matmul(Operand::matrix(&a, 2, 3), Operand::transposed(&rows, 2, 3)), vec![6.0, 2.0, 15.0, 5.0]);
     }
 }

@@ -10,10 +10,7 @@ use crate::cache::Cache;
 use crate::concepts::ConceptSet;
 use crate::error::{DissectError, Result};
 use crate::explain::{example_images, explain, Classifier, Explanation};
-use crate::label::{
-    evaluate_classifier, label_neurons, top_indices, ClassifierEvaluation, NeuronLabel,
-    ALTERNATIVES,
-};
+use crate::label::{evaluate_classifier, label_neurons, top_indices, ClassifierEvaluation, NeuronLabel, ALTERNATIVES};
 use crate::record::{record_layers, LayerActivations, Pooling};
 use crate::score::{clip_scores, label_scores, Scores};
 use crate::similarity::Similarity;
@@ -126,18 +123,10 @@ pub fn dissect(
     progress: &dyn Progress,
 ) -> Result<Dissection> {
     let head = source.head();
-    let mut named = if options.layers.is_empty() {
-        source.default_layers()
-    } else {
-        options.layers.clone()
-    };
+    let mut named = if options.layers.is_empty() { source.default_layers() } else { options.layers.clone() };
     let explain_layer = match &options.explain_layer {
         Some(layer) => Some(layer.clone()),
-        None => default_explain_layer(
-            &named,
-            head.as_ref()
-                .map(|h| (h.layer.as_str(), h.inputs.as_slice())),
-        ),
+        None => default_explain_layer(&named, head.as_ref().map(|h| (h.layer.as_str(), h.inputs.as_slice()))),
     };
     if let Some(layer) = &explain_layer {
         if !named.contains(layer) {
@@ -153,25 +142,17 @@ pub fn dissect(
     }
 
     let start = Instant::now();
-    let activations = record_layers(
-        source,
-        probe,
-        &recorded,
-        options.pooling,
-        options.batch_size,
-        cache,
-        progress,
-    )?;
+    let activations = record_layers(source, probe, &recorded, options.pooling, options.batch_size, cache, progress)?;
     let record_seconds = start.elapsed().as_secs_f64();
-    let by_name: HashMap<&str, &LayerActivations> =
-        activations.iter().map(|a| (a.layer.as_str(), a)).collect();
+    let by_name: HashMap<&str, &LayerActivations> = activations.iter().map(|a| (a.layer.as_str(), a)).collect();
+    let recorded_layer = |layer: &str| {
+        by_name.get(layer).copied().ok_or_else(|| DissectError::UnknownLayer { layer: layer.to_string(), available: recorded.join(", ") })
+    };
 
     let start = Instant::now();
     let scores: Scores = match scorer {
         Scorer::Labels => label_scores(probe, concepts)?,
-        Scorer::Clip(clip) => {
-            clip_scores(clip, probe, concepts, options.batch_size, cache, progress)?
-        }
+        Scorer::Clip(clip) => clip_scores(clip, probe, concepts, options.batch_size, cache, progress)?,
     };
     let score_seconds = start.elapsed().as_secs_f64();
 
@@ -179,11 +160,9 @@ pub fn dissect(
     let mut classifier = None;
     progress.start("similarity", named.len() as u64);
     for layer in &named {
-        let acts = by_name[layer.as_str()];
+        let acts = recorded_layer(layer)?;
         let start = Instant::now();
-        let similarity = options
-            .similarity
-            .compute(scores.matrix.view(), acts.pooled.view())?;
+        let similarity = options.similarity.compute(scores.matrix.view(), acts.pooled.view())?;
         let similarity_seconds = start.elapsed().as_secs_f64();
         let labels = label_neurons(similarity.view(), concepts, ALTERNATIVES)?;
         if head.as_ref().is_some_and(|h| h.layer == *layer) && !probe.class_names().is_empty() {
@@ -191,40 +170,25 @@ pub fn dissect(
                 Scorer::Clip(clip) => Some(clip as &dyn TextEncoder),
                 Scorer::Labels => None,
             };
-            classifier = Some(evaluate_classifier(
-                layer,
-                similarity.view(),
-                &labels,
-                concepts,
-                probe.class_names(),
-                text,
-            )?);
+            classifier = Some(evaluate_classifier(layer, similarity.view(), &labels, concepts, probe.class_names(), text)?);
         }
-        layers.push(layer_report(
-            acts,
-            labels,
-            options.top_images,
-            similarity_seconds,
-        ));
+        layers.push(layer_report(acts, labels, options.top_images, similarity_seconds));
         progress.advance(1);
     }
     progress.finish();
 
     let examples = match &explain_layer {
         Some(layer) => {
-            let acts = by_name[layer.as_str()];
-            let report = layers.iter().find(|r| r.layer == *layer).ok_or_else(|| {
-                DissectError::UnknownLayer {
-                    layer: layer.clone(),
-                    available: named.join(", "),
-                }
-            })?;
-            let labels: Vec<NeuronLabel> = report.neurons.iter().map(|n| n.label.clone()).collect();
-            let classifier_view = head.as_ref().map(|h| Classifier {
-                logits: by_name[h.layer.as_str()].pooled.view(),
-                weight: (h.inputs.contains(layer) && options.pooling == Pooling::Mean)
-                    .then(|| h.weight.view()),
-            });
+            let acts = recorded_layer(layer)?;
+            let labels: Vec<NeuronLabel> =
+                layers.iter().filter(|r| r.layer == *layer).flat_map(|r| r.neurons.iter().map(|n| n.label.clone())).collect();
+            let classifier_view = match &head {
+                Some(h) => Some(Classifier {
+                    logits: recorded_layer(&h.layer)?.pooled.view(),
+                    weight: (h.inputs.contains(layer) && options.pooling == Pooling::Mean).then(|| h.weight.view()),
+                }),
+                None => None,
+            };
             explain(
                 &example_images(probe.len(), options.examples),
                 acts,
@@ -259,36 +223,17 @@ pub fn dissect(
 /// classifier itself.
 fn default_explain_layer(named: &[String], head: Option<(&str, &[String])>) -> Option<String> {
     let (classifier, inputs) = head.unwrap_or(("", &[]));
-    named
-        .iter()
-        .rev()
-        .find(|l| inputs.contains(l))
-        .or_else(|| named.iter().rev().find(|l| l.as_str() != classifier))
-        .cloned()
+    named.iter().rev().find(|l| inputs.contains(l)).or_else(|| named.iter().rev().find(|l| l.as_str() != classifier)).cloned()
 }
 
-fn layer_report(
-    acts: &LayerActivations,
-    labels: Vec<NeuronLabel>,
-    top_images: usize,
-    similarity_seconds: f64,
-) -> LayerReport {
+fn layer_report(acts: &LayerActivations, labels: Vec<NeuronLabel>, top_images: usize, similarity_seconds: f64) -> LayerReport {
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for l in &labels {
         *counts.entry(l.label.as_str()).or_default() += 1;
     }
-    let mut label_distribution: Vec<LabelCount> = counts
-        .into_iter()
-        .map(|(label, neurons)| LabelCount {
-            label: label.to_string(),
-            neurons,
-        })
-        .collect();
-    label_distribution.sort_by(|a, b| {
-        b.neurons
-            .cmp(&a.neurons)
-            .then_with(|| a.label.cmp(&b.label))
-    });
+    let mut label_distribution: Vec<LabelCount> =
+        counts.into_iter().map(|(label, neurons)| LabelCount { label: label.to_string(), neurons }).collect();
+    label_distribution.sort_by(|a, b| b.neurons.cmp(&a.neurons).then_with(|| a.label.cmp(&b.label)));
     let neurons = labels
         .into_iter()
         .enumerate()
@@ -318,35 +263,13 @@ mod tests {
     #[test]
     fn label_backend_end_to_end_on_a_toy_model() {
         // Classes alternate a, b; the head's unit 0 is x and unit 1 is −x for image x.
-        let probe = CountingProbe {
-            n: 40,
-            classes: vec!["a".into(), "b".into()],
-        };
+        let probe = CountingProbe { n: 40, classes: vec!["a".into(), "b".into()] };
         let concepts = ConceptSet::from_lines("classes".into(), ["a", "b"]).unwrap();
         let mut model = ToyModel { passes: 0 };
-        let options = Options {
-            examples: 3,
-            similarity: Similarity::Cos,
-            ..Options::default()
-        };
-        let d = dissect(
-            &mut model,
-            &probe,
-            Scorer::Labels,
-            &concepts,
-            &options,
-            &Cache::disabled(),
-            &Silent,
-        )
-        .unwrap();
+        let options = Options { examples: 3, similarity: Similarity::Cos, ..Options::default() };
+        let d = dissect(&mut model, &probe, Scorer::Labels, &concepts, &options, &Cache::disabled(), &Silent).unwrap();
         assert_eq!(d.backend, "labels");
-        assert_eq!(
-            d.layers
-                .iter()
-                .map(|l| l.layer.as_str())
-                .collect::<Vec<_>>(),
-            ["tokens", "head"]
-        );
+        assert_eq!(d.layers.iter().map(|l| l.layer.as_str()).collect::<Vec<_>>(), ["tokens", "head"]);
         let head = &d.layers[1];
         assert_eq!(head.neurons[0].top_images, vec![39, 38, 37, 36, 35]);
         let eval = d.classifier.as_ref().unwrap();
@@ -354,58 +277,31 @@ mod tests {
         assert!(eval.mean_cosine.is_none());
         // The toy head's input is `tokens`: the examples are explained there, against the prediction.
         assert_eq!(d.examples.len(), 3);
-        assert!(d
-            .examples
-            .iter()
-            .all(|e| e.layer == "tokens" && e.predicted.is_some()));
+        assert!(d.examples.iter().all(|e| e.layer == "tokens" && e.predicted.is_some()));
         assert_eq!(d.examples[1].image, 13);
         assert_eq!(d.examples[1].class.as_deref(), Some("b"));
         // tokens' class token is [x, 0, 2]: two active units for x > 0.
         assert_eq!(d.examples[1].active, 2);
         // The toy's all-zero unit has NaN cosines: JSON writes them as null.
-        let json: serde_json::Value =
-            serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
         assert_eq!(json["layers"][1]["neurons"][0]["top_images"][0], 39);
     }
 
     #[test]
     fn unlabelled_probe_needs_clip() {
-        let probe = CountingProbe {
-            n: 4,
-            classes: vec![],
-        };
+        let probe = CountingProbe { n: 4, classes: vec![] };
         let concepts = ConceptSet::from_lines("c".into(), ["a"]).unwrap();
         let mut model = ToyModel { passes: 0 };
-        let err = dissect(
-            &mut model,
-            &probe,
-            Scorer::Labels,
-            &concepts,
-            &Options::default(),
-            &Cache::disabled(),
-            &Silent,
-        )
-        .unwrap_err();
+        let err = dissect(&mut model, &probe, Scorer::Labels, &concepts, &Options::default(), &Cache::disabled(), &Silent).unwrap_err();
         assert!(matches!(err, DissectError::MissingLabels(_)), "{err}");
     }
 
     #[test]
     fn explain_layer_defaults() {
-        let named: Vec<String> = ["blocks.0.mlp.act", "blocks.1.mlp.act", "head"]
-            .map(String::from)
-            .to_vec();
-        assert_eq!(
-            default_explain_layer(&named, Some(("head", &["norm".to_string()]))).as_deref(),
-            Some("blocks.1.mlp.act")
-        );
+        let named: Vec<String> = ["blocks.0.mlp.act", "blocks.1.mlp.act", "head"].map(String::from).to_vec();
+        assert_eq!(default_explain_layer(&named, Some(("head", &["norm".to_string()]))).as_deref(), Some("blocks.1.mlp.act"));
         let with_input: Vec<String> = ["layer3", "layer4", "fc"].map(String::from).to_vec();
-        assert_eq!(
-            default_explain_layer(&with_input, Some(("fc", &["layer4".to_string()]))).as_deref(),
-            Some("layer4")
-        );
-        assert_eq!(
-            default_explain_layer(&["head".to_string()], Some(("head", &[]))),
-            None
-        );
+        assert_eq!(default_explain_layer(&with_input, Some(("fc", &["layer4".to_string()]))).as_deref(), Some("layer4"));
+        assert_eq!(default_explain_layer(&["head".to_string()], Some(("head", &[]))), None);
     }
 }

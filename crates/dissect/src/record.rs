@@ -31,10 +31,7 @@ impl FromStr for Pooling {
         match name {
             "mean" | "avg" => Ok(Self::Mean),
             "max" => Ok(Self::Max),
-            other => Err(DissectError::parameter(
-                "--pooling",
-                format!("`{other}`: expected mean (avg) or max"),
-            )),
+            other => Err(DissectError::parameter("--pooling", format!("`{other}`: expected mean (avg) or max"))),
         }
     }
 }
@@ -68,8 +65,7 @@ impl LayerActivations {
         if self.image_activity.is_empty() {
             0.0
         } else {
-            self.image_activity.iter().map(|&v| v as f64).sum::<f64>()
-                / self.image_activity.len() as f64
+            self.image_activity.iter().map(|&v| v as f64).sum::<f64>() / self.image_activity.len() as f64
         }
     }
 }
@@ -91,10 +87,11 @@ struct PooledBatch {
 fn pool(output: &LayerOutput, pooling: Pooling, layer: &str) -> Result<PooledBatch> {
     let shape = &output.shape;
     let expected: usize = shape.iter().product();
-    if output.data.len() != expected || shape.len() < 2 || shape.len() > 4 {
+    let empty_dim = shape.iter().skip(1).any(|&d| d == 0);
+    if output.data.len() != expected || shape.len() < 2 || shape.len() > 4 || empty_dim {
         return Err(DissectError::shape(
             format!("output of layer `{layer}`"),
-            "[B, C], [B, T, C] or [B, C, H, W] with matching data",
+            "[B, C], [B, T, C] or [B, C, H, W] (no empty dimension) with matching data",
             format!("shape {shape:?} with {} values", output.data.len()),
         ));
     }
@@ -119,9 +116,7 @@ fn pool(output: &LayerOutput, pooling: Pooling, layer: &str) -> Result<PooledBat
         if shape.len() == 4 {
             for (unit, map) in image.chunks_exact(positions).enumerate() {
                 out[unit] = match pooling {
-                    Pooling::Mean => {
-                        (map.iter().map(|&v| v as f64).sum::<f64>() / positions as f64) as f32
-                    }
+                    Pooling::Mean => (map.iter().map(|&v| v as f64).sum::<f64>() / positions as f64) as f32,
                     Pooling::Max => map.iter().copied().fold(f32::NEG_INFINITY, f32::max),
                 };
             }
@@ -136,13 +131,7 @@ fn pool(output: &LayerOutput, pooling: Pooling, layer: &str) -> Result<PooledBat
             }
         }
     }
-    Ok(PooledBatch {
-        pooled,
-        units,
-        unit_active,
-        image_active,
-        positions,
-    })
+    Ok(PooledBatch { pooled, units, unit_active, image_active, positions })
 }
 
 /// Records `layers` over all probe images, `batch_size` images per forward pass; layers found in
@@ -159,16 +148,10 @@ pub fn record_layers(
 ) -> Result<Vec<LayerActivations>> {
     let available = source.layers();
     if let Some(unknown) = layers.iter().find(|l| !available.contains(l)) {
-        return Err(DissectError::UnknownLayer {
-            layer: unknown.clone(),
-            available: available.join(", "),
-        });
+        return Err(DissectError::UnknownLayer { layer: unknown.clone(), available: available.join(", ") });
     }
     if probe.is_empty() {
-        return Err(DissectError::parameter(
-            "probe set",
-            format!("`{}` holds no images", probe.id()),
-        ));
+        return Err(DissectError::parameter("probe set", format!("`{}` holds no images", probe.id())));
     }
     let key = |layer: &str| {
         CacheKey::new("activations")
@@ -178,18 +161,12 @@ pub fn record_layers(
             .with("pooling", pooling.to_string())
     };
     let keys: Vec<CacheKey> = layers.iter().map(|l| key(l)).collect();
-    let mut results: Vec<Option<LayerActivations>> = layers
-        .iter()
-        .zip(&keys)
-        .map(|(layer, key)| cache.load(key).and_then(|e| from_entry(layer, &e)))
-        .collect();
-    let missing: Vec<usize> = (0..layers.len())
-        .filter(|&i| results[i].is_none())
-        .collect();
+    let mut results: Vec<Option<LayerActivations>> =
+        layers.iter().zip(&keys).map(|(layer, key)| cache.load(key).and_then(|e| from_entry(layer, &e))).collect();
+    let missing: Vec<usize> = (0..layers.len()).filter(|&i| results[i].is_none()).collect();
     if !missing.is_empty() {
         let names: Vec<String> = missing.iter().map(|&i| layers[i].clone()).collect();
-        let recorded =
-            record_uncached(source, probe, &names, pooling, batch_size.max(1), progress)?;
+        let recorded = record_uncached(source, probe, &names, pooling, batch_size.max(1), progress)?;
         for (&i, activations) in missing.iter().zip(recorded) {
             cache.store(&keys[i], &to_entry(&activations))?;
             results[i] = Some(activations);
@@ -198,12 +175,7 @@ pub fn record_layers(
     results
         .into_iter()
         .zip(layers)
-        .map(|(r, layer)| {
-            r.ok_or_else(|| DissectError::Upstream {
-                context: format!("recording `{layer}`"),
-                detail: "no output".into(),
-            })
-        })
+        .map(|(r, layer)| r.ok_or_else(|| DissectError::Upstream { context: format!("recording `{layer}`"), detail: "no output".into() }))
         .collect()
 }
 
@@ -222,11 +194,7 @@ fn record_uncached(
         let indices: Vec<usize> = (start..(start + batch_size).min(n)).collect();
         let outputs = source.record(probe, &indices, layers)?;
         if outputs.len() != layers.len() {
-            return Err(DissectError::shape(
-                "recorded layers",
-                layers.len().to_string(),
-                outputs.len().to_string(),
-            ));
+            return Err(DissectError::shape("recorded layers", layers.len().to_string(), outputs.len().to_string()));
         }
         for ((layer, output), store) in layers.iter().zip(&outputs).zip(&mut batches) {
             if output.shape.first() != Some(&indices.len()) {
@@ -241,22 +209,12 @@ fn record_uncached(
         progress.advance(indices.len() as u64);
     }
     progress.finish();
-    layers
-        .iter()
-        .zip(batches)
-        .map(|(layer, parts)| concatenate(layer, parts, n))
-        .collect()
+    layers.iter().zip(batches).map(|(layer, parts)| concatenate(layer, parts, n)).collect()
 }
 
 fn concatenate(layer: &str, parts: Vec<PooledBatch>, images: usize) -> Result<LayerActivations> {
-    let (units, positions) = parts
-        .first()
-        .map(|p| (p.units, p.positions))
-        .unwrap_or_default();
-    if let Some(odd) = parts
-        .iter()
-        .find(|p| p.units != units || p.positions != positions)
-    {
+    let (units, positions) = parts.first().map(|p| (p.units, p.positions)).unwrap_or_default();
+    if let Some(odd) = parts.iter().find(|p| p.units != units || p.positions != positions) {
         return Err(DissectError::shape(
             format!("output of layer `{layer}`"),
             format!("{units} units × {positions} positions in every batch"),
@@ -268,71 +226,34 @@ fn concatenate(layer: &str, parts: Vec<PooledBatch>, images: usize) -> Result<La
     let mut image_activity = Vec::with_capacity(images);
     for part in parts {
         pooled.extend_from_slice(&part.pooled);
-        unit_active
-            .iter_mut()
-            .zip(&part.unit_active)
-            .for_each(|(a, b)| *a += b);
-        image_activity.extend(
-            part.image_active
-                .iter()
-                .map(|&a| a as f32 / (units * positions).max(1) as f32),
-        );
+        unit_active.iter_mut().zip(&part.unit_active).for_each(|(a, b)| *a += b);
+        image_activity.extend(part.image_active.iter().map(|&a| a as f32 / (units * positions).max(1) as f32));
     }
-    let pooled = Array2::from_shape_vec((images, units), pooled).map_err(|err| {
-        DissectError::shape(
-            format!("recordings of `{layer}`"),
-            format!("{images} × {units}"),
-            err.to_string(),
-        )
-    })?;
-    let unit_activity = unit_active
-        .iter()
-        .map(|&a| a as f32 / (images * positions).max(1) as f32)
-        .collect();
-    Ok(LayerActivations {
-        layer: layer.to_string(),
-        pooled,
-        unit_activity,
-        image_activity,
-        cached: false,
-    })
+    let pooled = Array2::from_shape_vec((images, units), pooled)
+        .map_err(|err| DissectError::shape(format!("recordings of `{layer}`"), format!("{images} × {units}"), err.to_string()))?;
+    let unit_activity = unit_active.iter().map(|&a| a as f32 / (images * positions).max(1) as f32).collect();
+    Ok(LayerActivations { layer: layer.to_string(), pooled, unit_activity, image_activity, cached: false })
 }
 
 fn to_entry(a: &LayerActivations) -> Entry {
     Entry::from([
         ("pooled".to_string(), a.pooled.clone()),
-        (
-            "unit_activity".to_string(),
-            Array1::from(a.unit_activity.clone()).insert_axis(Axis(0)),
-        ),
-        (
-            "image_activity".to_string(),
-            Array1::from(a.image_activity.clone()).insert_axis(Axis(0)),
-        ),
+        ("unit_activity".to_string(), Array1::from(a.unit_activity.clone()).insert_axis(Axis(0))),
+        ("image_activity".to_string(), Array1::from(a.image_activity.clone()).insert_axis(Axis(0))),
     ])
 }
 
 /// A cache entry back into recordings; `None` (a miss) if it is not shaped as [`to_entry`] writes.
 fn from_entry(layer: &str, entry: &Entry) -> Option<LayerActivations> {
     let pooled = entry.get("pooled")?.clone();
-    let unit_activity = entry
-        .get("unit_activity")?
-        .iter()
-        .copied()
-        .collect::<Vec<_>>();
-    let image_activity = entry
-        .get("image_activity")?
-        .iter()
-        .copied()
-        .collect::<Vec<_>>();
-    (unit_activity.len() == pooled.ncols() && image_activity.len() == pooled.nrows()).then(|| {
-        LayerActivations {
-            layer: layer.to_string(),
-            pooled,
-            unit_activity,
-            image_activity,
-            cached: true,
-        }
+    let unit_activity = entry.get("unit_activity")?.iter().copied().collect::<Vec<_>>();
+    let image_activity = entry.get("image_activity")?.iter().copied().collect::<Vec<_>>();
+    (unit_activity.len() == pooled.ncols() && image_activity.len() == pooled.nrows()).then(|| LayerActivations {
+        layer: layer.to_string(),
+        pooled,
+        unit_activity,
+        image_activity,
+        cached: true,
     })
 }
 
@@ -389,12 +310,7 @@ pub(crate) mod tests {
         fn fingerprint(&self) -> String {
             "toy".into()
         }
-        fn record(
-            &mut self,
-            probe: &dyn ProbeSet,
-            indices: &[usize],
-            layers: &[String],
-        ) -> Result<Vec<LayerOutput>> {
+        fn record(&mut self, probe: &dyn ProbeSet, indices: &[usize], layers: &[String]) -> Result<Vec<LayerOutput>> {
             self.passes += 1;
             let b = indices.len();
             let mut inputs = vec![0.0f32; b];
@@ -418,40 +334,30 @@ pub(crate) mod tests {
                         "tokens" => vec![b, 2, 3],
                         _ => vec![b, 2],
                     };
-                    LayerOutput {
-                        shape,
-                        data: inputs.iter().flat_map(|&x| per_image(x)).collect(),
-                    }
+                    LayerOutput { shape, data: inputs.iter().flat_map(|&x| per_image(x)).collect() }
                 })
                 .collect())
         }
         fn head(&self) -> Option<Head> {
-            Some(Head {
-                layer: "head".into(),
-                inputs: vec!["tokens".into()],
-                weight: Array2::eye(3).slice_move(ndarray::s![..2, ..]),
-            })
+            Some(Head { layer: "head".into(), inputs: vec!["tokens".into()], weight: Array2::eye(3).slice_move(ndarray::s![..2, ..]) })
+        }
+    }
+
+    #[test]
+    fn malformed_outputs_are_errors_naming_the_layer() {
+        for (shape, len) in [(vec![2, 0, 3, 3], 0), (vec![2, 3], 5), (vec![2], 2), (vec![1, 1, 1, 1, 1], 1)] {
+            let output = LayerOutput { shape, data: vec![0.0; len] };
+            let err = pool(&output, Pooling::Mean, "blocks.0").unwrap_err();
+            assert!(err.to_string().contains("blocks.0"), "{err}");
         }
     }
 
     #[test]
     fn pools_as_clip_dissect_and_counts_activity_before_pooling() {
-        let probe = CountingProbe {
-            n: 5,
-            classes: vec![],
-        };
+        let probe = CountingProbe { n: 5, classes: vec![] };
         let mut model = ToyModel { passes: 0 };
         let layers: Vec<String> = vec!["conv".into(), "tokens".into()];
-        let got = record_layers(
-            &mut model,
-            &probe,
-            &layers,
-            Pooling::Mean,
-            2,
-            &Cache::disabled(),
-            &Silent,
-        )
-        .unwrap();
+        let got = record_layers(&mut model, &probe, &layers, Pooling::Mean, 2, &Cache::disabled(), &Silent).unwrap();
         assert_eq!(model.passes, 3, "5 images in batches of 2");
         let conv = &got[0];
         assert_eq!(conv.pooled.row(4).to_vec(), vec![2.0, 2.0]);
@@ -462,23 +368,10 @@ pub(crate) mod tests {
         assert_eq!(conv.image_activity[0], 0.5);
         assert_eq!(conv.image_activity[3], 0.75);
         let tokens = &got[1];
-        assert_eq!(
-            tokens.pooled.row(3).to_vec(),
-            vec![3.0, 0.0, 2.0],
-            "the class token"
-        );
+        assert_eq!(tokens.pooled.row(3).to_vec(), vec![3.0, 0.0, 2.0], "the class token");
         // unit 1 is active only in the second token.
         assert_eq!(tokens.unit_activity[1], 0.5);
-        let max = record_layers(
-            &mut model,
-            &probe,
-            &layers[..1],
-            Pooling::Max,
-            8,
-            &Cache::disabled(),
-            &Silent,
-        )
-        .unwrap();
+        let max = record_layers(&mut model, &probe, &layers[..1], Pooling::Max, 8, &Cache::disabled(), &Silent).unwrap();
         assert_eq!(max[0].pooled.row(0).to_vec(), vec![0.0, 3.0]);
     }
 
@@ -487,70 +380,25 @@ pub(crate) mod tests {
         let dir = std::env::temp_dir().join(format!("dissect-record-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cache = Cache::at(&dir);
-        let probe = CountingProbe {
-            n: 3,
-            classes: vec![],
-        };
+        let probe = CountingProbe { n: 3, classes: vec![] };
         let mut model = ToyModel { passes: 0 };
         let layers: Vec<String> = vec!["head".into()];
-        let first = record_layers(
-            &mut model,
-            &probe,
-            &layers,
-            Pooling::Mean,
-            8,
-            &cache,
-            &Silent,
-        )
-        .unwrap();
-        let second = record_layers(
-            &mut model,
-            &probe,
-            &layers,
-            Pooling::Mean,
-            8,
-            &cache,
-            &Silent,
-        )
-        .unwrap();
+        let first = record_layers(&mut model, &probe, &layers, Pooling::Mean, 8, &cache, &Silent).unwrap();
+        let second = record_layers(&mut model, &probe, &layers, Pooling::Mean, 8, &cache, &Silent).unwrap();
         assert_eq!(model.passes, 1);
         assert!(!first[0].cached && second[0].cached);
         assert_eq!(first[0].pooled, second[0].pooled);
         // Another pooling is another entry.
-        record_layers(
-            &mut model,
-            &probe,
-            &layers,
-            Pooling::Max,
-            8,
-            &cache,
-            &Silent,
-        )
-        .unwrap();
+        record_layers(&mut model, &probe, &layers, Pooling::Max, 8, &cache, &Silent).unwrap();
         assert_eq!(model.passes, 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn unknown_layer_lists_the_available_ones() {
-        let probe = CountingProbe {
-            n: 3,
-            classes: vec![],
-        };
+        let probe = CountingProbe { n: 3, classes: vec![] };
         let mut model = ToyModel { passes: 0 };
-        let err = record_layers(
-            &mut model,
-            &probe,
-            &["fc9".into()],
-            Pooling::Mean,
-            8,
-            &Cache::disabled(),
-            &Silent,
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string().contains("fc9") && err.to_string().contains("conv, tokens, head"),
-            "{err}"
-        );
+        let err = record_layers(&mut model, &probe, &["fc9".into()], Pooling::Mean, 8, &Cache::disabled(), &Silent).unwrap_err();
+        assert!(err.to_string().contains("fc9") && err.to_string().contains("conv, tokens, head"), "{err}");
     }
 }

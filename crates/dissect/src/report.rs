@@ -32,21 +32,11 @@ pub struct Outputs {
 
 /// Writes `neurons.csv`, `summary.json` and `report.html` into `dir`; `compare` adds the
 /// CVN-vs-conventional comparison.
-pub fn write_outputs(
-    dir: &Path,
-    main: Named,
-    probe: &dyn ProbeSet,
-    compare: Option<Named>,
-) -> Result<Outputs> {
+pub fn write_outputs(dir: &Path, main: Named, probe: &dyn ProbeSet, compare: Option<Named>) -> Result<Outputs> {
     std::fs::create_dir_all(dir).map_err(|err| DissectError::io(dir, err))?;
-    let outputs = Outputs {
-        neurons_csv: dir.join("neurons.csv"),
-        summary_json: dir.join("summary.json"),
-        report_html: dir.join("report.html"),
-    };
-    let write = |path: &Path, text: String| {
-        std::fs::write(path, text).map_err(|err| DissectError::io(path, err))
-    };
+    let outputs =
+        Outputs { neurons_csv: dir.join("neurons.csv"), summary_json: dir.join("summary.json"), report_html: dir.join("report.html") };
+    let write = |path: &Path, text: String| std::fs::write(path, text).map_err(|err| DissectError::io(path, err));
     write(&outputs.neurons_csv, neurons_csv(main.dissection))?;
     let summary = serde_json::to_string_pretty(&summary(main, compare))
         .map_err(|err| DissectError::format(&outputs.summary_json, err.to_string()))?;
@@ -60,13 +50,7 @@ pub fn neurons_csv(d: &Dissection) -> String {
     let mut out = String::from("layer,unit,label,score,alternatives\n");
     for layer in &d.layers {
         for n in &layer.neurons {
-            let alternatives = n
-                .label
-                .alternatives
-                .iter()
-                .map(|(c, s)| format!("{c} ({s:.4})"))
-                .collect::<Vec<_>>()
-                .join("; ");
+            let alternatives = n.label.alternatives.iter().map(|(c, s)| format!("{c} ({s:.4})")).collect::<Vec<_>>().join("; ");
             let _ = writeln!(
                 out,
                 "{},{},{},{},{}",
@@ -149,8 +133,7 @@ fn run_summary<'a>(named: Named<'a>, with_examples: bool) -> RunSummary<'a> {
                 units: l.units,
                 active_fraction: l.active_fraction,
                 distinct_labels: l.label_distribution.len(),
-                label_distribution: &l.label_distribution
-                    [..l.label_distribution.len().min(SUMMARY_LABELS)],
+                label_distribution: &l.label_distribution[..l.label_distribution.len().min(SUMMARY_LABELS)],
                 cached: l.cached,
                 similarity_seconds: l.similarity_seconds,
             })
@@ -163,10 +146,7 @@ fn run_summary<'a>(named: Named<'a>, with_examples: bool) -> RunSummary<'a> {
 }
 
 fn summary<'a>(main: Named<'a>, compare: Option<Named<'a>>) -> Summary<'a> {
-    Summary {
-        main: run_summary(main, true),
-        compare: compare.map(|c| run_summary(c, false)),
-    }
+    Summary { main: run_summary(main, true), compare: compare.map(|c| run_summary(c, false)) }
 }
 
 /// Longest side of an embedded thumbnail, in pixels.
@@ -183,11 +163,7 @@ pub fn report_html(main: Named, probe: &dyn ProbeSet, compare: Option<Named>) ->
     }
     let mut css = String::from(STYLE);
     for &i in &images {
-        let _ = writeln!(
-            css,
-            ".i{i}{{background-image:url(data:image/png;base64,{})}}",
-            thumbnail_png_base64(probe, i)?
-        );
+        let _ = writeln!(css, ".i{i}{{background-image:url(data:image/png;base64,{})}}", thumbnail_png_base64(probe, i)?);
     }
 
     let mut h = String::new();
@@ -216,24 +192,16 @@ pub fn report_html(main: Named, probe: &dyn ProbeSet, compare: Option<Named>) ->
         esc(&d.pooling)
     );
     if !d.unmatched_classes.is_empty() {
-        let _ = write!(
-            h,
-            "<p class=warn>Classes not in the concept set (their images score 0): {}</p>",
-            esc(&d.unmatched_classes.join(", "))
-        );
+        let _ =
+            write!(h, "<p class=warn>Classes not in the concept set (their images score 0): {}</p>", esc(&d.unmatched_classes.join(", ")));
     }
 
     h.push_str("<h2>Summary</h2>");
     summary_table(&mut h, main, compare);
     h.push_str("<h2>Sparsity</h2><p>Per neuron, the fraction of its outputs over the probe set that are active (|a| &gt; 1e-4). Competition layers sit near 1/U.</p><div class=charts>");
     for layer in &d.layers {
-        let other =
-            compare.and_then(|c| c.dissection.layers.iter().find(|l| l.layer == layer.layer));
-        h.push_str(&sparsity_histogram(
-            layer,
-            main.run,
-            other.map(|l| (l, compare.map_or("", |c| c.run))),
-        ));
+        let other = compare.and_then(|c| c.dissection.layers.iter().find(|l| l.layer == layer.layer));
+        h.push_str(&sparsity_histogram(layer, main.run, other.map(|l| (l, compare.map_or("", |c| c.run)))));
     }
     h.push_str("</div>");
 
@@ -279,12 +247,7 @@ fn summary_table(h: &mut String, main: Named, compare: Option<Named>) {
         h.push_str("<th>units</th><th>active fraction</th><th>distinct labels</th>");
     }
     h.push_str("</tr>");
-    let mut layer_names: Vec<&str> = main
-        .dissection
-        .layers
-        .iter()
-        .map(|l| l.layer.as_str())
-        .collect();
+    let mut layer_names: Vec<&str> = main.dissection.layers.iter().map(|l| l.layer.as_str()).collect();
     for r in &runs[1..] {
         for l in &r.dissection.layers {
             if !layer_names.contains(&l.layer.as_str()) {
@@ -344,25 +307,16 @@ fn histogram(layer: &LayerReport) -> [usize; BINS] {
 }
 
 /// An inline SVG bar chart of the neurons' activity; a second run is drawn as outlines.
-fn sparsity_histogram(
-    layer: &LayerReport,
-    run: &str,
-    other: Option<(&LayerReport, &str)>,
-) -> String {
+fn sparsity_histogram(layer: &LayerReport, run: &str, other: Option<(&LayerReport, &str)>) -> String {
     const W: f32 = 360.0;
     const H: f32 = 160.0;
     const PAD: f32 = 28.0;
     let main = histogram(layer);
     let second = other.map(|(l, _)| histogram(l));
-    let fraction =
-        |bins: &[usize; BINS], units: usize| bins.map(|c| c as f32 / units.max(1) as f32);
+    let fraction = |bins: &[usize; BINS], units: usize| bins.map(|c| c as f32 / units.max(1) as f32);
     let main_f = fraction(&main, layer.units);
     let second_f = second.zip(other).map(|(b, (l, _))| fraction(&b, l.units));
-    let top = main_f
-        .iter()
-        .chain(second_f.iter().flatten())
-        .fold(0.0f32, |a, &b| a.max(b))
-        .max(1e-6);
+    let top = main_f.iter().chain(second_f.iter().flatten()).fold(0.0f32, |a, &b| a.max(b)).max(1e-6);
     let bar_w = (W - 2.0 * PAD) / BINS as f32;
     let y = |f: f32| H - PAD - f / top * (H - 2.0 * PAD);
     let mut s = format!(
@@ -414,20 +368,12 @@ fn sparsity_histogram(
         ),
         None => format!("mean {:.3}", layer.active_fraction),
     };
-    let _ = write!(
-        s,
-        "<figcaption><code>{}</code>: {legend}</figcaption></figure>",
-        esc(&layer.layer)
-    );
+    let _ = write!(s, "<figcaption><code>{}</code>: {legend}</figcaption></figure>", esc(&layer.layer));
     s
 }
 
 fn example(h: &mut String, e: &Explanation) {
-    let _ = write!(
-        h,
-        "<div class=ex><span class=\"t big i{}\" title=\"probe image {}\"></span><div>",
-        e.image, e.image
-    );
+    let _ = write!(h, "<div class=ex><span class=\"t big i{}\" title=\"probe image {}\"></span><div>", e.image, e.image);
     let _ = write!(h, "<b>image {}</b>", e.image);
     if let Some(c) = &e.class {
         let _ = write!(h, " — class <b>{}</b>", esc(c));
@@ -436,12 +382,7 @@ fn example(h: &mut String, e: &Explanation) {
         let _ = write!(h, ", predicted <b>{}</b>", esc(p));
     }
     let _ = write!(h, "<br>{} of {} neurons active<table>", e.active, e.units);
-    let scale = e
-        .winners
-        .iter()
-        .map(|w| w.contribution.abs())
-        .fold(0.0f32, f32::max)
-        .max(1e-12);
+    let scale = e.winners.iter().map(|w| w.contribution.abs()).fold(0.0f32, f32::max).max(1e-12);
     for w in &e.winners {
         let _ = write!(
             h,
@@ -467,13 +408,7 @@ fn neuron_table(h: &mut String, layer: &LayerReport, open: bool) {
         layer.label_distribution.len()
     );
     for n in &layer.neurons {
-        let alternatives = n
-            .label
-            .alternatives
-            .iter()
-            .map(|(c, _)| esc(c))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let alternatives = n.label.alternatives.iter().map(|(c, _)| esc(c)).collect::<Vec<_>>().join(", ");
         let _ = write!(
             h,
             "<tr><td class=num>{}</td><td><b>{}</b><br><span class=alt>{}</span></td><td class=num>{:.3}</td><td class=num>{:.3}</td><td>",
@@ -484,10 +419,7 @@ fn neuron_table(h: &mut String, layer: &LayerReport, open: bool) {
             n.activity
         );
         for i in &n.top_images {
-            let _ = write!(
-                h,
-                "<span class=\"t i{i}\" title=\"probe image {i}\"></span>"
-            );
+            let _ = write!(h, "<span class=\"t i{i}\" title=\"probe image {i}\"></span>");
         }
         h.push_str("</td></tr>");
     }
@@ -496,27 +428,18 @@ fn neuron_table(h: &mut String, layer: &LayerReport, open: bool) {
 
 /// HTML-escapes text.
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// A probe image as a PNG thumbnail (longest side at most [`THUMBNAIL`] px), base64.
 fn thumbnail_png_base64(probe: &dyn ProbeSet, index: usize) -> Result<String> {
     let image = DynamicImage::ImageRgb8(probe.image(index)?);
-    let image = if image.width().max(image.height()) > THUMBNAIL {
-        image.resize(THUMBNAIL, THUMBNAIL, FilterType::Triangle)
-    } else {
-        image
-    };
+    let image =
+        if image.width().max(image.height()) > THUMBNAIL { image.resize(THUMBNAIL, THUMBNAIL, FilterType::Triangle) } else { image };
     let mut png = Vec::new();
     image
         .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
-        .map_err(|err| DissectError::Upstream {
-            context: format!("encoding probe image {index} as PNG"),
-            detail: err.to_string(),
-        })?;
+        .map_err(|err| DissectError::Upstream { context: format!("encoding probe image {index} as PNG"), detail: err.to_string() })?;
     Ok(base64(&png))
 }
 
@@ -525,11 +448,7 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
             if i <= chunk.len() {
@@ -554,15 +473,9 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
+        for (plain, encoded) in
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")]
+        {
             assert_eq!(base64(plain.as_bytes()), encoded);
         }
     }
@@ -577,49 +490,20 @@ mod tests {
     fn toy(probe: &CountingProbe) -> Dissection {
         let concepts = ConceptSet::from_lines("classes".into(), ["a", "b, c"]).unwrap();
         let mut model = ToyModel { passes: 0 };
-        let options = Options {
-            examples: 2,
-            similarity: Similarity::Cos,
-            ..Options::default()
-        };
-        dissect(
-            &mut model,
-            probe,
-            Scorer::Labels,
-            &concepts,
-            &options,
-            &Cache::disabled(),
-            &Silent,
-        )
-        .unwrap()
+        let options = Options { examples: 2, similarity: Similarity::Cos, ..Options::default() };
+        dissect(&mut model, probe, Scorer::Labels, &concepts, &options, &Cache::disabled(), &Silent).unwrap()
     }
 
     #[test]
     fn outputs_are_written_and_self_contained() {
-        let probe = CountingProbe {
-            n: 12,
-            classes: vec!["a".into(), "b, c".into()],
-        };
+        let probe = CountingProbe { n: 12, classes: vec!["a".into(), "b, c".into()] };
         let d = toy(&probe);
         let dir = std::env::temp_dir().join(format!("dissect-report-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let other = Dissection {
-            layers: d.layers.iter().take(1).cloned().collect(),
-            ..d.clone()
-        };
-        let out = write_outputs(
-            &dir,
-            Named {
-                run: "runs/cvn",
-                dissection: &d,
-            },
-            &probe,
-            Some(Named {
-                run: "runs/gelu",
-                dissection: &other,
-            }),
-        )
-        .unwrap();
+        let other = Dissection { layers: d.layers.iter().take(1).cloned().collect(), ..d.clone() };
+        let out =
+            write_outputs(&dir, Named { run: "runs/cvn", dissection: &d }, &probe, Some(Named { run: "runs/gelu", dissection: &other }))
+                .unwrap();
 
         let csv = std::fs::read_to_string(&out.neurons_csv).unwrap();
         let rows: Vec<&str> = csv.lines().collect();
@@ -627,8 +511,7 @@ mod tests {
         assert_eq!(rows.len(), 1 + 3 + 2, "tokens has 3 units, head 2");
         assert!(rows[4].starts_with("head,0,"), "{}", rows[4]);
 
-        let summary: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&out.summary_json).unwrap()).unwrap();
+        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out.summary_json).unwrap()).unwrap();
         assert_eq!(summary["backend"], "labels");
         assert_eq!(summary["layers"][1]["layer"], "head");
         assert!(summary["classifier"]["top1"].is_number());
@@ -636,26 +519,14 @@ mod tests {
 
         let html = std::fs::read_to_string(&out.report_html).unwrap();
         assert!(html.contains("label backend"));
-        assert!(
-            html.contains("data:image/png;base64,iVBOR"),
-            "PNG thumbnails embedded"
-        );
+        assert!(html.contains("data:image/png;base64,iVBOR"), "PNG thumbnails embedded");
         assert!(html.contains("<svg"), "sparsity histogram");
         assert!(html.contains("runs/gelu"), "comparison");
-        assert!(
-            !html.contains("src=\"http") && !html.contains("<script"),
-            "nothing external"
-        );
+        assert!(!html.contains("src=\"http") && !html.contains("<script"), "nothing external");
         // Every thumbnail class used is defined.
         for (i, _) in html.match_indices("class=\"t i") {
-            let id: String = html[i + 10..]
-                .chars()
-                .take_while(|c| c.is_ascii_digit())
-                .collect();
-            assert!(
-                html.contains(&format!(".i{id}{{")),
-                "thumbnail {id} undefined"
-            );
+            let id: String = html[i + 10..].chars().take_while(|c| c.is_ascii_digit()).collect();
+            assert!(html.contains(&format!(".i{id}{{")), "thumbnail {id} undefined");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -55,39 +55,20 @@ pub fn label_scores(probe: &dyn ProbeSet, concepts: &ConceptSet) -> Result<Score
     }
     let concept_of: Vec<Option<usize>> = classes.iter().map(|c| concepts.find(c)).collect();
     if concept_of.iter().all(Option::is_none) {
-        return Err(DissectError::NoClassConcepts {
-            probe: probe.id(),
-            concepts: concepts.name().to_string(),
-            classes: classes.len(),
-        });
+        return Err(DissectError::NoClassConcepts { probe: probe.id(), concepts: concepts.name().to_string(), classes: classes.len() });
     }
     let mut matrix = Array2::<f32>::zeros((probe.len(), concepts.len()));
     for (n, mut row) in matrix.rows_mut().into_iter().enumerate() {
-        let label = probe
-            .label(n)
-            .ok_or_else(|| DissectError::MissingLabels(probe.id()))?;
+        let label = probe.label(n).ok_or_else(|| DissectError::MissingLabels(probe.id()))?;
         let class = concept_of.get(label).ok_or_else(|| {
-            DissectError::shape(
-                format!("label of probe image {n}"),
-                format!("below {} classes", classes.len()),
-                label.to_string(),
-            )
+            DissectError::shape(format!("label of probe image {n}"), format!("below {} classes", classes.len()), label.to_string())
         })?;
         if let Some(m) = class {
             row[*m] = 1.0;
         }
     }
-    let unmatched_classes = classes
-        .iter()
-        .zip(&concept_of)
-        .filter(|(_, m)| m.is_none())
-        .map(|(c, _)| c.clone())
-        .collect();
-    Ok(Scores {
-        matrix,
-        backend: Backend::Labels,
-        unmatched_classes,
-    })
+    let unmatched_classes = classes.iter().zip(&concept_of).filter(|(_, m)| m.is_none()).map(|(c, _)| c.clone()).collect();
+    Ok(Scores { matrix, backend: Backend::Labels, unmatched_classes })
 }
 
 /// P from a CLIP model. Image and text features are cached (keyed by the CLIP weights and the probe
@@ -100,18 +81,14 @@ pub fn clip_scores(
     cache: &Cache,
     progress: &dyn Progress,
 ) -> Result<Scores> {
-    let images_key = CacheKey::new("clip-images")
-        .with("clip", clip.fingerprint())
-        .with("probe", probe.id());
+    let images_key = CacheKey::new("clip-images").with("clip", clip.fingerprint()).with("probe", probe.id());
     let (images, _) = cache.get_or_compute(&images_key, || {
         let n = probe.len();
         let mut rows = Vec::new();
         let mut dim = 0;
         progress.start("encoding probe images with CLIP", n as u64);
         for start in (0..n).step_by(batch_size.max(1)) {
-            let batch = (start..(start + batch_size.max(1)).min(n))
-                .map(|i| probe.image(i))
-                .collect::<Result<Vec<_>>>()?;
+            let batch = (start..(start + batch_size.max(1)).min(n)).map(|i| probe.image(i)).collect::<Result<Vec<_>>>()?;
             let features = clip.encode_images(&batch)?;
             check_rows("CLIP image features", &features, batch.len(), &mut dim)?;
             rows.extend(features.iter().copied());
@@ -120,16 +97,12 @@ pub fn clip_scores(
         progress.finish();
         entry(
             "features",
-            Array2::from_shape_vec((n, dim), rows)
-                .map_err(|e| DissectError::shape("CLIP image features", "N × D", e.to_string()))?,
+            Array2::from_shape_vec((n, dim), rows).map_err(|e| DissectError::shape("CLIP image features", "N × D", e.to_string()))?,
         )
     })?;
     let texts_key = CacheKey::new("clip-texts")
         .with("clip", clip.fingerprint())
-        .with(
-            "concepts",
-            hex_sha256(concepts.concepts().join("\n").as_bytes()),
-        );
+        .with("concepts", hex_sha256(concepts.concepts().join("\n").as_bytes()));
     let (texts, _) = cache.get_or_compute(&texts_key, || {
         let mut rows = Vec::new();
         let mut dim = 0;
@@ -147,16 +120,9 @@ pub fn clip_scores(
                 .map_err(|e| DissectError::shape("CLIP text features", "M × D", e.to_string()))?,
         )
     })?;
-    let (images, texts) = (
-        features(&images, "clip-images")?,
-        features(&texts, "clip-texts")?,
-    );
+    let (images, texts) = (features(&images, "clip-images")?, features(&texts, "clip-texts")?);
     let matrix = cosine_matrix(images, texts)?;
-    Ok(Scores {
-        matrix,
-        backend: Backend::Clip(clip.fingerprint()),
-        unmatched_classes: Vec::new(),
-    })
+    Ok(Scores { matrix, backend: Backend::Clip(clip.fingerprint()), unmatched_classes: Vec::new() })
 }
 
 fn entry(name: &str, matrix: Array2<f32>) -> Result<Entry> {
@@ -164,20 +130,13 @@ fn entry(name: &str, matrix: Array2<f32>) -> Result<Entry> {
 }
 
 fn features<'a>(entry: &'a Entry, kind: &str) -> Result<&'a Array2<f32>> {
-    entry.get("features").ok_or_else(|| DissectError::Upstream {
-        context: format!("cache entry {kind}"),
-        detail: "no features".into(),
-    })
+    entry.get("features").ok_or_else(|| DissectError::Upstream { context: format!("cache entry {kind}"), detail: "no features".into() })
 }
 
 /// Every batch must give one row per input and the same width.
 fn check_rows(what: &str, features: &Array2<f32>, rows: usize, dim: &mut usize) -> Result<()> {
     if features.nrows() != rows || (*dim != 0 && features.ncols() != *dim) {
-        return Err(DissectError::shape(
-            what,
-            format!("{rows} rows of width {}", *dim),
-            format!("{:?}", features.dim()),
-        ));
+        return Err(DissectError::shape(what, format!("{rows} rows of width {}", *dim), format!("{:?}", features.dim())));
     }
     *dim = features.ncols();
     Ok(())
@@ -186,20 +145,12 @@ fn check_rows(what: &str, features: &Array2<f32>, rows: usize, dim: &mut usize) 
 /// `normalise(a) · normalise(b)ᵀ` with rows L2-normalised: cosine of every row pair.
 pub fn cosine_matrix(a: &Array2<f32>, b: &Array2<f32>) -> Result<Array2<f32>> {
     if a.ncols() != b.ncols() {
-        return Err(DissectError::shape(
-            "embeddings to compare",
-            format!("width {}", a.ncols()),
-            format!("width {}", b.ncols()),
-        ));
+        return Err(DissectError::shape("embeddings to compare", format!("width {}", a.ncols()), format!("width {}", b.ncols())));
     }
     let d = a.ncols();
     let (a_rows, b_rows) = (normalised_rows(a), normalised_rows(b));
-    let out = matmul(
-        Operand::matrix(&a_rows, a.nrows(), d),
-        Operand::transposed(&b_rows, b.nrows(), d),
-    );
-    Array2::from_shape_vec((a.nrows(), b.nrows()), out)
-        .map_err(|e| DissectError::shape("cosine matrix", "rows × rows", e.to_string()))
+    let out = matmul(Operand::matrix(&a_rows, a.nrows(), d), Operand::transposed(&b_rows, b.nrows(), d));
+    Array2::from_shape_vec((a.nrows(), b.nrows()), out).map_err(|e| DissectError::shape("cosine matrix", "rows × rows", e.to_string()))
 }
 
 /// The rows scaled to unit L2 norm, row-major.
@@ -207,11 +158,7 @@ fn normalised_rows(m: &Array2<f32>) -> Vec<f32> {
     m.axis_iter(ndarray::Axis(0))
         .into_par_iter()
         .flat_map_iter(|row| {
-            let norm = row
-                .iter()
-                .map(|&v| (v as f64) * (v as f64))
-                .sum::<f64>()
-                .sqrt() as f32;
+            let norm = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt() as f32;
             row.into_iter().map(move |&v| v / norm).collect::<Vec<_>>()
         })
         .collect()
@@ -227,10 +174,7 @@ mod tests {
 
     #[test]
     fn label_backend_marks_each_images_class_concept() {
-        let probe = CountingProbe {
-            n: 5,
-            classes: vec!["Dog".into(), "cat".into(), "zebra".into()],
-        };
+        let probe = CountingProbe { n: 5, classes: vec!["Dog".into(), "cat".into(), "zebra".into()] };
         let concepts = ConceptSet::from_lines("t".into(), ["cat", "dog", "tree"]).unwrap();
         let scores = label_scores(&probe, &concepts).unwrap();
         assert_eq!(scores.backend, Backend::Labels);
@@ -244,22 +188,10 @@ mod tests {
     #[test]
     fn label_backend_errors_without_labels_or_matches() {
         let concepts = ConceptSet::from_lines("t".into(), ["cat"]).unwrap();
-        let unlabelled = CountingProbe {
-            n: 2,
-            classes: vec![],
-        };
-        assert!(matches!(
-            label_scores(&unlabelled, &concepts),
-            Err(DissectError::MissingLabels(_))
-        ));
-        let labelled = CountingProbe {
-            n: 2,
-            classes: vec!["car".into()],
-        };
-        assert!(matches!(
-            label_scores(&labelled, &concepts),
-            Err(DissectError::NoClassConcepts { .. })
-        ));
+        let unlabelled = CountingProbe { n: 2, classes: vec![] };
+        assert!(matches!(label_scores(&unlabelled, &concepts), Err(DissectError::MissingLabels(_))));
+        let labelled = CountingProbe { n: 2, classes: vec!["car".into()] };
+        assert!(matches!(label_scores(&labelled, &concepts), Err(DissectError::NoClassConcepts { .. })));
     }
 
     /// Embeds an image as (red, 1) and a text as (its length, 1); counts image calls.
@@ -269,13 +201,7 @@ mod tests {
 
     impl TextEncoder for FakeClip {
         fn encode_texts(&self, texts: &[String]) -> Result<Array2<f32>> {
-            Ok(Array2::from_shape_fn((texts.len(), 2), |(i, j)| {
-                if j == 0 {
-                    texts[i].len() as f32
-                } else {
-                    1.0
-                }
-            }))
+            Ok(Array2::from_shape_fn((texts.len(), 2), |(i, j)| if j == 0 { texts[i].len() as f32 } else { 1.0 }))
         }
     }
 
@@ -285,13 +211,7 @@ mod tests {
         }
         fn encode_images(&self, images: &[RgbImage]) -> Result<Array2<f32>> {
             self.image_calls.set(self.image_calls.get() + 1);
-            Ok(Array2::from_shape_fn((images.len(), 2), |(i, j)| {
-                if j == 0 {
-                    images[i].get_pixel(0, 0)[0] as f32
-                } else {
-                    1.0
-                }
-            }))
+            Ok(Array2::from_shape_fn((images.len(), 2), |(i, j)| if j == 0 { images[i].get_pixel(0, 0)[0] as f32 } else { 1.0 }))
         }
     }
 
@@ -300,14 +220,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dissect-score-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cache = Cache::at(&dir);
-        let probe = CountingProbe {
-            n: 3,
-            classes: vec![],
-        };
+        let probe = CountingProbe { n: 3, classes: vec![] };
         let concepts = ConceptSet::from_lines("t".into(), ["a", "abc"]).unwrap();
-        let clip = FakeClip {
-            image_calls: Cell::new(0),
-        };
+        let clip = FakeClip { image_calls: Cell::new(0) };
         let scores = clip_scores(&clip, &probe, &concepts, 2, &cache, &Silent).unwrap();
         assert_eq!(clip.image_calls.get(), 2, "3 images in batches of 2");
         // image 2 = (2, 1), concept "abc" = (3, 1): cosine (6 + 1) / (√5 · √10).

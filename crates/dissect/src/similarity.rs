@@ -50,14 +50,7 @@ pub struct SoftWpmiParams {
 
 impl Default for SoftWpmiParams {
     fn default() -> Self {
-        Self {
-            top_k: 100,
-            a: 10.0,
-            lam: 1.0,
-            min_prob: 1e-7,
-            p_start: 0.998,
-            p_end: 0.97,
-        }
+        Self { top_k: 100, a: 10.0, lam: 1.0, min_prob: 1e-7, p_start: 0.998, p_end: 0.97 }
     }
 }
 
@@ -72,12 +65,7 @@ pub struct WpmiParams {
 
 impl Default for WpmiParams {
     fn default() -> Self {
-        Self {
-            top_k: 28,
-            a: 2.0,
-            lam: 0.6,
-            min_prob: 1e-7,
-        }
+        Self { top_k: 28, a: 2.0, lam: 0.6, min_prob: 1e-7 }
     }
 }
 
@@ -105,12 +93,7 @@ pub struct RankReorderParams {
 
 impl Default for RankReorderParams {
     fn default() -> Self {
-        Self {
-            p: 3.0,
-            top_fraction: 0.05,
-            scale_p: 0.5,
-            seed: 0,
-        }
+        Self { p: 3.0, top_fraction: 0.05, scale_p: 0.5, seed: 0 }
     }
 }
 
@@ -208,11 +191,7 @@ fn dims(clip: &ArrayView2<f32>, target: &ArrayView2<f32>) -> Result<Dims> {
             format!("{images} images × {concepts} concepts, {neurons} neurons"),
         ));
     }
-    Ok(Dims {
-        images,
-        concepts,
-        neurons,
-    })
+    Ok(Dims { images, concepts, neurons })
 }
 
 /// The matrix as a row-major slice, copying only when the view is not already laid out that way.
@@ -224,13 +203,8 @@ fn row_major<'a>(view: &'a ArrayView2<'a, f32>) -> Cow<'a, [f32]> {
 }
 
 fn to_array(rows: usize, cols: usize, data: Vec<f32>) -> Result<Array2<f32>> {
-    Array2::from_shape_vec((rows, cols), data).map_err(|err| {
-        DissectError::shape(
-            "similarity output",
-            format!("{rows} × {cols}"),
-            err.to_string(),
-        )
-    })
+    Array2::from_shape_vec((rows, cols), data)
+        .map_err(|err| DissectError::shape("similarity output", format!("{rows} × {cols}"), err.to_string()))
 }
 
 /// `cos_similarity`: cosine between each neuron's and each concept's column over the probe images.
@@ -239,45 +213,28 @@ pub fn cos(clip: ArrayView2<f32>, target: ArrayView2<f32>) -> Result<Array2<f32>
     let (c, t) = (row_major(&clip), row_major(&target));
     let scale_c = inverse_column_norms(&c, d.concepts, 0.0);
     let scale_t = inverse_column_norms(&t, d.neurons, 0.0);
-    to_array(
-        d.neurons,
-        d.concepts,
-        scaled_gram(&t, &c, d, &scale_t, &scale_c),
-    )
+    to_array(d.neurons, d.concepts, scaled_gram(&t, &c, d, &scale_t, &scale_c))
 }
 
 /// `cos_similarity_cubed`: columns centred, cubed, normalised (norm clipped below at `min_norm`),
 /// then cosine.
-pub fn cos_cubed(
-    clip: ArrayView2<f32>,
-    target: ArrayView2<f32>,
-    params: &CosCubedParams,
-) -> Result<Array2<f32>> {
+pub fn cos_cubed(clip: ArrayView2<f32>, target: ArrayView2<f32>, params: &CosCubedParams) -> Result<Array2<f32>> {
     let d = dims(&clip, &target)?;
     let c = centred_cubes(&row_major(&clip), d.concepts);
     let t = centred_cubes(&row_major(&target), d.neurons);
     let scale_c = inverse_column_norms(&c, d.concepts, params.min_norm);
     let scale_t = inverse_column_norms(&t, d.neurons, params.min_norm);
-    to_array(
-        d.neurons,
-        d.concepts,
-        scaled_gram(&t, &c, d, &scale_t, &scale_c),
-    )
+    to_array(d.neurons, d.concepts, scaled_gram(&t, &c, d, &scale_t, &scale_c))
 }
 
 /// `out[k, m] = scale_t[k] · scale_c[m] · Σ_n t[n, k] c[n, m]`.
 fn scaled_gram(t: &[f32], c: &[f32], d: Dims, scale_t: &[f32], scale_c: &[f32]) -> Vec<f32> {
-    let mut out = matmul(
-        Operand::transposed(t, d.images, d.neurons),
-        Operand::matrix(c, d.images, d.concepts),
-    );
-    out.par_chunks_mut(d.concepts)
-        .zip(scale_t)
-        .for_each(|(row, &st)| {
-            for (value, &sc) in row.iter_mut().zip(scale_c) {
-                *value *= st * sc;
-            }
-        });
+    let mut out = matmul(Operand::transposed(t, d.images, d.neurons), Operand::matrix(c, d.images, d.concepts));
+    out.par_chunks_mut(d.concepts).zip(scale_t).for_each(|(row, &st)| {
+        for (value, &sc) in row.iter_mut().zip(scale_c) {
+            *value *= st * sc;
+        }
+    });
     out
 }
 
@@ -306,19 +263,13 @@ fn column_sums(data: &[f32], cols: usize, f: impl Fn(f32) -> f64 + Sync) -> Vec<
 
 /// `1 / max(‖column‖₂, min_norm)` per column, as the reference divides by the clipped norm.
 fn inverse_column_norms(data: &[f32], cols: usize, min_norm: f64) -> Vec<f32> {
-    column_sums(data, cols, |x| (x as f64) * (x as f64))
-        .into_iter()
-        .map(|sq| (1.0 / sq.sqrt().max(min_norm)) as f32)
-        .collect()
+    column_sums(data, cols, |x| (x as f64) * (x as f64)).into_iter().map(|sq| (1.0 / sq.sqrt().max(min_norm)) as f32).collect()
 }
 
 /// `(x − column mean)³`, rounded in f32 like the reference's `(x - mean)**3`.
 fn centred_cubes(data: &[f32], cols: usize) -> Vec<f32> {
     let rows = data.len() / cols;
-    let means: Vec<f32> = column_sums(data, cols, |x| x as f64)
-        .into_iter()
-        .map(|s| (s / rows as f64) as f32)
-        .collect();
+    let means: Vec<f32> = column_sums(data, cols, |x| x as f64).into_iter().map(|s| (s / rows as f64) as f32).collect();
     let mut out = data.to_vec();
     out.par_chunks_mut(cols).for_each(|row| {
         for (x, &mean) in row.iter_mut().zip(&means) {
@@ -355,71 +306,37 @@ pub(crate) fn top_rows_per_column(data: &[f32], rows: usize, cols: usize, k: usi
     if k == 0 {
         return out;
     }
-    out.par_chunks_mut(k * GATHER_COLUMNS)
-        .enumerate()
-        .for_each(|(group, tops)| {
-            let c0 = group * GATHER_COLUMNS;
-            let width = tops.len() / k;
-            let mut columns: Vec<Vec<(f32, u32)>> =
-                (0..width).map(|_| Vec::with_capacity(rows)).collect();
-            for (r, row) in data.chunks_exact(cols).enumerate() {
-                for (column, &v) in columns.iter_mut().zip(&row[c0..c0 + width]) {
-                    column.push((v, r as u32));
-                }
+    out.par_chunks_mut(k * GATHER_COLUMNS).enumerate().for_each(|(group, tops)| {
+        let c0 = group * GATHER_COLUMNS;
+        let width = tops.len() / k;
+        let mut columns: Vec<Vec<(f32, u32)>> = (0..width).map(|_| Vec::with_capacity(rows)).collect();
+        for (r, row) in data.chunks_exact(cols).enumerate() {
+            for (column, &v) in columns.iter_mut().zip(&row[c0..c0 + width]) {
+                column.push((v, r as u32));
             }
-            for (top, column) in tops.chunks_exact_mut(k).zip(columns) {
-                top.copy_from_slice(&largest(column, k));
-            }
-        });
+        }
+        for (top, column) in tops.chunks_exact_mut(k).zip(columns) {
+            top.copy_from_slice(&largest(column, k));
+        }
+    });
     out
 }
 
 /// `soft_wpmi`: WPMI where the j-th ranked top image counts with probability
 /// `p_j = p_start − j/top_k·(p_start − p_end)`: `D[k,m] = Σ_j log(1 + p_j(C − 1) + min_prob)`.
-pub fn soft_wpmi(
-    clip: ArrayView2<f32>,
-    target: ArrayView2<f32>,
-    params: &SoftWpmiParams,
-) -> Result<Array2<f32>> {
+pub fn soft_wpmi(clip: ArrayView2<f32>, target: ArrayView2<f32>, params: &SoftWpmiParams) -> Result<Array2<f32>> {
     // PyTorch builds p_j in f32: p_start − (arange/top_k)·(p_start − p_end), the scalars cast to f32.
     let top_k = params.top_k;
     let diff = (params.p_start - params.p_end) as f32;
-    let p: Vec<f32> = (0..top_k)
-        .map(|j| params.p_start as f32 - (j as f32 / top_k as f32) * diff)
-        .collect();
-    let terms = Terms::Soft {
-        p,
-        min_prob: params.min_prob as f32,
-    };
-    mutual_information(
-        clip,
-        target,
-        top_k,
-        params.a,
-        params.lam,
-        &terms,
-        "soft-wpmi top_k",
-    )
+    let p: Vec<f32> = (0..top_k).map(|j| params.p_start as f32 - (j as f32 / top_k as f32) * diff).collect();
+    let terms = Terms::Soft { p, min_prob: params.min_prob as f32 };
+    mutual_information(clip, target, top_k, params.a, params.lam, &terms, "soft-wpmi top_k")
 }
 
 /// `wpmi`: `D[k,m] = Σ_j log(C[i_kj, m] + min_prob)` over the neuron's top-k images.
-pub fn wpmi(
-    clip: ArrayView2<f32>,
-    target: ArrayView2<f32>,
-    params: &WpmiParams,
-) -> Result<Array2<f32>> {
-    let terms = Terms::Plain {
-        min_prob: params.min_prob as f32,
-    };
-    mutual_information(
-        clip,
-        target,
-        params.top_k,
-        params.a,
-        params.lam,
-        &terms,
-        "wpmi top_k",
-    )
+pub fn wpmi(clip: ArrayView2<f32>, target: ArrayView2<f32>, params: &WpmiParams) -> Result<Array2<f32>> {
+    let terms = Terms::Plain { min_prob: params.min_prob as f32 };
+    mutual_information(clip, target, params.top_k, params.a, params.lam, &terms, "wpmi top_k")
 }
 
 /// The factor each top image contributes to a neuron's likelihood of a concept.
@@ -440,42 +357,15 @@ enum Term {
 impl Terms {
     fn at(&self, rank: usize) -> Term {
         match self {
-            Self::Soft { p, min_prob } => Term::Soft {
-                p: p[rank],
-                min_prob: *min_prob,
-            },
-            Self::Plain { min_prob } => Term::Plain {
-                min_prob: *min_prob,
-            },
+            Self::Soft { p, min_prob } => Term::Soft { p: p[rank], min_prob: *min_prob },
+            Self::Plain { min_prob } => Term::Plain { min_prob: *min_prob },
         }
     }
 
-    /// The smallest factor any rank can produce for C in [0, 1] (factors are linear in C, so it is
-    /// at an end).
-    fn smallest(&self) -> f64 {
-        match self {
-            Self::Soft { p, min_prob } => p
-                .iter()
-                .flat_map(|&p| {
-                    [
-                        Term::Soft {
-                            p,
-                            min_prob: *min_prob,
-                        }
-                        .value(0.0),
-                        Term::Soft {
-                            p,
-                            min_prob: *min_prob,
-                        }
-                        .value(1.0),
-                    ]
-                })
-                .fold(f64::INFINITY, |a, b| a.min(b as f64)),
-            Self::Plain { min_prob } => Term::Plain {
-                min_prob: *min_prob,
-            }
-            .value(0.0) as f64,
-        }
+    /// The smallest factor any of the `top_k` ranks can produce for C in [0, 1] (factors are
+    /// linear in C, so it is at an end).
+    fn smallest(&self, top_k: usize) -> f64 {
+        (0..top_k).map(|rank| self.at(rank)).flat_map(|term| [term.value(0.0), term.value(1.0)]).fold(f64::INFINITY, |a, b| a.min(b as f64))
     }
 
     /// How many factors can be multiplied in f64 before a logarithm must be taken: as many as keep
@@ -483,7 +373,7 @@ impl Terms {
     /// product never underflows. A non-positive factor gets its own `ln` (−inf/NaN, as the reference).
     fn chunk(&self, top_k: usize) -> usize {
         const LN_SMALLEST_F64: f64 = -700.0; // f64::MIN_POSITIVE is e^-708.4; keep a margin
-        let smallest = self.smallest();
+        let smallest = self.smallest(top_k);
         if smallest >= 1.0 {
             top_k.max(1)
         } else if smallest > 0.0 {
@@ -575,9 +465,7 @@ impl RowUses {
     fn new(top: &[u32], top_k: usize, images: usize) -> Self {
         let mut counts = vec![0usize; images];
         top.iter().for_each(|&row| counts[row as usize] += 1);
-        let rows: Vec<u32> = (0..images as u32)
-            .filter(|&r| counts[r as usize] > 0)
-            .collect();
+        let rows: Vec<u32> = (0..images as u32).filter(|&r| counts[r as usize] > 0).collect();
         let mut starts = Vec::with_capacity(rows.len() + 1);
         let mut next = vec![0usize; images];
         let mut total = 0;
@@ -603,7 +491,7 @@ const BLOCK_ACCUMULATOR_BYTES: usize = 1 << 20;
 
 /// Bytes of softmax numerators computed per round (a chunk of the probe rows that are some neuron's
 /// top image). More rounds cost a reload of every block's accumulators; fewer, memory.
-const ROUND_BYTES: usize = 32 << 20;
+const ROUND_BYTES: usize = 8 << 20;
 
 /// One column block's accumulators: the running product (f64) per neuron × column, the log sums of
 /// products folded so far (allocated at the first fold: with the default parameters the product
@@ -623,10 +511,7 @@ impl Block {
         if self.logs.is_empty() {
             self.logs = vec![0.0; self.products.len()];
         }
-        for (p, l) in self.products[n * w..][..w]
-            .iter_mut()
-            .zip(&mut self.logs[n * w..][..w])
-        {
+        for (p, l) in self.products[n * w..][..w].iter_mut().zip(&mut self.logs[n * w..][..w]) {
             *l += ln_product(*p);
             *p = 1.0;
         }
@@ -649,8 +534,7 @@ fn ln_product(p: f64) -> f64 {
     let bits = p.to_bits();
     let exponent = ((bits >> 52) & 0x7ff) as i64 - 1023;
     let mantissa = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000); // in [1, 2)
-    let value = exponent as f64 * std::f64::consts::LN_2
-        + lwta_kernels::philox::ln_f32(mantissa as f32) as f64;
+    let value = exponent as f64 * std::f64::consts::LN_2 + lwta_kernels::philox::ln_f32(mantissa as f32) as f64;
     if p > 0.0 && p < f64::INFINITY {
         value
     } else if p == 0.0 {
@@ -732,21 +616,12 @@ fn mutual_information(
     let chunk = terms.chunk(top_k);
 
     let threads = rayon::current_num_threads();
-    let width = (BLOCK_ACCUMULATOR_BYTES / (16 * k))
-        .min(m.div_ceil(4 * threads))
-        .clamp(8, m.max(8))
-        .min(m);
+    let width = (BLOCK_ACCUMULATOR_BYTES / (16 * k)).min(m.div_ceil(4 * threads)).clamp(8, m.max(8)).min(m);
     let mut blocks: Vec<Block> = (0..m.div_ceil(width))
         .map(|b| {
             let c0 = b * width;
             let w = width.min(m - c0);
-            Block {
-                c0,
-                width: w,
-                products: vec![1.0; k * w],
-                logs: Vec::new(),
-                pending: vec![0; k],
-            }
+            Block { c0, width: w, products: vec![1.0; k * w], logs: Vec::new(), pending: vec![0; k] }
         })
         .collect();
     let rows_per_round = (ROUND_BYTES / (4 * m)).clamp(1, uses.rows.len().max(1));
@@ -759,69 +634,45 @@ fn mutual_information(
         let n_rows = rows.len();
         // Rows in parallel, in tasks of `rows_per_task` rows; each task owns those rows of every
         // block's region.
-        let mut tasks: Vec<Vec<&mut [f32]>> = (0..n_rows.div_ceil(rows_per_task))
-            .map(|_| Vec::new())
-            .collect();
-        for (region, block) in numerators[..n_rows * m]
-            .chunks_mut(n_rows * width)
-            .zip(&blocks)
-        {
-            for (task, part) in tasks
-                .iter_mut()
-                .zip(region.chunks_mut(rows_per_task * block.width))
-            {
+        let mut tasks: Vec<Vec<&mut [f32]>> = (0..n_rows.div_ceil(rows_per_task)).map(|_| Vec::new()).collect();
+        for (region, block) in numerators[..n_rows * m].chunks_mut(n_rows * width).zip(&blocks) {
+            for (task, part) in tasks.iter_mut().zip(region.chunks_mut(rows_per_task * block.width)) {
                 task.push(part);
             }
         }
-        tasks
-            .into_par_iter()
-            .zip(inv_sums.par_chunks_mut(rows_per_task))
-            .zip(rows.par_chunks(rows_per_task))
-            .for_each(|((mut parts, inv_sums), rows)| {
+        tasks.into_par_iter().zip(inv_sums.par_chunks_mut(rows_per_task)).zip(rows.par_chunks(rows_per_task)).for_each(
+            |((mut parts, inv_sums), rows)| {
                 for (i, (&row, inv_sum)) in rows.iter().zip(inv_sums).enumerate() {
                     let x = &c[row as usize * m..][..m];
                     let max = scaled_max(x, a);
                     let mut sum = 0.0f32;
                     for (part, block) in parts.iter_mut().zip(&blocks) {
                         let w = block.width;
-                        sum += softmax_numerators(
-                            &x[block.c0..][..w],
-                            a,
-                            max,
-                            &mut part[i * w..][..w],
-                        );
+                        sum += softmax_numerators(&x[block.c0..][..w], a, max, &mut part[i * w..][..w]);
                     }
                     *inv_sum = 1.0 / sum;
                 }
-            });
+            },
+        );
         // Blocks in parallel, each streaming through its region.
-        blocks
-            .par_iter_mut()
-            .zip(numerators[..n_rows * m].par_chunks(n_rows * width))
-            .for_each(|(block, region)| {
-                let w = block.width;
-                let mut softmax = vec![0.0f32; w];
-                for (i, (row_numerators, inv_sum)) in
-                    region.chunks_exact(w).zip(&inv_sums).enumerate()
-                {
-                    for (s, &e) in softmax.iter_mut().zip(row_numerators) {
-                        *s = e * inv_sum;
-                    }
-                    let r = round * rows_per_round + i;
-                    for &(neuron, rank) in &uses.uses[uses.starts[r]..uses.starts[r + 1]] {
-                        let n = neuron as usize;
-                        multiply_terms(
-                            &mut block.products[n * w..][..w],
-                            &softmax,
-                            terms.at(rank as usize),
-                        );
-                        block.pending[n] += 1;
-                        if block.pending[n] == chunk {
-                            block.fold(n);
-                        }
+        blocks.par_iter_mut().zip(numerators[..n_rows * m].par_chunks(n_rows * width)).for_each(|(block, region)| {
+            let w = block.width;
+            let mut softmax = vec![0.0f32; w];
+            for (i, (row_numerators, inv_sum)) in region.chunks_exact(w).zip(&inv_sums).enumerate() {
+                for (s, &e) in softmax.iter_mut().zip(row_numerators) {
+                    *s = e * inv_sum;
+                }
+                let r = round * rows_per_round + i;
+                for &(neuron, rank) in &uses.uses[uses.starts[r]..uses.starts[r + 1]] {
+                    let n = neuron as usize;
+                    multiply_terms(&mut block.products[n * w..][..w], &softmax, terms.at(rank as usize));
+                    block.pending[n] += 1;
+                    if block.pending[n] == chunk {
+                        block.fold(n);
                     }
                 }
-            });
+            }
+        });
     }
 
     let lam = lam as f32 as f64; // PyTorch multiplies by λ in f32
@@ -849,58 +700,46 @@ fn mutual_information(
 /// `rank_reorder`: how well each concept's ranking of a neuron's top images reproduces the order of
 /// their activations — the p-th power error of the reordered activations against a shuffled baseline,
 /// divided by `mean(C)^scale_p`, negated so that higher is better.
-pub fn rank_reorder(
-    clip: ArrayView2<f32>,
-    target: ArrayView2<f32>,
-    params: &RankReorderParams,
-) -> Result<Array2<f32>> {
+pub fn rank_reorder(clip: ArrayView2<f32>, target: ArrayView2<f32>, params: &RankReorderParams) -> Result<Array2<f32>> {
     let d = dims(&clip, &target)?;
     let top_n = (d.images as f64 * params.top_fraction) as usize; // Python's int(): truncates
     if top_n == 0 || top_n > d.images {
         return Err(DissectError::parameter(
             "rank-reorder top_fraction",
-            format!(
-                "{} × {} probe images must select between 1 and {} images",
-                params.top_fraction, d.images, d.images
-            ),
+            format!("{} × {} probe images must select between 1 and {} images", params.top_fraction, d.images, d.images),
         ));
     }
     let (c, t) = (row_major(&clip), row_major(&target));
     let (m, k) = (d.concepts, d.neurons);
     let top = top_rows_per_column(&t, d.images, k, top_n);
     let mut out = vec![0.0f32; k * m];
-    out.par_chunks_mut(m)
-        .enumerate()
-        .for_each(|(neuron, out_row)| {
-            let rows = &top[neuron * top_n..][..top_n];
-            let descending: Vec<f32> = rows.iter().map(|&r| t[r as usize * k + neuron]).collect();
-            let ascending: Vec<f32> = descending.iter().rev().copied().collect();
-            let baseline = shuffled_baseline(&ascending, params.p, params.seed, neuron as u32);
-            // The neuron's top rows of C, transposed so each concept's scores are contiguous.
-            let mut scores = vec![0.0f32; m * top_n];
-            for (i, &r) in rows.iter().enumerate() {
-                for (concept, &v) in c[r as usize * m..][..m].iter().enumerate() {
-                    scores[concept * top_n + i] = v;
-                }
+    out.par_chunks_mut(m).enumerate().for_each(|(neuron, out_row)| {
+        let rows = &top[neuron * top_n..][..top_n];
+        let descending: Vec<f32> = rows.iter().map(|&r| t[r as usize * k + neuron]).collect();
+        let ascending: Vec<f32> = descending.iter().rev().copied().collect();
+        let baseline = shuffled_baseline(&ascending, params.p, params.seed, neuron as u32);
+        // The neuron's top rows of C, transposed so each concept's scores are contiguous.
+        let mut scores = vec![0.0f32; m * top_n];
+        for (i, &r) in rows.iter().enumerate() {
+            for (concept, &v) in c[r as usize * m..][..m].iter().enumerate() {
+                scores[concept * top_n + i] = v;
             }
-            let mut order: Vec<usize> = Vec::with_capacity(top_n);
-            let mut rank = vec![0usize; top_n];
-            for (concept, value) in out_row.iter_mut().enumerate() {
-                let s = &scores[concept * top_n..][..top_n];
-                let mean = s.iter().map(|&v| v as f64).sum::<f64>() / top_n as f64;
-                order.clear();
-                order.extend(0..top_n);
-                order.sort_by(|&x, &y| s[x].total_cmp(&s[y]).then(x.cmp(&y)));
-                for (r, &i) in order.iter().enumerate() {
-                    rank[i] = r;
-                }
-                let error = (0..top_n)
-                    .map(|i| ((descending[i] - ascending[rank[i]]).abs() as f64).powf(params.p))
-                    .sum::<f64>()
-                    / top_n as f64;
-                *value = (-(error / baseline) / mean.powf(params.scale_p)) as f32;
+        }
+        let mut order: Vec<usize> = Vec::with_capacity(top_n);
+        let mut rank = vec![0usize; top_n];
+        for (concept, value) in out_row.iter_mut().enumerate() {
+            let s = &scores[concept * top_n..][..top_n];
+            let mean = s.iter().map(|&v| v as f64).sum::<f64>() / top_n as f64;
+            order.clear();
+            order.extend(0..top_n);
+            order.sort_by(|&x, &y| s[x].total_cmp(&s[y]).then(x.cmp(&y)));
+            for (r, &i) in order.iter().enumerate() {
+                rank[i] = r;
             }
-        });
+            let error = (0..top_n).map(|i| ((descending[i] - ascending[rank[i]]).abs() as f64).powf(params.p)).sum::<f64>() / top_n as f64;
+            *value = (-(error / baseline) / mean.powf(params.scale_p)) as f32;
+        }
+    });
     to_array(k, m, out)
 }
 
@@ -917,11 +756,7 @@ fn shuffled_baseline(ascending: &[f32], p: f64, seed: u64, neuron: u32) -> f64 {
             let j = stream.below(i as u32 + 1) as usize;
             permutation.swap(i, j);
         }
-        sum += ascending
-            .iter()
-            .zip(&permutation)
-            .map(|(&x, &j)| ((x - ascending[j]).abs() as f64).powf(p))
-            .sum::<f64>();
+        sum += ascending.iter().zip(&permutation).map(|(&x, &j)| ((x - ascending[j]).abs() as f64).powf(p)).sum::<f64>();
     }
     sum / (BASELINE_SHUFFLES as usize * ascending.len()) as f64
 }
@@ -939,24 +774,12 @@ struct SeededStream {
 
 impl SeededStream {
     fn new(seed: u64, neuron: u32, shuffle: u32) -> Self {
-        Self {
-            key: [seed as u32, (seed >> 32) as u32],
-            neuron,
-            shuffle,
-            block: 0,
-            buffer: [0; 4],
-            used: 4,
-        }
+        Self { key: [seed as u32, (seed >> 32) as u32], neuron, shuffle, block: 0, buffer: [0; 4], used: 4 }
     }
 
     fn next_u32(&mut self) -> u32 {
         if self.used == 4 {
-            let counter = [
-                self.block as u32,
-                (self.block >> 32) as u32,
-                self.neuron,
-                self.shuffle,
-            ];
+            let counter = [self.block as u32, (self.block >> 32) as u32, self.neuron, self.shuffle];
             self.buffer = lwta_kernels::philox::philox4x32_10(counter, self.key);
             self.block += 1;
             self.used = 0;
@@ -979,9 +802,7 @@ mod tests {
     /// A deterministic pseudo-random matrix in [-1, 1).
     fn matrix(rows: usize, cols: usize, salt: u32) -> Array2<f32> {
         let mut stream = SeededStream::new(0x5eed, salt, 0);
-        Array2::from_shape_fn((rows, cols), |_| {
-            stream.next_u32() as f32 / 2_147_483_648.0 - 1.0
-        })
+        Array2::from_shape_fn((rows, cols), |_| stream.next_u32() as f32 / 2_147_483_648.0 - 1.0)
     }
 
     /// CLIP-Dissect's soft_wpmi/wpmi written the direct way (gather, f32 log per term, f64 sums).
@@ -1006,9 +827,7 @@ mod tests {
             let mut order: Vec<usize> = (0..n).collect();
             order.sort_by(|&x, &y| target[[y, neuron]].total_cmp(&target[[x, neuron]]));
             for concept in 0..m {
-                d[[neuron, concept]] = (0..top_k)
-                    .map(|j| (term(j, soft[[order[j], concept]]) as f64).ln())
-                    .sum::<f64>();
+                d[[neuron, concept]] = (0..top_k).map(|j| (term(j, soft[[order[j], concept]]) as f64).ln()).sum::<f64>();
             }
         }
         let mut out = d.clone();
@@ -1022,10 +841,7 @@ mod tests {
     fn assert_close(got: &Array2<f32>, want: &Array2<f64>, tol: f64) {
         assert_eq!(got.dim(), want.dim());
         for (g, w) in got.iter().zip(want) {
-            assert!(
-                ((*g as f64) - w).abs() <= tol * w.abs().max(1.0),
-                "{g} vs {w}"
-            );
+            assert!(((*g as f64) - w).abs() <= tol * w.abs().max(1.0), "{g} vs {w}");
         }
     }
 
@@ -1035,19 +851,10 @@ mod tests {
         // near 1e-20, which forces several ln chunks within top_k = 40.
         let clip = matrix(120, 77, 1);
         let target = matrix(120, 9, 2);
-        let params = SoftWpmiParams {
-            top_k: 40,
-            a: 10.0,
-            lam: 1.0,
-            min_prob: 1e-20,
-            p_start: 1.0,
-            p_end: 0.97,
-        };
+        let params = SoftWpmiParams { top_k: 40, a: 10.0, lam: 1.0, min_prob: 1e-20, p_start: 1.0, p_end: 0.97 };
         let diff = (params.p_start - params.p_end) as f32;
         let terms = Terms::Soft {
-            p: (0..40)
-                .map(|j| params.p_start as f32 - (j as f32 / 40.0) * diff)
-                .collect(),
+            p: (0..40).map(|j| params.p_start as f32 - (j as f32 / 40.0) * diff).collect(),
             min_prob: params.min_prob as f32,
         };
         assert!(terms.chunk(40) < 40, "test must exercise chunked logs");
@@ -1080,9 +887,7 @@ mod tests {
             for m in 0..7 {
                 let (t, c) = (target.column(k), clip.column(m));
                 let dot: f64 = t.iter().zip(c).map(|(&a, &b)| a as f64 * b as f64).sum();
-                let norm = |v: ndarray::ArrayView1<f32>| {
-                    v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt()
-                };
+                let norm = |v: ndarray::ArrayView1<f32>| v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
                 let want = dot / (norm(t) * norm(c));
                 assert!((got[[k, m]] as f64 - want).abs() < 1e-5);
             }
@@ -1104,13 +909,8 @@ mod tests {
         // Neuron 0's activation rises with concept 0's score and is unrelated to concept 1's.
         let n = 200;
         let noise = matrix(n, 1, 8);
-        let clip = Array2::from_shape_fn((n, 2), |(i, m)| {
-            if m == 0 {
-                0.2 + i as f32 / n as f32
-            } else {
-                0.2 + (noise[[i, 0]] + 1.0) / 2.0
-            }
-        });
+        let clip =
+            Array2::from_shape_fn((n, 2), |(i, m)| if m == 0 { 0.2 + i as f32 / n as f32 } else { 0.2 + (noise[[i, 0]] + 1.0) / 2.0 });
         let target = Array2::from_shape_fn((n, 1), |(i, _)| i as f32);
         let params = RankReorderParams::default();
         let got = rank_reorder(clip.view(), target.view(), &params).unwrap();
@@ -1118,16 +918,8 @@ mod tests {
         // A perfectly ordering concept has zero error.
         assert_eq!(got[[0, 0]], 0.0);
         // Seeded: same seed, same answer; another seed moves only the baseline.
-        assert_eq!(
-            got,
-            rank_reorder(clip.view(), target.view(), &params).unwrap()
-        );
-        let other = rank_reorder(
-            clip.view(),
-            target.view(),
-            &RankReorderParams { seed: 7, ..params },
-        )
-        .unwrap();
+        assert_eq!(got, rank_reorder(clip.view(), target.view(), &params).unwrap());
+        let other = rank_reorder(clip.view(), target.view(), &RankReorderParams { seed: 7, ..params }).unwrap();
         assert_ne!(got[[0, 1]], other[[0, 1]]);
     }
 
@@ -1135,15 +927,9 @@ mod tests {
     fn bad_inputs_are_errors() {
         let clip = matrix(10, 4, 9);
         let target = matrix(11, 2, 10);
-        assert!(matches!(
-            cos(clip.view(), target.view()),
-            Err(DissectError::Shape { .. })
-        ));
+        assert!(matches!(cos(clip.view(), target.view()), Err(DissectError::Shape { .. })));
         let target = matrix(10, 2, 10);
-        let too_many = SoftWpmiParams {
-            top_k: 11,
-            ..Default::default()
-        };
+        let too_many = SoftWpmiParams { top_k: 11, ..Default::default() };
         let err = soft_wpmi(clip.view(), target.view(), &too_many).unwrap_err();
         assert!(err.to_string().contains("top_k"), "{err}");
         assert!(rank_reorder(clip.view(), target.view(), &RankReorderParams::default()).is_err());

@@ -68,12 +68,7 @@ pub trait ActivationSource {
     fn fingerprint(&self) -> String;
 
     /// The outputs of `layers` (in that order) for probe images `indices`.
-    fn record(
-        &mut self,
-        probe: &dyn ProbeSet,
-        indices: &[usize],
-        layers: &[String],
-    ) -> Result<Vec<LayerOutput>>;
+    fn record(&mut self, probe: &dyn ProbeSet, indices: &[usize], layers: &[String]) -> Result<Vec<LayerOutput>>;
 
     /// The classifier, when the model ends in one.
     fn head(&self) -> Option<Head>;

@@ -42,27 +42,12 @@ const TILE_ELEMENTS: usize = 512;
 /// forward does not depend on τ); `y` is `x` at the winner and 0 elsewhere, and `winners[block]`
 /// is the winner's index in the block (blocks numbered as in the crate docs). With `u = 1` every
 /// element wins (`y = x`). A NaN logit never beats an earlier competitor.
-pub fn forward(
-    x: &[f32],
-    y: &mut [f32],
-    winners: &mut [u8],
-    geom: BlockGeometry,
-    u: usize,
-    noise: Noise,
-) -> Result<()> {
+pub fn forward(x: &[f32], y: &mut [f32], winners: &mut [u8], geom: BlockGeometry, u: usize, noise: Noise) -> Result<()> {
     forward_on(simd::isa(), x, y, winners, geom, u, noise)
 }
 
 /// [`forward`] with a given instruction set (the tests compare them).
-fn forward_on(
-    isa: Isa,
-    x: &[f32],
-    y: &mut [f32],
-    winners: &mut [u8],
-    geom: BlockGeometry,
-    u: usize,
-    noise: Noise,
-) -> Result<()> {
+fn forward_on(isa: Isa, x: &[f32], y: &mut [f32], winners: &mut [u8], geom: BlockGeometry, u: usize, noise: Noise) -> Result<()> {
     geom.check(u, "lwta_kernels::cpu::forward")?;
     expect_len("x", x.len(), geom.len())?;
     expect_len("y", y.len(), geom.len())?;
@@ -71,20 +56,12 @@ fn forward_on(
     let Some(split) = Split::new(geom, u) else {
         return Ok(());
     };
-    x.par_chunks(split.elements)
-        .zip(y.par_chunks_mut(split.elements))
-        .zip(winners.par_chunks_mut(split.blocks))
-        .enumerate()
-        .for_each(|(i, ((x, y), winners))| {
-            let chunk = Chunk {
-                x,
-                start: i * split.elements,
-                u,
-                inner: geom.inner,
-                noise,
-            };
+    x.par_chunks(split.elements).zip(y.par_chunks_mut(split.elements)).zip(winners.par_chunks_mut(split.blocks)).enumerate().for_each(
+        |(i, ((x, y), winners))| {
+            let chunk = Chunk { x, start: i * split.elements, u, inner: geom.inner, noise };
             simd::run_with(isa, Forward { chunk, y, winners });
-        });
+        },
+    );
     Ok(())
 }
 
@@ -92,30 +69,13 @@ fn forward_on(
 /// with `s = softmax((x + g)/τ)` and `h` the forward's one-hot,
 /// `dx_j = dy_j·h_j + (s_j/τ)·(dy_j·x_j − Σ_i dy_i·x_i·s_i)`.
 /// `noise` must be the forward's: the same stream regenerates the same `g`.
-pub fn backward(
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    geom: BlockGeometry,
-    u: usize,
-    tau: f32,
-    noise: Noise,
-) -> Result<()> {
+pub fn backward(x: &[f32], dy: &[f32], dx: &mut [f32], geom: BlockGeometry, u: usize, tau: f32, noise: Noise) -> Result<()> {
     backward_on(simd::isa(), x, dy, dx, geom, u, tau, noise)
 }
 
 /// [`backward`] with a given instruction set (the tests compare them).
 #[allow(clippy::too_many_arguments)]
-fn backward_on(
-    isa: Isa,
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    geom: BlockGeometry,
-    u: usize,
-    tau: f32,
-    noise: Noise,
-) -> Result<()> {
+fn backward_on(isa: Isa, x: &[f32], dy: &[f32], dx: &mut [f32], geom: BlockGeometry, u: usize, tau: f32, noise: Noise) -> Result<()> {
     geom.check(u, "lwta_kernels::cpu::backward")?;
     if !(tau.is_finite() && tau > 0.0) {
         return Err(LwtaError::Tau(tau));
@@ -127,28 +87,12 @@ fn backward_on(
     let Some(split) = Split::new(geom, u) else {
         return Ok(());
     };
-    x.par_chunks(split.elements)
-        .zip(dy.par_chunks(split.elements))
-        .zip(dx.par_chunks_mut(split.elements))
-        .enumerate()
-        .for_each(|(i, ((x, dy), dx))| {
-            let chunk = Chunk {
-                x,
-                start: i * split.elements,
-                u,
-                inner: geom.inner,
-                noise,
-            };
-            simd::run_with(
-                isa,
-                Backward {
-                    chunk,
-                    dy,
-                    dx,
-                    inv_tau: 1.0 / tau,
-                },
-            );
-        });
+    x.par_chunks(split.elements).zip(dy.par_chunks(split.elements)).zip(dx.par_chunks_mut(split.elements)).enumerate().for_each(
+        |(i, ((x, dy), dx))| {
+            let chunk = Chunk { x, start: i * split.elements, u, inner: geom.inner, noise };
+            simd::run_with(isa, Backward { chunk, dy, dx, inv_tau: 1.0 / tau });
+        },
+    );
     Ok(())
 }
 
@@ -156,11 +100,7 @@ fn expect_len(name: &'static str, got: usize, expected: usize) -> Result<()> {
     if got == expected {
         Ok(())
     } else {
-        Err(LwtaError::Length {
-            name,
-            got,
-            expected,
-        })
+        Err(LwtaError::Length { name, got, expected })
     }
 }
 
@@ -187,10 +127,7 @@ impl Split {
         }
         let slab = u * geom.inner;
         let slabs = (CHUNK_ELEMENTS / slab).max(1);
-        Some(Self {
-            elements: slabs * slab,
-            blocks: slabs * geom.inner,
-        })
+        Some(Self { elements: slabs * slab, blocks: slabs * geom.inner })
     }
 }
 
@@ -215,10 +152,7 @@ impl Chunk<'_> {
                 gumbel_noise_with(s, seed, offset, self.start as u64, &mut z);
                 for i in (0..z.len()).step_by(S::LANES) {
                     let end = (i + S::LANES).min(z.len());
-                    let sum = s.add(
-                        load_padded(s, &z[i..end], 0.0),
-                        load_padded(s, &self.x[i..end], 0.0),
-                    );
+                    let sum = s.add(load_padded(s, &z[i..end], 0.0), load_padded(s, &self.x[i..end], 0.0));
                     store_partial(s, &mut z[i..end], sum);
                 }
             }
@@ -227,11 +161,7 @@ impl Chunk<'_> {
                 for i in (0..z.len()).step_by(S::LANES) {
                     let end = (i + S::LANES).min(z.len());
                     let g = gumbel(s, load_padded(s, &uniforms[i..end], 0.5));
-                    store_partial(
-                        s,
-                        &mut z[i..end],
-                        s.add(load_padded(s, &self.x[i..end], 0.0), g),
-                    );
+                    store_partial(s, &mut z[i..end], s.add(load_padded(s, &self.x[i..end], 0.0), g));
                 }
             }
         }
@@ -275,21 +205,9 @@ impl Tiling {
     fn new<S: Simd>(u: usize, inner: usize) -> Self {
         let pitch = (TILE_ELEMENTS / u).max(1).next_multiple_of(S::LANES);
         if inner >= pitch {
-            Self {
-                kind: Kind::Rows,
-                u,
-                inner,
-                pitch,
-                slabs_per_tile: 0,
-            }
+            Self { kind: Kind::Rows, u, inner, pitch, slabs_per_tile: 0 }
         } else {
-            Self {
-                kind: Kind::Gathered,
-                u,
-                inner,
-                pitch,
-                slabs_per_tile: pitch / inner,
-            }
+            Self { kind: Kind::Gathered, u, inner, pitch, slabs_per_tile: pitch / inner }
         }
     }
 
@@ -303,24 +221,14 @@ impl Tiling {
                 for slab in 0..slabs {
                     for p in (0..inner).step_by(self.pitch) {
                         let lanes = self.pitch.min(inner - p);
-                        tiles.push(Tile {
-                            offset: slab * u * inner + p,
-                            first_block: slab * inner + p,
-                            lanes,
-                            len: 0,
-                        });
+                        tiles.push(Tile { offset: slab * u * inner + p, first_block: slab * inner + p, lanes, len: 0 });
                     }
                 }
             }
             Kind::Gathered => {
                 for first in (0..slabs).step_by(self.slabs_per_tile) {
                     let n = self.slabs_per_tile.min(slabs - first);
-                    tiles.push(Tile {
-                        offset: first * u * inner,
-                        first_block: first * inner,
-                        lanes: n * inner,
-                        len: n * u * inner,
-                    });
+                    tiles.push(Tile { offset: first * u * inner, first_block: first * inner, lanes: n * inner, len: n * u * inner });
                 }
             }
         }
@@ -344,12 +252,8 @@ impl Tables {
         let (u, inner, pitch) = (t.u, t.inner, t.pitch);
         let len = t.slabs_per_tile * u * inner;
         let padded = len.next_multiple_of(S::LANES);
-        let mut tables = Tables {
-            lane_of: vec![0; padded],
-            competitor_of: vec![0.0; padded],
-            row_of: vec![0; padded],
-            memory_of: vec![0; u * pitch],
-        };
+        let mut tables =
+            Tables { lane_of: vec![0; padded], competitor_of: vec![0.0; padded], row_of: vec![0; padded], memory_of: vec![0; u * pitch] };
         for e in 0..len {
             let (slab, rest) = (e / (u * inner), e % (u * inner));
             let (j, lane) = (rest / inner, slab * inner + rest % inner);
@@ -388,30 +292,15 @@ impl<'a> Rows<'a> {
 /// Fills `rows` (pitch `pitch`) with the tile's competitors gathered from `memory` (the chunk-level
 /// array, e.g. logits) and returns them as [`Rows`].
 #[inline(always)]
-fn gather_rows<'a, S: Simd>(
-    s: S,
-    t: &Tiling,
-    tables: &Tables,
-    tile: &Tile,
-    memory: &[f32],
-    rows: &'a mut [f32],
-) -> Rows<'a> {
+fn gather_rows<'a, S: Simd>(s: S, t: &Tiling, tables: &Tables, tile: &Tile, memory: &[f32], rows: &'a mut [f32]) -> Rows<'a> {
     let memory = &memory[tile.offset..tile.offset + tile.len];
     for j in 0..t.u {
         for l in (0..tile.lanes).step_by(S::LANES) {
             let at = j * t.pitch + l;
-            s.store(
-                &mut rows[at..],
-                s.gather(memory, s.load_i(&tables.memory_of[at..])),
-            );
+            s.store(&mut rows[at..], s.gather(memory, s.load_i(&tables.memory_of[at..])));
         }
     }
-    Rows {
-        data: rows,
-        start: 0,
-        stride: t.pitch,
-        len: tile.lanes,
-    }
+    Rows { data: rows, start: 0, stride: t.pitch, len: tile.lanes }
 }
 
 /// One step of the argmax over a block's competitors, taken in order: competitor `j` with logit
@@ -437,12 +326,7 @@ struct Relaxed<S: Simd> {
 impl<S: Simd> Relaxed<S> {
     #[inline(always)]
     fn new(s: S, max: S::F, inv_tau: f32) -> Self {
-        Self {
-            max,
-            inv_tau: s.splat(inv_tau),
-            sum: s.splat(0.0),
-            weighted: s.splat(0.0),
-        }
+        Self { max, inv_tau: s.splat(inv_tau), sum: s.splat(0.0), weighted: s.splat(0.0) }
     }
 
     /// `e_j` of competitor `j`, accumulated into the sums.
@@ -497,17 +381,11 @@ fn scatter<S: Simd>(
 ) {
     match (t.kind, tables) {
         (Kind::Gathered, Some(tables)) => {
-            let (values, out) = (
-                &values[tile.offset..][..tile.len],
-                &mut out[tile.offset..][..tile.len],
-            );
+            let (values, out) = (&values[tile.offset..][..tile.len], &mut out[tile.offset..][..tile.len]);
             for e in (0..tile.len).step_by(S::LANES) {
                 let end = (e + S::LANES).min(tile.len);
                 let win = s.gather(winner, s.load_i(&tables.lane_of[e..]));
-                let hard = s.keep(
-                    s.eq(win, s.load(&tables.competitor_of[e..])),
-                    load_padded(s, &values[e..end], 0.0),
-                );
+                let hard = s.keep(s.eq(win, s.load(&tables.competitor_of[e..])), load_padded(s, &values[e..end], 0.0));
                 let v = match extra {
                     Some(extra) => s.add(hard, s.gather(extra, s.load_i(&tables.row_of[e..]))),
                     None => hard,
@@ -521,12 +399,7 @@ fn scatter<S: Simd>(
                 let (values, out) = (&values[row..][..tile.lanes], &mut out[row..][..tile.lanes]);
                 for l in (0..tile.lanes).step_by(S::LANES) {
                     let end = (l + S::LANES).min(tile.lanes);
-                    let hard = if_winner(
-                        s,
-                        s.load(&winner[l..]),
-                        j,
-                        load_padded(s, &values[l..end], 0.0),
-                    );
+                    let hard = if_winner(s, s.load(&winner[l..]), j, load_padded(s, &values[l..end], 0.0));
                     let v = match extra {
                         Some(extra) => s.add(hard, s.load(&extra[j * t.pitch + l..])),
                         None => hard,
@@ -548,12 +421,7 @@ struct Buffers {
 
 impl Buffers {
     fn new(t: &Tiling) -> Self {
-        Self {
-            rows: vec![0.0; t.u * t.pitch],
-            rows2: vec![0.0; t.u * t.pitch],
-            best: vec![0.0; t.pitch],
-            winner: vec![0.0; t.pitch],
-        }
+        Self { rows: vec![0.0; t.u * t.pitch], rows2: vec![0.0; t.u * t.pitch], best: vec![0.0; t.pitch], winner: vec![0.0; t.pitch] }
     }
 }
 
@@ -579,12 +447,7 @@ impl simd::Kernel for Forward<'_> {
         for tile in t.tiles(chunk.x.len()) {
             let logits = match &tables {
                 Some(tables) => gather_rows(s, &t, tables, &tile, &z, &mut b.rows),
-                None => Rows {
-                    data: &z,
-                    start: tile.offset,
-                    stride: t.inner,
-                    len: tile.lanes,
-                },
+                None => Rows { data: &z, start: tile.offset, stride: t.inner, len: tile.lanes },
             };
             argmax(s, t.u, logits, &mut b.best, &mut b.winner);
             scatter(s, &t, tables.as_ref(), &tile, &b.winner, chunk.x, None, y);
@@ -605,12 +468,7 @@ impl simd::Kernel for Backward<'_> {
 
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let Backward {
-            chunk,
-            dy,
-            dx,
-            inv_tau,
-        } = self;
+        let Backward { chunk, dy, dx, inv_tau } = self;
         if chunk.inner == 1 && chunk.u == 4 {
             return quads_backward(s, &chunk, dy, dx, inv_tau);
         }
@@ -620,49 +478,24 @@ impl simd::Kernel for Backward<'_> {
         let mut dy_x = vec![0.0; chunk.x.len()];
         for i in (0..dy_x.len()).step_by(S::LANES) {
             let end = (i + S::LANES).min(dy_x.len());
-            let product = s.mul(
-                load_padded(s, &dy[i..end], 0.0),
-                load_padded(s, &chunk.x[i..end], 0.0),
-            );
+            let product = s.mul(load_padded(s, &dy[i..end], 0.0), load_padded(s, &chunk.x[i..end], 0.0));
             store_partial(s, &mut dy_x[i..end], product);
         }
         let mut b = Buffers::new(&t);
         let mut soft = vec![0.0; t.u * t.pitch];
         for tile in t.tiles(chunk.x.len()) {
             let (logits, products) = match &tables {
-                Some(tables) => (
-                    gather_rows(s, &t, tables, &tile, &z, &mut b.rows),
-                    gather_rows(s, &t, tables, &tile, &dy_x, &mut b.rows2),
-                ),
+                Some(tables) => {
+                    (gather_rows(s, &t, tables, &tile, &z, &mut b.rows), gather_rows(s, &t, tables, &tile, &dy_x, &mut b.rows2))
+                }
                 None => (
-                    Rows {
-                        data: &z,
-                        start: tile.offset,
-                        stride: t.inner,
-                        len: tile.lanes,
-                    },
-                    Rows {
-                        data: &dy_x,
-                        start: tile.offset,
-                        stride: t.inner,
-                        len: tile.lanes,
-                    },
+                    Rows { data: &z, start: tile.offset, stride: t.inner, len: tile.lanes },
+                    Rows { data: &dy_x, start: tile.offset, stride: t.inner, len: tile.lanes },
                 ),
             };
             argmax(s, t.u, logits, &mut b.best, &mut b.winner);
-            relaxed_gradient(
-                s, t.u, t.pitch, inv_tau, logits, products, &b.best, &mut soft,
-            );
-            scatter(
-                s,
-                &t,
-                tables.as_ref(),
-                &tile,
-                &b.winner,
-                dy,
-                Some(&soft),
-                dx,
-            );
+            relaxed_gradient(s, t.u, t.pitch, inv_tau, logits, products, &b.best, &mut soft);
+            scatter(s, &t, tables.as_ref(), &tile, &b.winner, dy, Some(&soft), dx);
         }
     }
 }
@@ -671,16 +504,7 @@ impl simd::Kernel for Backward<'_> {
 /// `s_j = e_j / Σ e`, `soft_j = (s_j/τ)·(dy_j·x_j − Σ_i dy_i·x_i·s_i)` (`products` holds `dy·x`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn relaxed_gradient<S: Simd>(
-    s: S,
-    u: usize,
-    pitch: usize,
-    inv_tau: f32,
-    logits: Rows,
-    products: Rows,
-    best: &[f32],
-    soft: &mut [f32],
-) {
+fn relaxed_gradient<S: Simd>(s: S, u: usize, pitch: usize, inv_tau: f32, logits: Rows, products: Rows, best: &[f32], soft: &mut [f32]) {
     for l in (0..logits.len).step_by(S::LANES) {
         let mut relaxed = Relaxed::new(s, s.load(&best[l..]), inv_tau);
         for j in 0..u {
@@ -689,12 +513,7 @@ fn relaxed_gradient<S: Simd>(
         }
         let finished = relaxed.finish(s);
         for j in 0..u {
-            let v = Relaxed::gradient(
-                s,
-                s.load(&soft[j * pitch + l..]),
-                products.load(s, j, l),
-                finished,
-            );
+            let v = Relaxed::gradient(s, s.load(&soft[j * pitch + l..]), products.load(s, j, l), finished);
             s.store(&mut soft[j * pitch + l..], v);
         }
     }
@@ -733,22 +552,13 @@ fn load_quads<S: Simd>(s: S, src: &[f32]) -> [S::F; 4] {
         s.to_bits(load_part(s, src, 3)),
     ];
     let r = s.deinterleave4(m);
-    [
-        s.from_bits(r[0]),
-        s.from_bits(r[1]),
-        s.from_bits(r[2]),
-        s.from_bits(r[3]),
-    ]
+    [s.from_bits(r[0]), s.from_bits(r[1]), s.from_bits(r[2]), s.from_bits(r[3])]
 }
 
 /// Vector `i` of `src` (padded with 0 past its end).
 #[inline(always)]
 fn load_part<S: Simd>(s: S, src: &[f32], i: usize) -> S::F {
-    load_padded(
-        s,
-        &src[(i * S::LANES).min(src.len())..((i + 1) * S::LANES).min(src.len())],
-        0.0,
-    )
+    load_padded(s, &src[(i * S::LANES).min(src.len())..((i + 1) * S::LANES).min(src.len())], 0.0)
 }
 
 /// `v` where `winner` is competitor `j`, 0 elsewhere.
@@ -760,17 +570,9 @@ fn if_winner<S: Simd>(s: S, winner: S::F, j: usize, v: S::F) -> S::F {
 /// Writes four competitor vectors back to memory order (`dst.len() = 4·n`).
 #[inline(always)]
 fn store_quads<S: Simd>(s: S, dst: &mut [f32], v: [S::F; 4]) {
-    let m = s.interleave4([
-        s.to_bits(v[0]),
-        s.to_bits(v[1]),
-        s.to_bits(v[2]),
-        s.to_bits(v[3]),
-    ]);
+    let m = s.interleave4([s.to_bits(v[0]), s.to_bits(v[1]), s.to_bits(v[2]), s.to_bits(v[3])]);
     for (i, m) in m.into_iter().enumerate() {
-        let (start, end) = (
-            (i * S::LANES).min(dst.len()),
-            ((i + 1) * S::LANES).min(dst.len()),
-        );
+        let (start, end) = ((i * S::LANES).min(dst.len()), ((i + 1) * S::LANES).min(dst.len()));
         store_partial(s, &mut dst[start..end], s.from_bits(m));
     }
 }
@@ -780,37 +582,19 @@ fn store_quads<S: Simd>(s: S, dst: &mut [f32], v: [S::F; 4]) {
 fn quad_noise<S: Simd>(s: S, chunk: &Chunk, first: usize, n: usize) -> [S::F; 4] {
     match chunk.noise {
         Noise::None => [s.splat(0.0); 4],
-        Noise::Philox { seed, offset } => {
-            gumbel_by_lane(s, seed, offset, (chunk.start / 4 + first) as u64)
-        }
+        Noise::Philox { seed, offset } => gumbel_by_lane(s, seed, offset, (chunk.start / 4 + first) as u64),
         Noise::Uniforms(uniforms) => {
             let u = load_quads(s, &uniforms[chunk.start + 4 * first..][..4 * n]);
-            [
-                gumbel(s, u[0]),
-                gumbel(s, u[1]),
-                gumbel(s, u[2]),
-                gumbel(s, u[3]),
-            ]
+            [gumbel(s, u[0]), gumbel(s, u[1]), gumbel(s, u[2]), gumbel(s, u[3])]
         }
     }
 }
 
 /// Logits, best logit and winner of chunk blocks `first .. first + n` whose inputs are `x`.
 #[inline(always)]
-fn quad_competition<S: Simd>(
-    s: S,
-    chunk: &Chunk,
-    first: usize,
-    n: usize,
-    x: [S::F; 4],
-) -> ([S::F; 4], S::F, S::F) {
+fn quad_competition<S: Simd>(s: S, chunk: &Chunk, first: usize, n: usize, x: [S::F; 4]) -> ([S::F; 4], S::F, S::F) {
     let g = quad_noise(s, chunk, first, n);
-    let z = [
-        s.add(x[0], g[0]),
-        s.add(x[1], g[1]),
-        s.add(x[2], g[2]),
-        s.add(x[3], g[3]),
-    ];
+    let z = [s.add(x[0], g[0]), s.add(x[1], g[1]), s.add(x[2], g[2]), s.add(x[3], g[3])];
     let (mut best, mut winner) = (z[0], s.splat(0.0));
     for (j, &z) in z.iter().enumerate().skip(1) {
         compete(s, &mut best, &mut winner, z, j);
@@ -826,12 +610,8 @@ fn quads_forward<S: Simd>(s: S, chunk: &Chunk, y: &mut [f32], winners: &mut [u8]
         let elements = 4 * first..4 * (first + n);
         let x = load_quads(s, &chunk.x[elements.clone()]);
         let (_, _, winner) = quad_competition(s, chunk, first, n, x);
-        let y_quads = [
-            if_winner(s, winner, 0, x[0]),
-            if_winner(s, winner, 1, x[1]),
-            if_winner(s, winner, 2, x[2]),
-            if_winner(s, winner, 3, x[3]),
-        ];
+        let y_quads =
+            [if_winner(s, winner, 0, x[0]), if_winner(s, winner, 1, x[1]), if_winner(s, winner, 2, x[2]), if_winner(s, winner, 3, x[3])];
         store_quads(s, &mut y[elements], y_quads);
         let mut indices = [0.0; simd::MAX_LANES];
         s.store(&mut indices, winner);
@@ -848,37 +628,16 @@ fn quads_backward<S: Simd>(s: S, chunk: &Chunk, dy: &[f32], dx: &mut [f32], inv_
         let x = load_quads(s, &chunk.x[elements.clone()]);
         let dy = load_quads(s, &dy[elements.clone()]);
         let (z, best, winner) = quad_competition(s, chunk, first, n, x);
-        let p = [
-            s.mul(dy[0], x[0]),
-            s.mul(dy[1], x[1]),
-            s.mul(dy[2], x[2]),
-            s.mul(dy[3], x[3]),
-        ];
+        let p = [s.mul(dy[0], x[0]), s.mul(dy[1], x[1]), s.mul(dy[2], x[2]), s.mul(dy[3], x[3])];
         let mut relaxed = Relaxed::new(s, best, inv_tau);
-        let e = [
-            relaxed.weight(s, z[0], p[0]),
-            relaxed.weight(s, z[1], p[1]),
-            relaxed.weight(s, z[2], p[2]),
-            relaxed.weight(s, z[3], p[3]),
-        ];
+        let e =
+            [relaxed.weight(s, z[0], p[0]), relaxed.weight(s, z[1], p[1]), relaxed.weight(s, z[2], p[2]), relaxed.weight(s, z[3], p[3])];
         let finished = relaxed.finish(s);
         let dx_quads = [
-            s.add(
-                if_winner(s, winner, 0, dy[0]),
-                Relaxed::gradient(s, e[0], p[0], finished),
-            ),
-            s.add(
-                if_winner(s, winner, 1, dy[1]),
-                Relaxed::gradient(s, e[1], p[1], finished),
-            ),
-            s.add(
-                if_winner(s, winner, 2, dy[2]),
-                Relaxed::gradient(s, e[2], p[2], finished),
-            ),
-            s.add(
-                if_winner(s, winner, 3, dy[3]),
-                Relaxed::gradient(s, e[3], p[3], finished),
-            ),
+            s.add(if_winner(s, winner, 0, dy[0]), Relaxed::gradient(s, e[0], p[0], finished)),
+            s.add(if_winner(s, winner, 1, dy[1]), Relaxed::gradient(s, e[1], p[1], finished)),
+            s.add(if_winner(s, winner, 2, dy[2]), Relaxed::gradient(s, e[2], p[2], finished)),
+            s.add(if_winner(s, winner, 3, dy[3]), Relaxed::gradient(s, e[3], p[3], finished)),
         ];
         store_quads(s, &mut dx[elements], dx_quads);
     }
@@ -890,9 +649,7 @@ mod tests {
     use crate::philox::uniform_at;
 
     fn values(len: usize, seed: u64) -> Vec<f32> {
-        (0..len as u64)
-            .map(|e| 4.0 * uniform_at(seed, 5, e) - 2.0)
-            .collect()
+        (0..len as u64).map(|e| 4.0 * uniform_at(seed, 5, e) - 2.0).collect()
     }
 
     /// Every kernel path (U = 4 tokens in registers, gathered tiles, channel rows; partial
@@ -909,33 +666,17 @@ mod tests {
         ];
         for (geom, u) in cases {
             let (x, dy) = (values(geom.len(), 1), values(geom.len(), 2));
-            let uniforms: Vec<f32> = (0..geom.len() as u64)
-                .map(|e| uniform_at(3, 4, e))
-                .collect();
-            for noise in [
-                Noise::None,
-                Noise::Philox { seed: 9, offset: 2 },
-                Noise::Uniforms(&uniforms),
-            ] {
+            let uniforms: Vec<f32> = (0..geom.len() as u64).map(|e| uniform_at(3, 4, e)).collect();
+            for noise in [Noise::None, Noise::Philox { seed: 9, offset: 2 }, Noise::Uniforms(&uniforms)] {
                 let run = |isa| {
-                    let (mut y, mut winners, mut dx) = (
-                        vec![0.0; x.len()],
-                        vec![0; geom.blocks(u)],
-                        vec![0.0; x.len()],
-                    );
+                    let (mut y, mut winners, mut dx) = (vec![0.0; x.len()], vec![0; geom.blocks(u)], vec![0.0; x.len()]);
                     forward_on(isa, &x, &mut y, &mut winners, geom, u, noise).unwrap();
                     backward_on(isa, &x, &dy, &mut dx, geom, u, 0.67, noise).unwrap();
-                    (
-                        y.iter().chain(&dx).map(|v| v.to_bits()).collect::<Vec<_>>(),
-                        winners,
-                    )
+                    (y.iter().chain(&dx).map(|v| v.to_bits()).collect::<Vec<_>>(), winners)
                 };
                 let reference = run(Isa::Scalar);
                 for isa in simd::supported() {
-                    assert!(
-                        run(isa) == reference,
-                        "{isa:?} differs from scalar: {geom:?} U={u} {noise:?}"
-                    );
+                    assert!(run(isa) == reference, "{isa:?} differs from scalar: {geom:?} U={u} {noise:?}");
                 }
             }
         }

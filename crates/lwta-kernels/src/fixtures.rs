@@ -39,35 +39,17 @@ const NEAR_TIE: f64 = 1e-6;
 pub fn parity_checks(fixtures: &Path) -> Result<Vec<Check>> {
     let path = fixtures.join(FILE);
     let file = path.display().to_string();
-    let bytes = std::fs::read(&path).map_err(|e| LwtaError::FixtureFile {
-        file: file.clone(),
-        what: format!("cannot read: {e}"),
-    })?;
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| LwtaError::FixtureFile {
-        file: file.clone(),
-        what: format!("not a safetensors file: {e}"),
-    })?;
-    let mut cases: Vec<&str> = tensors
-        .names()
-        .into_iter()
-        .filter_map(|n| n.strip_suffix(".x"))
-        .collect();
+    let bytes = std::fs::read(&path).map_err(|e| LwtaError::FixtureFile { file: file.clone(), what: format!("cannot read: {e}") })?;
+    let tensors = SafeTensors::deserialize(&bytes)
+        .map_err(|e| LwtaError::FixtureFile { file: file.clone(), what: format!("not a safetensors file: {e}") })?;
+    let mut cases: Vec<&str> = tensors.names().into_iter().filter_map(|n| n.strip_suffix(".x")).collect();
     cases.sort_unstable();
     if cases.is_empty() {
-        return Err(LwtaError::FixtureFile {
-            file,
-            what: "no `<case>.x` tensors: no cases to check".into(),
-        });
+        return Err(LwtaError::FixtureFile { file, what: "no `<case>.x` tensors: no cases to check".into() });
     }
     let mut checks = vec![known_answers()];
     for case in cases {
-        let fixture = Case::read(
-            &Reader {
-                file: &file,
-                tensors: &tensors,
-            },
-            case,
-        )?;
+        let fixture = Case::read(&Reader { file: &file, tensors: &tensors }, case)?;
         checks.extend(fixture.check()?);
     }
     Ok(checks)
@@ -80,8 +62,7 @@ fn known_answers() -> Check {
         .map(|(counter, key, _)| format!("counter {counter:08x?} key {key:08x?}"))
         .collect();
     let error = if wrong.is_empty() { 0.0 } else { 1.0 };
-    Check::within("lwta/philox4x32_10_known_answers", error, 0.0)
-        .require(wrong.is_empty(), wrong.join(", "))
+    Check::within("lwta/philox4x32_10_known_answers", error, 0.0).require(wrong.is_empty(), wrong.join(", "))
 }
 
 /// Reads tensors of one file, naming the file and tensor in every error.
@@ -92,49 +73,27 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn error(&self, tensor: &str, what: impl Into<String>) -> LwtaError {
-        LwtaError::Fixture {
-            file: self.file.to_string(),
-            tensor: tensor.to_string(),
-            what: what.into(),
-        }
+        LwtaError::Fixture { file: self.file.to_string(), tensor: tensor.to_string(), what: what.into() }
     }
 
     /// A float64 tensor: its values and shape.
     fn f64s(&self, tensor: &str) -> Result<(Vec<f64>, Vec<usize>)> {
-        let view = self
-            .tensors
-            .tensor(tensor)
-            .map_err(|e| self.error(tensor, e.to_string()))?;
+        let view = self.tensors.tensor(tensor).map_err(|e| self.error(tensor, e.to_string()))?;
         if view.dtype() != Dtype::F64 {
             return Err(self.error(tensor, format!("dtype {:?}, expected F64", view.dtype())));
         }
-        let values = view
-            .data()
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("8-byte chunk")))
-            .collect();
+        let values = view.data().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8-byte chunk"))).collect();
         Ok((values, view.shape().to_vec()))
     }
 
     /// A one-element tensor (I64 or F64) as f64.
     fn scalar(&self, tensor: &str) -> Result<f64> {
-        let view = self
-            .tensors
-            .tensor(tensor)
-            .map_err(|e| self.error(tensor, e.to_string()))?;
+        let view = self.tensors.tensor(tensor).map_err(|e| self.error(tensor, e.to_string()))?;
         let data = view.data();
         let value = match (view.dtype(), data.len()) {
             (Dtype::I64, 8) => i64::from_le_bytes(data.try_into().expect("8 bytes")) as f64,
             (Dtype::F64, 8) => f64::from_le_bytes(data.try_into().expect("8 bytes")),
-            (dtype, _) => {
-                return Err(self.error(
-                    tensor,
-                    format!(
-                        "{dtype:?} with shape {:?}, expected one I64 or F64 value",
-                        view.shape()
-                    ),
-                ))
-            }
+            (dtype, _) => return Err(self.error(tensor, format!("{dtype:?} with shape {:?}, expected one I64 or F64 value", view.shape()))),
         };
         Ok(value)
     }
@@ -164,27 +123,16 @@ impl<'a> Case<'a> {
         let same_shape = |suffix: &str| -> Result<Vec<f64>> {
             let (values, s) = r.f64s(&tensor(suffix))?;
             if s != shape {
-                return Err(r.error(
-                    &tensor(suffix),
-                    format!("shape {s:?}, expected {shape:?} like `{name}.x`"),
-                ));
+                return Err(r.error(&tensor(suffix), format!("shape {s:?}, expected {shape:?} like `{name}.x`")));
             }
             Ok(values)
         };
-        let (uniforms, gy, y, gx, mask) = (
-            same_shape("u")?,
-            same_shape("gy")?,
-            same_shape("y")?,
-            same_shape("gx")?,
-            same_shape("winner_mask")?,
-        );
+        let (uniforms, gy, y, gx, mask) =
+            (same_shape("u")?, same_shape("gy")?, same_shape("y")?, same_shape("gx")?, same_shape("winner_mask")?);
 
         let u = r.scalar(&tensor("U"))?;
         if !((1.0..=255.0).contains(&u) && u.fract() == 0.0) {
-            return Err(r.error(
-                &tensor("U"),
-                format!("{u} competitors, expected an integer in 1..=255"),
-            ));
+            return Err(r.error(&tensor("U"), format!("{u} competitors, expected an integer in 1..=255")));
         }
         let u = u as usize;
         let tau = r.scalar(&tensor("tau"))?;
@@ -195,7 +143,9 @@ impl<'a> Case<'a> {
             (0.0, [.., channels]) => BlockGeometry::tokens(x.len() / (*channels).max(1), *channels),
             (1.0, &[n, channels, h, w]) => BlockGeometry::nchw(n, channels, h, w),
             (c, _) => {
-                return Err(r.error(&tensor("conv"), format!("layout {c} for `{name}.x` of shape {shape:?}; expected 0 (tokens) or 1 (NCHW, 4-d)")))
+                return Err(
+                    r.error(&tensor("conv"), format!("layout {c} for `{name}.x` of shape {shape:?}; expected 0 (tokens) or 1 (NCHW, 4-d)"))
+                )
             }
         };
         geom.check(u, name)?;
@@ -210,19 +160,7 @@ impl<'a> Case<'a> {
             }
             winners.push(ones[0] as u8);
         }
-        Ok(Self {
-            name,
-            geom,
-            u,
-            tau,
-            x,
-            uniforms,
-            gy,
-            y,
-            gx,
-            winners,
-            members,
-        })
+        Ok(Self { name, geom, u, tau, x, uniforms, gy, y, gx, winners, members })
     }
 
     /// Runs the f32 kernels and compares: one forward and one backward check.
@@ -230,62 +168,31 @@ impl<'a> Case<'a> {
         let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
         let (x, uniforms, gy) = (f32s(&self.x), f32s(&self.uniforms), f32s(&self.gy));
         let noise = Noise::Uniforms(&uniforms);
-        let (mut y, mut winners, mut gx) = (
-            vec![0.0; x.len()],
-            vec![0; self.geom.blocks(self.u)],
-            vec![0.0; x.len()],
-        );
+        let (mut y, mut winners, mut gx) = (vec![0.0; x.len()], vec![0; self.geom.blocks(self.u)], vec![0.0; x.len()]);
         cpu::forward(&x, &mut y, &mut winners, self.geom, self.u, noise)?;
         cpu::backward(&x, &gy, &mut gx, self.geom, self.u, self.tau as f32, noise)?;
 
         let (closest, closest_block) = self.closest_race();
-        let wrong: Vec<usize> = (0..winners.len())
-            .filter(|&b| winners[b] != self.winners[b])
-            .collect();
+        let wrong: Vec<usize> = (0..winners.len()).filter(|&b| winners[b] != self.winners[b]).collect();
         let mut detail = format!("{} blocks, identical winners", winners.len());
         if !wrong.is_empty() {
             let ties = wrong.iter().filter(|&&b| self.race(b) < NEAR_TIE).count();
-            detail = format!(
-                "{} of {} winners differ (first: block {}; {ties} of them near-ties)",
-                wrong.len(),
-                winners.len(),
-                wrong[0]
-            );
+            detail = format!("{} of {} winners differ (first: block {}; {ties} of them near-ties)", wrong.len(), winners.len(), wrong[0]);
         }
-        detail.push_str(&format!(
-            "; closest race: block {closest_block}, margin {closest:.1e}"
-        ));
-        let forward = Check::within(
-            format!("lwta/{}/forward", self.name),
-            rel_err(&y, &self.y, FLOOR_FRACTION),
-            TOLERANCE,
-        )
-        .require(wrong.is_empty(), detail);
+        detail.push_str(&format!("; closest race: block {closest_block}, margin {closest:.1e}"));
+        let forward = Check::within(format!("lwta/{}/forward", self.name), rel_err(&y, &self.y, FLOOR_FRACTION), TOLERANCE)
+            .require(wrong.is_empty(), detail);
         let element_wise = rel_err(&gx, &self.gx, FLOOR_FRACTION);
-        let backward = Check::within(
-            format!("lwta/{}/backward", self.name),
-            rel_err(&gx, &self.gx, 1.0),
-            TOLERANCE,
-        )
-        .require(
-            true,
-            format!("relative to max|gx|; element-wise {element_wise:.1e}"),
-        );
+        let backward = Check::within(format!("lwta/{}/backward", self.name), rel_err(&gx, &self.gx, 1.0), TOLERANCE)
+            .require(true, format!("relative to max|gx|; element-wise {element_wise:.1e}"));
         Ok([forward, backward])
     }
 
     /// The relative margin between the best and second-best logit of block `b` (float64 noise).
     fn race(&self, b: usize) -> f64 {
-        let logits: Vec<f64> = self.members[b]
-            .iter()
-            .map(|&e| self.x[e] + gumbel64(self.uniforms[e]))
-            .collect();
+        let logits: Vec<f64> = self.members[b].iter().map(|&e| self.x[e] + gumbel64(self.uniforms[e])).collect();
         let best = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let second = logits
-            .iter()
-            .cloned()
-            .filter(|&z| z < best)
-            .fold(f64::NEG_INFINITY, f64::max);
+        let second = logits.iter().cloned().filter(|&z| z < best).fold(f64::NEG_INFINITY, f64::max);
         let ties = logits.iter().filter(|&&z| z == best).count();
         if ties > 1 {
             0.0
@@ -296,9 +203,7 @@ impl<'a> Case<'a> {
 
     /// The smallest race margin of the case and its block.
     fn closest_race(&self) -> (f64, usize) {
-        (0..self.geom.blocks(self.u))
-            .map(|b| (self.race(b), b))
-            .fold((f64::INFINITY, 0), |a, b| if b.0 < a.0 { b } else { a })
+        (0..self.geom.blocks(self.u)).map(|b| (self.race(b), b)).fold((f64::INFINITY, 0), |a, b| if b.0 < a.0 { b } else { a })
     }
 }
 
@@ -310,11 +215,7 @@ fn gumbel64(u: f64) -> f64 {
 /// Largest relative error with the floor `floor_fraction · max|reference|`.
 fn rel_err(actual: &[f32], reference: &[f64], floor_fraction: f64) -> f64 {
     let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    max_rel_err(
-        actual.iter().map(|&a| a as f64),
-        reference.iter().copied(),
-        (floor_fraction * scale).max(f64::MIN_POSITIVE),
-    )
+    max_rel_err(actual.iter().map(|&a| a as f64), reference.iter().copied(), (floor_fraction * scale).max(f64::MIN_POSITIVE))
 }
 
 /// Flat indices of each block's competitors, in block order (see the crate docs).
@@ -322,11 +223,7 @@ fn block_members(geom: BlockGeometry, u: usize) -> impl Iterator<Item = Vec<usiz
     let groups = geom.channels / u;
     (0..geom.outer).flat_map(move |o| {
         (0..groups).flat_map(move |group| {
-            (0..geom.inner).map(move |p| {
-                (0..u)
-                    .map(|j| (o * geom.channels + group * u + j) * geom.inner + p)
-                    .collect()
-            })
+            (0..geom.inner).map(move |p| (0..u).map(|j| (o * geom.channels + group * u + j) * geom.inner + p).collect())
         })
     })
 }

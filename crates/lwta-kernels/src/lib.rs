@@ -97,11 +97,7 @@ impl BlockGeometry {
             return Err(LwtaError::Competitors(u));
         }
         if self.channels % u != 0 {
-            return Err(LwtaError::Indivisible {
-                layer: layer.to_string(),
-                channels: self.channels,
-                competitors: u,
-            });
+            return Err(LwtaError::Indivisible { layer: layer.to_string(), channels: self.channels, competitors: u });
         }
         Ok(())
     }

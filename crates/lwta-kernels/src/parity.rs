@@ -40,7 +40,11 @@ pub fn max_rel_err(actual: impl IntoIterator<Item = f64>, expected: impl IntoIte
         .zip(expected)
         .map(|(a, b)| {
             let e = (a - b).abs() / b.abs().max(floor);
-            if e.is_nan() { f64::INFINITY } else { e }
+            if e.is_nan() {
+                f64::INFINITY
+            } else {
+                e
+            }
         })
         .fold(0.0, f64::max)
 }

@@ -44,33 +44,16 @@ fn philox_rounds<S: Simd>(s: S, counters: [S::I; 4], key: [u32; 2]) -> [S::I; 4]
         }
         let (hi0, lo0) = s.mul_wide(c0, M0);
         let (hi1, lo1) = s.mul_wide(c2, M1);
-        (c0, c1, c2, c3) = (
-            s.xor_i(s.xor_i(hi1, c1), s.splat_i(k0)),
-            lo1,
-            s.xor_i(s.xor_i(hi0, c3), s.splat_i(k1)),
-            lo0,
-        );
+        (c0, c1, c2, c3) = (s.xor_i(s.xor_i(hi1, c1), s.splat_i(k0)), lo1, s.xor_i(s.xor_i(hi0, c3), s.splat_i(k1)), lo0);
     }
     [c0, c1, c2, c3]
 }
 
 /// Random123's `kat_vectors` for Philox4x32-10: `(counter, key, output)`.
 pub const KNOWN_ANSWERS: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
-    (
-        [0; 4],
-        [0; 2],
-        [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
-    ),
-    (
-        [u32::MAX; 4],
-        [u32::MAX; 2],
-        [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd],
-    ),
-    (
-        [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
-        [0xa4093822, 0x299f31d0],
-        [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1],
-    ),
+    ([0; 4], [0; 2], [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]),
+    ([u32::MAX; 4], [u32::MAX; 2], [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]),
+    ([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0], [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]),
 ];
 
 /// Maps 32 random bits to a uniform in `[0, 1)` with 24 bits of resolution (exact in f32).
@@ -82,10 +65,7 @@ pub fn uniform_from_bits(bits: u32) -> f32 {
 #[inline(always)]
 fn uniform<S: Simd>(s: S, bits: S::I) -> S::F {
     // bits >> 8 < 2^24: exact as i32 and as f32.
-    s.mul(
-        s.i32_to_f32(s.shr_i::<8>(bits)),
-        s.splat(1.0 / 16_777_216.0),
-    )
+    s.mul(s.i32_to_f32(s.shr_i::<8>(bits)), s.splat(1.0 / 16_777_216.0))
 }
 
 /// Gumbel(0, 1) noise from a uniform, with DISCOVER's guards against `ln(0)`:
@@ -140,18 +120,12 @@ pub fn ln<S: Simd>(s: S, x: S::F) -> S::F {
     ];
     // x = m·2^e with m in [0.5, 1) (bits: e = biased exponent − 126).
     let bits = s.to_bits(x);
-    let mantissa = s.from_bits(s.or_i(
-        s.and_i(bits, s.splat_i(0x007f_ffff)),
-        s.splat_i(0x3f00_0000),
-    ));
+    let mantissa = s.from_bits(s.or_i(s.and_i(bits, s.splat_i(0x007f_ffff)), s.splat_i(0x3f00_0000)));
     // if m < sqrt(1/2) { e -= 1; m = m + m − 1 } else { m = m − 1 }, branch-free: the mask is −1
     // where the fold applies, and `m + (fold ? m : +0.0)` is exactly `m + m` or `m`.
     let fold = s.lt(mantissa, s.splat(SQRT_HALF));
     let exponent = s.and_i(s.shr_i::<23>(bits), s.splat_i(0xff));
-    let e = s.i32_to_f32(s.add_i(
-        s.add_i(exponent, s.splat_i(-126i32 as u32)),
-        s.mask_to_i(fold),
-    ));
+    let e = s.i32_to_f32(s.add_i(s.add_i(exponent, s.splat_i(-126i32 as u32)), s.mask_to_i(fold)));
     let m = s.sub(s.add(mantissa, s.keep(fold, mantissa)), s.splat(1.0));
     let z = s.mul(m, m);
     let mut y = s.splat(7.0376836292e-2);
@@ -169,12 +143,7 @@ pub fn ln<S: Simd>(s: S, x: S::F) -> S::F {
 #[inline]
 pub fn uniforms_of_group(seed: u64, offset: u64, group: u64) -> [f32; 4] {
     let key = [seed as u32, (seed >> 32) as u32];
-    let counter = [
-        group as u32,
-        (group >> 32) as u32,
-        offset as u32,
-        (offset >> 32) as u32,
-    ];
+    let counter = [group as u32, (group >> 32) as u32, offset as u32, (offset >> 32) as u32];
     philox4x32_10(counter, key).map(uniform_from_bits)
 }
 
@@ -236,12 +205,7 @@ fn noise_batch<S: Simd>(s: S, key: [u32; 2], offset: u64, first: u64, out: &mut 
 pub fn gumbel_by_lane<S: Simd>(s: S, seed: u64, offset: u64, first: u64) -> [S::F; 4] {
     let words = counter_words(s, [seed as u32, (seed >> 32) as u32], offset, first);
     // Written out: a closure would be compiled without the kernel's target features.
-    [
-        gumbel(s, uniform(s, words[0])),
-        gumbel(s, uniform(s, words[1])),
-        gumbel(s, uniform(s, words[2])),
-        gumbel(s, uniform(s, words[3])),
-    ]
+    [gumbel(s, uniform(s, words[0])), gumbel(s, uniform(s, words[1])), gumbel(s, uniform(s, words[2])), gumbel(s, uniform(s, words[3]))]
 }
 
 /// Philox on counters `first .. first + S::LANES` (`words[l]` holds word `l` of each).
@@ -249,10 +213,7 @@ pub fn gumbel_by_lane<S: Simd>(s: S, seed: u64, offset: u64, first: u64) -> [S::
 fn counter_words<S: Simd>(s: S, key: [u32; 2], offset: u64, first: u64) -> [S::I; 4] {
     let low = first as u32;
     let (c0, c1) = if low.checked_add(S::LANES as u32 - 1).is_some() {
-        (
-            s.add_i(s.splat_i(low), s.iota()),
-            s.splat_i((first >> 32) as u32),
-        )
+        (s.add_i(s.splat_i(low), s.iota()), s.splat_i((first >> 32) as u32))
     } else {
         // The low word wraps inside this batch (only past 2^34 elements): per-counter high words.
         let (mut lo, mut hi) = ([0u32; MAX_LANES], [0u32; MAX_LANES]);
@@ -262,12 +223,7 @@ fn counter_words<S: Simd>(s: S, key: [u32; 2], offset: u64, first: u64) -> [S::I
         }
         (s.load_i(&lo), s.load_i(&hi))
     };
-    let counters = [
-        c0,
-        c1,
-        s.splat_i(offset as u32),
-        s.splat_i((offset >> 32) as u32),
-    ];
+    let counters = [c0, c1, s.splat_i(offset as u32), s.splat_i((offset >> 32) as u32)];
     philox_rounds(s, counters, key)
 }
 
@@ -303,23 +259,14 @@ mod tests {
     fn ln_f32_is_within_one_ulp_of_f64_ln() {
         let (lo, hi) = (1e-8_f32.to_bits(), 1e4_f32.to_bits());
         let mut worst = (0.0, 0.0f32);
-        for bits in (lo..=hi).step_by(61).chain([
-            1.0f32.to_bits(),
-            1.0f32.to_bits() - 1,
-            1.0f32.to_bits() + 1,
-        ]) {
+        for bits in (lo..=hi).step_by(61).chain([1.0f32.to_bits(), 1.0f32.to_bits() - 1, 1.0f32.to_bits() + 1]) {
             let x = f32::from_bits(bits);
             let err = ulps(ln_f32(x), (x as f64).ln());
             if err > worst.0 {
                 worst = (err, x);
             }
         }
-        assert!(
-            worst.0 <= 1.0,
-            "ln_f32 is {} ulps off at x = {:e}",
-            worst.0,
-            worst.1
-        );
+        assert!(worst.0 <= 1.0, "ln_f32 is {} ulps off at x = {:e}", worst.0, worst.1);
         assert_eq!(ln_f32(1.0), 0.0);
     }
 
@@ -332,11 +279,7 @@ mod tests {
                 for (i, g) in fast.iter().enumerate() {
                     let e = start + i as u64;
                     let expected = gumbel_from_uniform(uniform_at(11, 1 << 33, e));
-                    assert_eq!(
-                        g.to_bits(),
-                        expected.to_bits(),
-                        "start {start}, element {e}"
-                    );
+                    assert_eq!(g.to_bits(), expected.to_bits(), "start {start}, element {e}");
                 }
             }
         }
@@ -350,10 +293,7 @@ mod tests {
             // The same f32 steps with libm's logarithm (near u = 1 the f32 rounding of `u + 1e-8`
             // itself moves g by 1%, so f64 is not the right yardstick here).
             let libm = -(-(u + 1e-8).ln() + 1e-8).ln();
-            assert!(
-                (g - libm).abs() <= 1e-6 * libm.abs(),
-                "u = {u}: {g} vs {libm}"
-            );
+            assert!((g - libm).abs() <= 1e-6 * libm.abs(), "u = {u}: {g} vs {libm}");
         }
     }
 }

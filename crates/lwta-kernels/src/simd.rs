@@ -111,11 +111,7 @@ pub fn isa() -> Isa {
             Ok("avx2") => Isa::Avx2,
             _ => Isa::Avx512,
         };
-        supported()
-            .into_iter()
-            .filter(|&i| i <= cap)
-            .max()
-            .unwrap_or(Isa::Scalar)
+        supported().into_iter().filter(|&i| i <= cap).max().unwrap_or(Isa::Scalar)
     })
 }
 
@@ -218,13 +214,7 @@ pub fn exp_f32(x: f32) -> f32 {
 pub fn exp<S: Simd>(s: S, x: S::F) -> S::F {
     const LN2_HI: f32 = 0.693359375;
     const LN2_LO: f32 = -2.12194440e-4;
-    const POLY: [f32; 5] = [
-        1.3981999507e-3,
-        8.3334519073e-3,
-        4.1665795894e-2,
-        1.6666665459e-1,
-        5.0000001201e-1,
-    ];
+    const POLY: [f32; 5] = [1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1];
     // Adding 1.5·2^23 rounds to the nearest integer and leaves that integer in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
     const LO: f32 = -87.0;
@@ -233,15 +223,9 @@ pub fn exp<S: Simd>(s: S, x: S::F) -> S::F {
     let t = s.add(s.mul(xc, s.splat(std::f32::consts::LOG2_E)), s.splat(ROUND));
     let n = s.sub(t, s.splat(ROUND));
     // 2^n: the integer sits in the low bits of t; (t_bits − ROUND_bits + 127) << 23.
-    let biased = s.add_i(
-        s.to_bits(t),
-        s.splat_i(127u32.wrapping_sub(ROUND.to_bits())),
-    );
+    let biased = s.add_i(s.to_bits(t), s.splat_i(127u32.wrapping_sub(ROUND.to_bits())));
     let two_n = s.from_bits(s.shl_i::<23>(biased));
-    let r = s.sub(
-        s.sub(xc, s.mul(n, s.splat(LN2_HI))),
-        s.mul(n, s.splat(LN2_LO)),
-    );
+    let r = s.sub(s.sub(xc, s.mul(n, s.splat(LN2_HI))), s.mul(n, s.splat(LN2_LO)));
     let mut p = s.splat(1.9875691500e-4);
     for c in POLY {
         p = s.add(s.mul(p, r), s.splat(c));
@@ -581,14 +565,8 @@ mod x86 {
                 let b = _mm256_set1_epi32(b as i32);
                 let even = regs!(|i| _mm256_mul_epu32(a[i], b));
                 let odd = regs!(|i| _mm256_mul_epu32(_mm256_srli_epi64::<32>(a[i]), b));
-                let hi = regs!(|i| _mm256_blend_epi32::<0b1010_1010>(
-                    _mm256_srli_epi64::<32>(even[i]),
-                    odd[i]
-                ));
-                let lo = regs!(|i| _mm256_blend_epi32::<0b1010_1010>(
-                    even[i],
-                    _mm256_slli_epi64::<32>(odd[i])
-                ));
+                let hi = regs!(|i| _mm256_blend_epi32::<0b1010_1010>(_mm256_srli_epi64::<32>(even[i]), odd[i]));
+                let lo = regs!(|i| _mm256_blend_epi32::<0b1010_1010>(even[i], _mm256_slli_epi64::<32>(odd[i])));
                 (hi, lo)
             }
         }
@@ -616,12 +594,7 @@ mod x86 {
         fn deinterleave4(self, m: [Self::I; 4]) -> [Self::I; 4] {
             // Vector q (32 elements = counters 8q..8q+7) transposes into register q of each output.
             let t = unsafe { regs!(|q| untranspose_4x8(m[q][0], m[q][1], m[q][2], m[q][3])) };
-            [
-                regs!(|q| t[q][0]),
-                regs!(|q| t[q][1]),
-                regs!(|q| t[q][2]),
-                regs!(|q| t[q][3]),
-            ]
+            [regs!(|q| t[q][0]), regs!(|q| t[q][1]), regs!(|q| t[q][2]), regs!(|q| t[q][3])]
         }
         #[inline(always)]
         fn store_indices(self, dst: &mut [u8], v: Self::F) {
@@ -631,10 +604,7 @@ mod x86 {
                     // 8 i32 → bytes: pack to i16 and u8 within each 128-bit half, then join the halves.
                     let i = _mm256_cvttps_epi32(v);
                     let b = _mm256_packus_epi16(_mm256_packs_epi32(i, i), _mm256_setzero_si256());
-                    let joined = _mm_unpacklo_epi32(
-                        _mm256_castsi256_si128(b),
-                        _mm256_extracti128_si256::<1>(b),
-                    );
+                    let joined = _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256::<1>(b));
                     _mm_storel_epi64(dst.as_mut_ptr().add(8 * r).cast(), joined);
                 }
             }
@@ -653,12 +623,7 @@ mod x86 {
             let u1 = _mm256_unpackhi_epi32(t0, t1);
             let u2 = _mm256_unpacklo_epi32(t2, t3);
             let u3 = _mm256_unpackhi_epi32(t2, t3);
-            [
-                _mm256_unpacklo_epi64(u0, u2),
-                _mm256_unpackhi_epi64(u0, u2),
-                _mm256_unpacklo_epi64(u1, u3),
-                _mm256_unpackhi_epi64(u1, u3),
-            ]
+            [_mm256_unpacklo_epi64(u0, u2), _mm256_unpackhi_epi64(u0, u2), _mm256_unpacklo_epi64(u1, u3), _mm256_unpackhi_epi64(u1, u3)]
         }
     }
 
@@ -811,16 +776,8 @@ mod x86 {
                 let b = _mm512_set1_epi32(b as i32);
                 let even = regs!(|i| _mm512_mul_epu32(a[i], b));
                 let odd = regs!(|i| _mm512_mul_epu32(_mm512_srli_epi64::<32>(a[i]), b));
-                let hi = regs!(|i| _mm512_mask_blend_epi32(
-                    0xAAAA,
-                    _mm512_srli_epi64::<32>(even[i]),
-                    odd[i]
-                ));
-                let lo = regs!(|i| _mm512_mask_blend_epi32(
-                    0xAAAA,
-                    even[i],
-                    _mm512_slli_epi64::<32>(odd[i])
-                ));
+                let hi = regs!(|i| _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<32>(even[i]), odd[i]));
+                let lo = regs!(|i| _mm512_mask_blend_epi32(0xAAAA, even[i], _mm512_slli_epi64::<32>(odd[i])));
                 (hi, lo)
             }
         }
@@ -848,12 +805,7 @@ mod x86 {
         fn deinterleave4(self, m: [Self::I; 4]) -> [Self::I; 4] {
             // Vector q (64 elements = counters 16q..16q+15) transposes into register q of each output.
             let t = unsafe { regs!(|q| untranspose_4x16(m[q][0], m[q][1], m[q][2], m[q][3])) };
-            [
-                regs!(|q| t[q][0]),
-                regs!(|q| t[q][1]),
-                regs!(|q| t[q][2]),
-                regs!(|q| t[q][3]),
-            ]
+            [regs!(|q| t[q][0]), regs!(|q| t[q][1]), regs!(|q| t[q][2]), regs!(|q| t[q][3])]
         }
         #[inline(always)]
         fn store_indices(self, dst: &mut [u8], v: Self::F) {
@@ -885,12 +837,7 @@ mod x86 {
             let t1 = _mm512_unpackhi_epi32(u0, u1);
             let t2 = _mm512_unpacklo_epi32(u2, u3);
             let t3 = _mm512_unpackhi_epi32(u2, u3);
-            [
-                _mm512_unpacklo_epi64(t0, t2),
-                _mm512_unpackhi_epi64(t0, t2),
-                _mm512_unpacklo_epi64(t1, t3),
-                _mm512_unpackhi_epi64(t1, t3),
-            ]
+            [_mm512_unpacklo_epi64(t0, t2), _mm512_unpackhi_epi64(t0, t2), _mm512_unpacklo_epi64(t1, t3), _mm512_unpackhi_epi64(t1, t3)]
         }
     }
 
@@ -966,9 +913,7 @@ mod tests {
                 push(s.select(s.lt(a, b), s.sub(a, b), s.mul(a, b)));
                 push(s.keep(s.eq(a, s.splat(1.5)), b));
                 push(s.i32_to_f32(s.shr_i::<9>(s.to_bits(a))));
-                push(s.from_bits(s.shl_i::<1>(
-                    s.or_i(s.and_i(s.to_bits(a), s.mask_to_i(s.lt(a, b))), s.splat_i(3)),
-                )));
+                push(s.from_bits(s.shl_i::<1>(s.or_i(s.and_i(s.to_bits(a), s.mask_to_i(s.lt(a, b))), s.splat_i(3)))));
                 let (hi, lo) = s.mul_wide(s.to_bits(a), 0xD251_1F53);
                 push(s.from_bits(s.xor_i(hi, s.add_i(lo, s.iota()))));
                 let idx = s.and_i(s.to_bits(b), s.splat_i(0x3ff)); // clamped to the chunk
@@ -994,14 +939,11 @@ mod tests {
 
     #[test]
     fn every_instruction_set_matches_the_scalar_definition() {
-        let values: Vec<f32> = (0..4 * MAX_LANES * 3)
-            .map(|i| ((i * 7919) % 1000) as f32 * 0.25 - 100.0)
-            .collect();
+        let values: Vec<f32> = (0..4 * MAX_LANES * 3).map(|i| ((i * 7919) % 1000) as f32 * 0.25 - 100.0).collect();
         // The scalar path processes "vectors" of one lane: its interleaves are identities, so the
         // scalar results are rebuilt per instruction set from per-lane definitions below instead.
         for isa in supported() {
-            let got =
-                run_on(isa, Primitives(&values)).unwrap_or_else(|_| panic!("{isa:?} is supported"));
+            let got = run_on(isa, Primitives(&values)).unwrap_or_else(|_| panic!("{isa:?} is supported"));
             let lanes = match isa {
                 Isa::Scalar => 1,
                 Isa::Avx2 => 32,
@@ -1010,13 +952,7 @@ mod tests {
             let expected = expected_primitives(&values, lanes);
             assert_eq!(got.len(), expected.len(), "{isa:?}");
             for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-                assert_eq!(
-                    g,
-                    e,
-                    "{isa:?}: result {i} (vector {} lane {})",
-                    i / lanes,
-                    i % lanes
-                );
+                assert_eq!(g, e, "{isa:?}: result {i} (vector {} lane {})", i / lanes, i % lanes);
             }
         }
     }
@@ -1027,23 +963,18 @@ mod tests {
         let mut out = Vec::new();
         for chunk in values.chunks_exact(4 * lanes) {
             let (a, b) = (&chunk[..lanes], &chunk[lanes..2 * lanes]);
-            let each =
-                |f: &dyn Fn(usize) -> f32| (0..lanes).map(|i| f(i).to_bits()).collect::<Vec<_>>();
+            let each = |f: &dyn Fn(usize) -> f32| (0..lanes).map(|i| f(i).to_bits()).collect::<Vec<_>>();
             out.extend(each(&|i| exp(s, a[i])));
             out.extend(each(&|i| s.div(s.min(a[i], b[i]), s.max(a[i], b[i]))));
             out.extend(each(&|i| s.select(a[i] < b[i], a[i] - b[i], a[i] * b[i])));
             out.extend(each(&|i| if a[i] == 1.5 { b[i] } else { 0.0 }));
             out.extend(each(&|i| s.i32_to_f32(a[i].to_bits() >> 9)));
-            out.extend(each(&|i| {
-                f32::from_bits(((a[i].to_bits() & s.mask_to_i(a[i] < b[i])) | 3) << 1)
-            }));
+            out.extend(each(&|i| f32::from_bits(((a[i].to_bits() & s.mask_to_i(a[i] < b[i])) | 3) << 1)));
             out.extend(each(&|i| {
                 let (hi, lo) = s.mul_wide(a[i].to_bits(), 0xD251_1F53);
                 f32::from_bits(hi ^ lo.wrapping_add(i as u32))
             }));
-            out.extend(each(&|i| {
-                chunk[((b[i].to_bits() & 0x3ff) as usize).min(chunk.len() - 1)]
-            }));
+            out.extend(each(&|i| chunk[((b[i].to_bits() & 0x3ff) as usize).min(chunk.len() - 1)]));
             // interleave4: output element e = word (e % 4) of counter (e / 4) = chunk[(e % 4)·lanes + e / 4].
             out.extend((0..4 * lanes).map(|e| chunk[(e % 4) * lanes + e / 4].to_bits()));
             // deinterleave4: output r[l][k] = memory element 4k + l.

@@ -28,11 +28,7 @@ impl View for &Tensor {
 }
 
 fn f64s(shape: &[usize], v: impl IntoIterator<Item = f64>) -> Tensor {
-    Tensor(
-        Dtype::F64,
-        shape.to_vec(),
-        v.into_iter().flat_map(f64::to_le_bytes).collect(),
-    )
+    Tensor(Dtype::F64, shape.to_vec(), v.into_iter().flat_map(f64::to_le_bytes).collect())
 }
 
 fn i64_scalar(v: i64) -> Tensor {
@@ -45,15 +41,10 @@ fn case(name: &str, shape: &[usize], u: usize, tau: f64, nchw: bool) -> Vec<(Str
     let geom = if nchw {
         BlockGeometry::nchw(shape[0], shape[1], shape[2], shape[3])
     } else {
-        BlockGeometry::tokens(
-            shape[..shape.len() - 1].iter().product(),
-            shape[shape.len() - 1],
-        )
+        BlockGeometry::tokens(shape[..shape.len() - 1].iter().product(), shape[shape.len() - 1])
     };
     let (x, gy) = (values(geom.len(), 11), values(geom.len(), 12));
-    let uniforms: Vec<f32> = (0..geom.len() as u64)
-        .map(|e| uniform_at(13, 0, e))
-        .collect();
+    let uniforms: Vec<f32> = (0..geom.len() as u64).map(|e| uniform_at(13, 0, e)).collect();
     let (y, winners, gx) = reference(&x, &gy, geom, u, tau, Noise::Uniforms(&uniforms));
     let mut mask = vec![0.0; geom.len()];
     for (members, w) in common::blocks(geom, u).iter().zip(&winners) {
@@ -78,8 +69,7 @@ fn case(name: &str, shape: &[usize], u: usize, tau: f64, nchw: bool) -> Vec<(Str
 
 /// Writes `tensors` as `<temp dir>/…/lwta/lwta_cases.safetensors` and runs the checks on it.
 fn checks_of(test: &str, tensors: &[(String, Tensor)]) -> lwta_kernels::Result<Vec<Check>> {
-    let dir =
-        std::env::temp_dir().join(format!("lwta-fixture-format-{}-{test}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("lwta-fixture-format-{}-{test}", std::process::id()));
     std::fs::create_dir_all(dir.join("lwta")).unwrap();
     let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), None).unwrap();
     std::fs::write(dir.join("lwta/lwta_cases.safetensors"), bytes).unwrap();
@@ -98,45 +88,27 @@ fn other_cases_and_sizes_pass() {
     let checks = checks_of("pass", &tensors).unwrap();
     assert_eq!(checks.len(), 1 + 2 * 5);
     for c in &checks {
-        assert!(
-            c.passed,
-            "{} max_rel_err={:e} {}",
-            c.name, c.max_rel_err, c.detail
-        );
+        assert!(c.passed, "{} max_rel_err={:e} {}", c.name, c.max_rel_err, c.detail);
     }
-    assert!(checks
-        .iter()
-        .any(|c| c.name == "lwta/tokens_u16_big/backward"));
+    assert!(checks.iter().any(|c| c.name == "lwta/tokens_u16_big/backward"));
 }
 
 #[test]
 fn a_wrong_reference_fails_its_check() {
     let mut tensors = case("tokens_u4", &[20, 8], 4, 1.0, false);
-    let gx = tensors
-        .iter_mut()
-        .find(|(n, _)| n == "tokens_u4.gx")
-        .unwrap();
+    let gx = tensors.iter_mut().find(|(n, _)| n == "tokens_u4.gx").unwrap();
     let first = f64::from_le_bytes(gx.1 .2[..8].try_into().unwrap());
     gx.1 .2[..8].copy_from_slice(&(first + 0.1).to_le_bytes());
     let checks = checks_of("wrong", &tensors).unwrap();
-    let backward = checks
-        .iter()
-        .find(|c| c.name == "lwta/tokens_u4/backward")
-        .unwrap();
-    assert!(
-        !backward.passed && backward.max_rel_err > 1e-3,
-        "{backward:?}"
-    );
+    let backward = checks.iter().find(|c| c.name == "lwta/tokens_u4/backward").unwrap();
+    assert!(!backward.passed && backward.max_rel_err > 1e-3, "{backward:?}");
 }
 
 #[test]
 fn malformed_files_name_the_file_and_tensor() {
     let expect_error = |test: &str, tensors: Vec<(String, Tensor)>, tensor: &str, what: &str| {
         let err = checks_of(test, &tensors).unwrap_err().to_string();
-        assert!(
-            err.contains("lwta_cases.safetensors") && err.contains(tensor) && err.contains(what),
-            "{test}: {err}"
-        );
+        assert!(err.contains("lwta_cases.safetensors") && err.contains(tensor) && err.contains(what), "{test}: {err}");
     };
     let good = || case("c", &[4, 8], 4, 1.0, false);
 
@@ -168,14 +140,8 @@ fn malformed_files_name_the_file_and_tensor() {
     let u = t.iter_mut().find(|(n, _)| n == "c.U").unwrap();
     u.1 = i64_scalar(3);
     let err = checks_of("indivisible", &t).unwrap_err().to_string();
-    assert!(
-        err.contains("layer `c`") && err.contains("8 channels are not divisible by U = 3"),
-        "{err}"
-    );
+    assert!(err.contains("layer `c`") && err.contains("8 channels are not divisible by U = 3"), "{err}");
 
     let err = checks_of("empty", &[]).unwrap_err().to_string();
-    assert!(
-        err.contains("lwta_cases.safetensors") && err.contains("no cases"),
-        "{err}"
-    );
+    assert!(err.contains("lwta_cases.safetensors") && err.contains("no cases"), "{err}");
 }

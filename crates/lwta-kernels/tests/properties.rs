@@ -29,32 +29,12 @@ fn winner_frequencies_follow_softmax() {
     ];
     for (logits, nchw) in cases {
         let u = logits.len();
-        let geom = if nchw {
-            BlockGeometry::nchw(4, u, 16, 16)
-        } else {
-            BlockGeometry::tokens(1024, u)
-        };
-        let x: Vec<f32> = (0..geom.len())
-            .map(|e| {
-                if nchw {
-                    logits[(e / geom.inner) % u]
-                } else {
-                    logits[e % u]
-                }
-            })
-            .collect();
+        let geom = if nchw { BlockGeometry::nchw(4, u, 16, 16) } else { BlockGeometry::tokens(1024, u) };
+        let x: Vec<f32> = (0..geom.len()).map(|e| if nchw { logits[(e / geom.inner) % u] } else { logits[e % u] }).collect();
         let mut counts = vec![0u64; u];
         let (mut y, mut winners) = (vec![0.0; x.len()], vec![0; geom.blocks(u)]);
         for offset in 0..100 {
-            forward(
-                &x,
-                &mut y,
-                &mut winners,
-                geom,
-                u,
-                Noise::Philox { seed: 2024, offset },
-            )
-            .unwrap();
+            forward(&x, &mut y, &mut winners, geom, u, Noise::Philox { seed: 2024, offset }).unwrap();
             for &w in &winners {
                 counts[w as usize] += 1;
             }
@@ -70,10 +50,7 @@ fn winner_frequencies_follow_softmax() {
             })
             .sum();
         let bound = chi_square_bound(u - 1);
-        assert!(
-            chi2 < bound,
-            "U={u} nchw={nchw}: chi² = {chi2:.1} ≥ {bound:.1}, counts {counts:?}"
-        );
+        assert!(chi2 < bound, "U={u} nchw={nchw}: chi² = {chi2:.1} ≥ {bound:.1}, counts {counts:?}");
     }
 }
 
@@ -84,64 +61,27 @@ fn equal_logits_give_uniform_winners() {
     let (u, geom) = (4, BlockGeometry::tokens(200_000, 4));
     let x = vec![0.25; geom.len()];
     let (mut y, mut winners) = (vec![0.0; x.len()], vec![0; geom.blocks(u)]);
-    forward(
-        &x,
-        &mut y,
-        &mut winners,
-        geom,
-        u,
-        Noise::Philox { seed: 1, offset: 0 },
-    )
-    .unwrap();
+    forward(&x, &mut y, &mut winners, geom, u, Noise::Philox { seed: 1, offset: 0 }).unwrap();
     let mut counts = [0u64; 4];
     winners.iter().for_each(|&w| counts[w as usize] += 1);
     let expected = winners.len() as f64 / 4.0;
-    let chi2: f64 = counts
-        .iter()
-        .map(|&c| (c as f64 - expected).powi(2) / expected)
-        .sum();
-    assert!(
-        chi2 < chi_square_bound(3),
-        "chi² = {chi2:.1}, counts {counts:?}"
-    );
+    let chi2: f64 = counts.iter().map(|&c| (c as f64 - expected).powi(2) / expected).sum();
+    assert!(chi2 < chi_square_bound(3), "chi² = {chi2:.1}, counts {counts:?}");
 }
 
 #[test]
 fn exactly_one_unit_per_block_passes_its_input() {
-    for (geom, u) in [
-        (BlockGeometry::tokens(513, 16), 4),
-        (BlockGeometry::tokens(99, 24), 8),
-        (BlockGeometry::nchw(3, 12, 9, 9), 3),
-    ] {
+    for (geom, u) in [(BlockGeometry::tokens(513, 16), 4), (BlockGeometry::tokens(99, 24), 8), (BlockGeometry::nchw(3, 12, 9, 9), 3)] {
         // Non-zero inputs, so a passed unit is never mistaken for a silenced one.
-        let x: Vec<f32> = values(geom.len(), 3)
-            .into_iter()
-            .map(|v| if v == 0.0 { 1.0 } else { v })
-            .collect();
+        let x: Vec<f32> = values(geom.len(), 3).into_iter().map(|v| if v == 0.0 { 1.0 } else { v }).collect();
         let (mut y, mut winners) = (vec![f32::NAN; x.len()], vec![u8::MAX; geom.blocks(u)]);
-        forward(
-            &x,
-            &mut y,
-            &mut winners,
-            geom,
-            u,
-            Noise::Philox { seed: 5, offset: 6 },
-        )
-        .unwrap();
+        forward(&x, &mut y, &mut winners, geom, u, Noise::Philox { seed: 5, offset: 6 }).unwrap();
         let active = y.iter().filter(|&&v| v != 0.0).count();
         assert_eq!(active * u, x.len(), "{geom:?} U={u}: sparsity is not 1/U");
         for (block, members) in blocks(geom, u).iter().enumerate() {
             for (j, &e) in members.iter().enumerate() {
-                let expected = if j == winners[block] as usize {
-                    x[e]
-                } else {
-                    0.0
-                };
-                assert_eq!(
-                    y[e].to_bits(),
-                    expected.to_bits(),
-                    "{geom:?} U={u}: block {block}, element {e}"
-                );
+                let expected = if j == winners[block] as usize { x[e] } else { 0.0 };
+                assert_eq!(y[e].to_bits(), expected.to_bits(), "{geom:?} U={u}: block {block}, element {e}");
             }
         }
     }
@@ -163,20 +103,11 @@ fn token_and_nchw_layouts_agree() {
         out
     };
     let (x, dy) = (values(nchw.len(), 1), values(nchw.len(), 2));
-    let uniforms: Vec<f32> = (0..nchw.len() as u64)
-        .map(|e| uniform_at(8, 0, e))
-        .collect();
+    let uniforms: Vec<f32> = (0..nchw.len() as u64).map(|e| uniform_at(8, 0, e)).collect();
     let (xt, dyt, ut) = (to_tokens(&x), to_tokens(&dy), to_tokens(&uniforms));
-    for (noise, noise_t) in [
-        (Noise::Uniforms(&uniforms), Noise::Uniforms(&ut)),
-        (Noise::None, Noise::None),
-    ] {
+    for (noise, noise_t) in [(Noise::Uniforms(&uniforms), Noise::Uniforms(&ut)), (Noise::None, Noise::None)] {
         let run = |geom: BlockGeometry, x: &[f32], dy: &[f32], noise: Noise| {
-            let (mut y, mut winners, mut dx) = (
-                vec![0.0; x.len()],
-                vec![0; geom.blocks(u)],
-                vec![0.0; x.len()],
-            );
+            let (mut y, mut winners, mut dx) = (vec![0.0; x.len()], vec![0; geom.blocks(u)], vec![0.0; x.len()]);
             forward(x, &mut y, &mut winners, geom, u, noise).unwrap();
             backward(x, dy, &mut dx, geom, u, 0.67, noise).unwrap();
             (y, winners, dx)
@@ -188,11 +119,7 @@ fn token_and_nchw_layouts_agree() {
         // NCHW block (img, group, p) is token block ((img·HW + p)·C/U + group).
         for (b, &win) in winners.iter().enumerate() {
             let (img, group, p) = (b / (c / u * h * w), (b / (h * w)) % (c / u), b % (h * w));
-            assert_eq!(
-                win,
-                winners_t[(img * h * w + p) * (c / u) + group],
-                "block {b}"
-            );
+            assert_eq!(win, winners_t[(img * h * w + p) * (c / u) + group], "block {b}");
         }
     }
 }
@@ -211,15 +138,8 @@ fn backward_is_the_straight_through_derivative() {
     ];
     for (geom, u, tau) in cases {
         let (x, dy) = (values(geom.len(), 4), values(geom.len(), 5));
-        let noise = Noise::Philox {
-            seed: 77,
-            offset: 3,
-        };
-        let (mut y, mut winners, mut dx) = (
-            vec![0.0; x.len()],
-            vec![0; geom.blocks(u)],
-            vec![0.0; x.len()],
-        );
+        let noise = Noise::Philox { seed: 77, offset: 3 };
+        let (mut y, mut winners, mut dx) = (vec![0.0; x.len()], vec![0; geom.blocks(u)], vec![0.0; x.len()]);
         forward(&x, &mut y, &mut winners, geom, u, noise).unwrap();
         backward(&x, &dy, &mut dx, geom, u, tau, noise).unwrap();
         let tau = tau as f64;
@@ -234,14 +154,7 @@ fn backward_is_the_straight_through_derivative() {
                 let sum: f64 = e.iter().sum();
                 e.iter().map(|e| e / sum).collect()
             };
-            let f = |xs: &[f64]| -> f64 {
-                softmax(xs)
-                    .iter()
-                    .zip(xs)
-                    .zip(&dys)
-                    .map(|((s, x), dy)| dy * x * s)
-                    .sum()
-            };
+            let f = |xs: &[f64]| -> f64 { softmax(xs).iter().zip(xs).zip(&dys).map(|((s, x), dy)| dy * x * s).sum() };
             let s = softmax(&xs);
             for j in 0..u {
                 let step = 1e-5;
@@ -263,35 +176,11 @@ fn backward_is_the_straight_through_derivative() {
 
 #[test]
 fn one_competitor_is_the_identity() {
-    for geom in [
-        BlockGeometry::tokens(33, 5),
-        BlockGeometry::nchw(2, 3, 4, 4),
-    ] {
+    for geom in [BlockGeometry::tokens(33, 5), BlockGeometry::nchw(2, 3, 4, 4)] {
         let (x, dy) = (values(geom.len(), 6), values(geom.len(), 7));
-        let (mut y, mut winners, mut dx) = (
-            vec![0.0; x.len()],
-            vec![9; geom.blocks(1)],
-            vec![0.0; x.len()],
-        );
-        forward(
-            &x,
-            &mut y,
-            &mut winners,
-            geom,
-            1,
-            Noise::Philox { seed: 1, offset: 1 },
-        )
-        .unwrap();
-        backward(
-            &x,
-            &dy,
-            &mut dx,
-            geom,
-            1,
-            1.67,
-            Noise::Philox { seed: 1, offset: 1 },
-        )
-        .unwrap();
+        let (mut y, mut winners, mut dx) = (vec![0.0; x.len()], vec![9; geom.blocks(1)], vec![0.0; x.len()]);
+        forward(&x, &mut y, &mut winners, geom, 1, Noise::Philox { seed: 1, offset: 1 }).unwrap();
+        backward(&x, &dy, &mut dx, geom, 1, 1.67, Noise::Philox { seed: 1, offset: 1 }).unwrap();
         assert_eq!(y, x);
         assert!(winners.iter().all(|&w| w == 0));
         assert_eq!(dx, dy);
@@ -300,24 +189,11 @@ fn one_competitor_is_the_identity() {
 
 #[test]
 fn without_noise_the_first_maximum_wins() {
-    let x = [
-        1.0, 3.0, 3.0, 2.0, -1.0, -1.0, -1.0, -1.0, 0.0, 5.0, 0.0, 5.0,
-    ];
+    let x = [1.0, 3.0, 3.0, 2.0, -1.0, -1.0, -1.0, -1.0, 0.0, 5.0, 0.0, 5.0];
     let (mut y, mut winners) = (vec![0.0; 12], vec![0; 3]);
-    forward(
-        &x,
-        &mut y,
-        &mut winners,
-        BlockGeometry::tokens(3, 4),
-        4,
-        Noise::None,
-    )
-    .unwrap();
+    forward(&x, &mut y, &mut winners, BlockGeometry::tokens(3, 4), 4, Noise::None).unwrap();
     assert_eq!(winners, [1, 0, 1]);
-    assert_eq!(
-        y,
-        [0.0, 3.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 5.0, 0.0, 0.0]
-    );
+    assert_eq!(y, [0.0, 3.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 5.0, 0.0, 0.0]);
 }
 
 #[test]
@@ -325,11 +201,7 @@ fn bad_arguments_are_errors_that_name_the_problem() {
     let geom = BlockGeometry::tokens(4, 8);
     let (x, mut y, mut dx, mut winners) = (vec![0.0; 32], vec![0.0; 32], vec![0.0; 32], vec![0; 8]);
     let length = |e: LwtaError| match e {
-        LwtaError::Length {
-            name,
-            got,
-            expected,
-        } => (name, got, expected),
+        LwtaError::Length { name, got, expected } => (name, got, expected),
         other => panic!("expected a length error, got {other}"),
     };
     let err = forward(&x[..31], &mut y, &mut winners, geom, 4, Noise::None).unwrap_err();
@@ -338,71 +210,21 @@ fn bad_arguments_are_errors_that_name_the_problem() {
     assert_eq!(length(err), ("y", 30, 32));
     let err = forward(&x, &mut y, &mut winners[..7], geom, 4, Noise::None).unwrap_err();
     assert_eq!(length(err), ("winners", 7, 8));
-    let err = forward(
-        &x,
-        &mut y,
-        &mut winners,
-        geom,
-        4,
-        Noise::Uniforms(&[0.5; 31]),
-    )
-    .unwrap_err();
+    let err = forward(&x, &mut y, &mut winners, geom, 4, Noise::Uniforms(&[0.5; 31])).unwrap_err();
     assert_eq!(length(err), ("uniforms", 31, 32));
     let err = backward(&x, &x[..2], &mut dx, geom, 4, 1.0, Noise::None).unwrap_err();
     assert_eq!(length(err), ("dy", 2, 32));
     let err = backward(&x, &x, &mut dx[..1], geom, 4, 1.0, Noise::None).unwrap_err();
     assert_eq!(length(err), ("dx", 1, 32));
 
-    let err = forward(
-        &x,
-        &mut y,
-        &mut winners,
-        BlockGeometry::tokens(8, 4),
-        3,
-        Noise::None,
-    )
-    .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            LwtaError::Indivisible {
-                channels: 4,
-                competitors: 3,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(
-        err.to_string()
-            .contains("4 channels are not divisible by U = 3"),
-        "{err}"
-    );
-    assert!(matches!(
-        forward(&x, &mut y, &mut winners, geom, 0, Noise::None),
-        Err(LwtaError::Competitors(0))
-    ));
-    assert!(matches!(
-        forward(&x, &mut y, &mut winners, geom, 256, Noise::None),
-        Err(LwtaError::Competitors(256))
-    ));
+    let err = forward(&x, &mut y, &mut winners, BlockGeometry::tokens(8, 4), 3, Noise::None).unwrap_err();
+    assert!(matches!(err, LwtaError::Indivisible { channels: 4, competitors: 3, .. }), "{err}");
+    assert!(err.to_string().contains("4 channels are not divisible by U = 3"), "{err}");
+    assert!(matches!(forward(&x, &mut y, &mut winners, geom, 0, Noise::None), Err(LwtaError::Competitors(0))));
+    assert!(matches!(forward(&x, &mut y, &mut winners, geom, 256, Noise::None), Err(LwtaError::Competitors(256))));
     for tau in [0.0, -1.0, f32::NAN, f32::INFINITY] {
-        assert!(
-            matches!(
-                backward(&x, &x, &mut dx, geom, 4, tau, Noise::None),
-                Err(LwtaError::Tau(_))
-            ),
-            "tau {tau}"
-        );
+        assert!(matches!(backward(&x, &x, &mut dx, geom, 4, tau, Noise::None), Err(LwtaError::Tau(_))), "tau {tau}");
     }
     // Empty tensors are fine.
-    forward(
-        &[],
-        &mut [],
-        &mut [],
-        BlockGeometry::tokens(0, 8),
-        4,
-        Noise::None,
-    )
-    .unwrap();
+    forward(&[], &mut [], &mut [], BlockGeometry::tokens(0, 8), 4, Noise::None).unwrap();
 }

@@ -138,14 +138,8 @@ impl Pointwise for Gelu {
 
     #[inline(always)]
     fn derivative<S: Simd>(self, s: S, x: S::F) -> S::F {
-        let cdf = s.mul(
-            s.splat(0.5),
-            s.add(s.splat(1.0), erf_simd(s, s.mul(x, s.splat(FRAC_1_SQRT_2)))),
-        );
-        let density = s.mul(
-            s.splat(INV_SQRT_2PI),
-            simd::exp(s, s.mul(s.splat(-0.5), s.mul(x, x))),
-        );
+        let cdf = s.mul(s.splat(0.5), s.add(s.splat(1.0), erf_simd(s, s.mul(x, s.splat(FRAC_1_SQRT_2)))));
+        let density = s.mul(s.splat(INV_SQRT_2PI), simd::exp(s, s.mul(s.splat(-0.5), s.mul(x, x))));
         s.add(cdf, s.mul(x, density))
     }
 }
@@ -183,21 +177,12 @@ impl Pointwise for Relu {
 }
 
 fn forward<A: Pointwise>(a: A, x: &[f32], y: &mut [f32]) {
-    assert_eq!(
-        x.len(),
-        y.len(),
-        "activation forward: x and y lengths differ"
-    );
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| simd::run(Forward { a, x, y }));
+    assert_eq!(x.len(), y.len(), "activation forward: x and y lengths differ");
+    y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| simd::run(Forward { a, x, y }));
 }
 
 fn backward<A: Pointwise>(a: A, x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    assert!(
-        x.len() == dy.len() && x.len() == dx.len(),
-        "activation backward: x, dy and dx lengths differ"
-    );
+    assert!(x.len() == dy.len() && x.len() == dx.len(), "activation backward: x, dy and dx lengths differ");
     dx.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
         .for_each(|(dx, (x, dy))| simd::run(Backward { a, x, dy, dx }));
@@ -237,11 +222,7 @@ impl<A: Pointwise> simd::Kernel for Backward<'_, A> {
         for i in (0..self.x.len()).step_by(S::LANES) {
             let end = (i + S::LANES).min(self.x.len());
             let slope = self.a.derivative(s, load_padded(s, &self.x[i..end], 0.0));
-            store_partial(
-                s,
-                &mut self.dx[i..end],
-                s.mul(load_padded(s, &self.dy[i..end], 0.0), slope),
-            );
+            store_partial(s, &mut self.dx[i..end], s.mul(load_padded(s, &self.dy[i..end], 0.0), slope));
         }
     }
 }
@@ -306,10 +287,7 @@ mod tests {
                 gelu_forward,
                 gelu_backward,
                 |x| 0.5 * x * (1.0 + erf64(x / 2f64.sqrt())),
-                |x| {
-                    0.5 * (1.0 + erf64(x / 2f64.sqrt()))
-                        + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
-                },
+                |x| 0.5 * (1.0 + erf64(x / 2f64.sqrt())) + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt(),
             ),
             (
                 "quick_gelu",
@@ -321,13 +299,7 @@ mod tests {
                     s + 1.702 * x * s * (1.0 - s)
                 },
             ),
-            (
-                "relu",
-                relu_forward,
-                relu_backward,
-                |x| x.max(0.0),
-                |x| if x > 0.0 { 1.0 } else { 0.0 },
-            ),
+            ("relu", relu_forward, relu_backward, |x| x.max(0.0), |x| if x > 0.0 { 1.0 } else { 0.0 }),
         ];
         for (name, fwd, bwd, value, slope) in cases {
             fwd(&x, &mut y);
@@ -335,17 +307,9 @@ mod tests {
             for i in 0..x.len() {
                 let (xv, g) = (x[i] as f64, dy[i] as f64);
                 let v = value(xv);
-                assert!(
-                    (y[i] as f64 - v).abs() <= 3e-7 * v.abs().max(1.0),
-                    "{name}({xv}) = {} vs {v}",
-                    y[i]
-                );
+                assert!((y[i] as f64 - v).abs() <= 3e-7 * v.abs().max(1.0), "{name}({xv}) = {} vs {v}", y[i]);
                 let d = g * slope(xv);
-                assert!(
-                    (dx[i] as f64 - d).abs() <= 5e-7 * d.abs().max(1.0),
-                    "{name}'({xv})·{g} = {} vs {d}",
-                    dx[i]
-                );
+                assert!((dx[i] as f64 - d).abs() <= 5e-7 * d.abs().max(1.0), "{name}'({xv})·{g} = {} vs {d}", dx[i]);
             }
         }
     }
@@ -355,30 +319,18 @@ mod tests {
     fn backward_matches_finite_differences() {
         let x: Vec<f32> = (-50..50).map(|i| i as f32 * 0.1 + 0.05).collect();
         type Pair = (fn(&[f32], &mut [f32]), fn(&[f32], &[f32], &mut [f32]));
-        let pairs: [Pair; 3] = [
-            (gelu_forward, gelu_backward),
-            (quick_gelu_forward, quick_gelu_backward),
-            (relu_forward, relu_backward),
-        ];
+        let pairs: [Pair; 3] = [(gelu_forward, gelu_backward), (quick_gelu_forward, quick_gelu_backward), (relu_forward, relu_backward)];
         for (fwd, bwd) in pairs {
             let mut dx = vec![0.0; x.len()];
             bwd(&x, &vec![1.0; x.len()], &mut dx);
             let h = 1e-2f32;
-            let (xp, xm): (Vec<f32>, Vec<f32>) = (
-                x.iter().map(|v| v + h).collect(),
-                x.iter().map(|v| v - h).collect(),
-            );
+            let (xp, xm): (Vec<f32>, Vec<f32>) = (x.iter().map(|v| v + h).collect(), x.iter().map(|v| v - h).collect());
             let (mut yp, mut ym) = (vec![0.0; x.len()], vec![0.0; x.len()]);
             fwd(&xp, &mut yp);
             fwd(&xm, &mut ym);
             for i in 0..x.len() {
                 let numeric = (yp[i] as f64 - ym[i] as f64) / (2.0 * h as f64);
-                assert!(
-                    (numeric - dx[i] as f64).abs() < 1e-4,
-                    "x={} numeric {numeric} analytic {}",
-                    x[i],
-                    dx[i]
-                );
+                assert!((numeric - dx[i] as f64).abs() < 1e-4, "x={} numeric {numeric} analytic {}", x[i], dx[i]);
             }
         }
     }
@@ -397,30 +349,16 @@ mod tests {
                     let end = (i + S::LANES).min(self.0.len());
                     let v = load_padded(s, &self.0[i..end], 0.0);
                     store_partial(s, &mut out[i..end], Gelu.value(s, v));
-                    store_partial(
-                        s,
-                        &mut out[self.0.len() + i..][..end - i],
-                        Gelu.derivative(s, v),
-                    );
-                    store_partial(
-                        s,
-                        &mut out[2 * self.0.len() + i..][..end - i],
-                        QuickGelu.derivative(s, v),
-                    );
+                    store_partial(s, &mut out[self.0.len() + i..][..end - i], Gelu.derivative(s, v));
+                    store_partial(s, &mut out[2 * self.0.len() + i..][..end - i], QuickGelu.derivative(s, v));
                 }
                 out
             }
         }
         let reference = simd::Kernel::run(Values(&x), Scalar);
         for isa in simd::supported() {
-            let got =
-                simd::run_on(isa, Values(&x)).unwrap_or_else(|_| panic!("{isa:?} is supported"));
-            assert!(
-                got.iter()
-                    .zip(&reference)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{isa:?}"
-            );
+            let got = simd::run_on(isa, Values(&x)).unwrap_or_else(|_| panic!("{isa:?} is supported"));
+            assert!(got.iter().zip(&reference).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa:?}");
         }
     }
 }

@@ -81,14 +81,26 @@ fn binary(a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
         if a_in.requires_grad() {
             let ga: Vec<f32> = match op {
                 BinaryOp::Add | BinaryOp::Sub => g.to_vec(),
-                _ => g.par_iter().zip(be.par_iter()).zip(ae.par_iter()).with_min_len(PAR_CHUNK).map(|((g, b), a)| op.grads(*a, *b, *g).0).collect(),
+                _ => g
+                    .par_iter()
+                    .zip(be.par_iter())
+                    .zip(ae.par_iter())
+                    .with_min_len(PAR_CHUNK)
+                    .map(|((g, b), a)| op.grads(*a, *b, *g).0)
+                    .collect(),
             };
             grads.accumulate(a_in.id(), reduce(ga, &a_in));
         }
         if b_in.requires_grad() {
             let gb: Vec<f32> = match op {
                 BinaryOp::Add => g.to_vec(),
-                _ => g.par_iter().zip(be.par_iter()).zip(ae.par_iter()).with_min_len(PAR_CHUNK).map(|((g, b), a)| op.grads(*a, *b, *g).1).collect(),
+                _ => g
+                    .par_iter()
+                    .zip(be.par_iter())
+                    .zip(ae.par_iter())
+                    .with_min_len(PAR_CHUNK)
+                    .map(|((g, b), a)| op.grads(*a, *b, *g).1)
+                    .collect(),
             };
             grads.accumulate(b_in.id(), reduce(gb, &b_in));
         }

@@ -142,8 +142,7 @@ impl Tensor {
                 // [b, O, HWo] → [O, b·HWo]
                 gt[..o * cols].par_chunks_mut(cols).enumerate().for_each(|(oc, dst)| {
                     for bi in 0..b {
-                        dst[bi * g.hwo()..(bi + 1) * g.hwo()]
-                            .copy_from_slice(&grad[((start + bi) * o + oc) * g.hwo()..][..g.hwo()]);
+                        dst[bi * g.hwo()..(bi + 1) * g.hwo()].copy_from_slice(&grad[((start + bi) * o + oc) * g.hwo()..][..g.hwo()]);
                     }
                 });
                 let gmat = Mat::new(&gt[..o * cols], o, cols);
@@ -163,9 +162,7 @@ impl Tensor {
                 grads.accumulate(w_in.id(), gw);
             }
             if let Some(bt) = b_in.filter(|b| b.requires_grad()) {
-                let gb = (0..o)
-                    .map(|oc| (0..n).map(|i| grad[(i * o + oc) * g.hwo()..][..g.hwo()].iter().sum::<f32>()).sum())
-                    .collect();
+                let gb = (0..o).map(|oc| (0..n).map(|i| grad[(i * o + oc) * g.hwo()..][..g.hwo()].iter().sum::<f32>()).sum()).collect();
                 grads.accumulate(bt.id(), gb);
             }
             Ok(())

@@ -96,8 +96,7 @@ impl Tensor {
         };
         let d = first.axis(dim)?;
         for t in tensors {
-            let ok = t.rank() == first.rank()
-                && t.shape().iter().zip(first.shape()).enumerate().all(|(i, (a, b))| i == d || a == b);
+            let ok = t.rank() == first.rank() && t.shape().iter().zip(first.shape()).enumerate().all(|(i, (a, b))| i == d || a == b);
             if !ok {
                 return shape_err("cat", format!("{:?} does not match {:?} outside dim {d}", t.shape(), first.shape()));
             }

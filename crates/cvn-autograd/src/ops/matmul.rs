@@ -32,7 +32,22 @@ impl<'a> Mat<'a> {
 /// `c` must point to that many writable floats, initialised unless `beta` is 0 (then sgemm only
 /// writes them); the views' extents were checked by the callers' shape validation.
 unsafe fn sgemm(a: Mat, b: Mat, c: *mut f32, beta: f32) {
-    matrixmultiply::sgemm(a.rows, a.cols, b.cols, 1.0, a.data.as_ptr(), a.rs, a.cs, b.data.as_ptr(), b.rs, b.cs, beta, c, b.cols as isize, 1)
+    matrixmultiply::sgemm(
+        a.rows,
+        a.cols,
+        b.cols,
+        1.0,
+        a.data.as_ptr(),
+        a.rs,
+        a.cs,
+        b.data.as_ptr(),
+        b.rs,
+        b.cs,
+        beta,
+        c,
+        b.cols as isize,
+        1,
+    )
 }
 
 /// `c = a·b + beta·c` with `c` row-major `[a.rows, b.cols]`.

@@ -40,12 +40,8 @@ impl Tensor {
             if x_in.requires_grad() {
                 // dx = rstd · (dxh − mean(dxh) − xh·mean(dxh·xh)), dxh = g·w
                 let mut gx = vec![0.0f32; g.len()];
-                gx.par_chunks_mut(n)
-                    .zip(g.par_chunks(n))
-                    .zip(xhat.par_chunks(n))
-                    .zip(rstd.par_iter())
-                    .with_min_len(32)
-                    .for_each(|(((d, g), xh), rs)| {
+                gx.par_chunks_mut(n).zip(g.par_chunks(n)).zip(xhat.par_chunks(n)).zip(rstd.par_iter()).with_min_len(32).for_each(
+                    |(((d, g), xh), rs)| {
                         let (mut m1, mut m2) = (0.0f32, 0.0f32);
                         for i in 0..n {
                             let dxh = g[i] * w[i];
@@ -56,7 +52,8 @@ impl Tensor {
                         for i in 0..n {
                             d[i] = rs * (g[i] * w[i] - m1 - xh[i] * m2);
                         }
-                    });
+                    },
+                );
                 grads.accumulate(x_in.id(), gx);
             }
             if w_in.requires_grad() || b_in.requires_grad() {

@@ -20,10 +20,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::driver::{
-    sys, CudaContext, CudaFunction, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
-    PushKernelArg,
-};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 use half::bf16;
 
@@ -127,9 +124,7 @@ pub struct LwtaCuda {
 
 impl std::fmt::Debug for LwtaCuda {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LwtaCuda")
-            .field("device", &self.stream.context().ordinal())
-            .finish()
+        f.debug_struct("LwtaCuda").field("device", &self.stream.context().ordinal()).finish()
     }
 }
 
@@ -139,8 +134,7 @@ impl LwtaCuda {
     /// driver is too old for the PTX.
     pub fn new(ordinal: usize) -> Result<Self> {
         check_driver()?;
-        let ctx = CudaContext::new(ordinal)
-            .map_err(|e| cuda_err(&format!("opening GPU {ordinal}"), e))?;
+        let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err(&format!("opening GPU {ordinal}"), e))?;
         Self::with_stream(ctx.default_stream())
     }
 
@@ -206,12 +200,7 @@ impl LwtaCuda {
         // SAFETY: the argument list matches the entry's .param list (types and order), every
         // pointer covers the `geom.len()` elements / `geom.blocks(u)` bytes the plan addresses
         // (lengths checked above), and the pointers stay alive until the guards drop after launch.
-        unsafe { launch.launch(cfg) }.map_err(|e| {
-            cuda_err(
-                &format!("launching lwta_fwd_{}_{}", plan.shape(), T::SUFFIX),
-                e,
-            )
-        })?;
+        unsafe { launch.launch(cfg) }.map_err(|e| cuda_err(&format!("launching lwta_fwd_{}_{}", plan.shape(), T::SUFFIX), e))?;
         Ok(())
     }
 
@@ -262,32 +251,17 @@ impl LwtaCuda {
                 (b, 2 * 4 * s.u)
             }
         };
-        launch
-            .arg(&use_noise)
-            .arg(&keys)
-            .arg(&off_lo)
-            .arg(&off_hi)
-            .arg(&inv_tau);
+        launch.arg(&use_noise).arg(&keys).arg(&off_lo).arg(&off_hi).arg(&inv_tau);
         // Largest multiple of 32 threads whose stash fits; U ≤ 32 keeps it ≥ 32.
         let threads = (STASH_BYTES / stash_per_thread / 32 * 32).clamp(32, THREADS);
         let function = match &plan {
             Plan::Quad(_) => &functions.bwd_quad,
             Plan::Scalar(_) => &functions.bwd_scalar,
         };
-        let cfg = plan.config(
-            function,
-            self.kernels.sm_count,
-            threads,
-            threads * stash_per_thread,
-        )?;
+        let cfg = plan.config(function, self.kernels.sm_count, threads, threads * stash_per_thread)?;
         // SAFETY: as in `forward`; the dynamic shared memory is the stash the entry addresses
         // (2 · slots · ntid · slot bytes).
-        unsafe { launch.launch(cfg) }.map_err(|e| {
-            cuda_err(
-                &format!("launching lwta_bwd_{}_{}", plan.shape(), T::SUFFIX),
-                e,
-            )
-        })?;
+        unsafe { launch.launch(cfg) }.map_err(|e| cuda_err(&format!("launching lwta_bwd_{}_{}", plan.shape(), T::SUFFIX), e))?;
         Ok(())
     }
 }
@@ -317,18 +291,8 @@ struct ScalarArgs {
 impl Plan {
     /// The quad kernels when the layout allows 4-element chunks and every pointer is aligned for
     /// them (NCHW also writes its 4 winners as one u32); the scalar kernels otherwise.
-    fn new<T: Element>(
-        geom: BlockGeometry,
-        u: usize,
-        data: &[u64],
-        winners: Option<u64>,
-    ) -> Result<Self> {
-        let too_big = || {
-            LwtaError::Cuda(format!(
-                "{} blocks exceed the kernels' 32-bit block index",
-                geom.blocks(u)
-            ))
-        };
+    fn new<T: Element>(geom: BlockGeometry, u: usize, data: &[u64], winners: Option<u64>) -> Result<Self> {
+        let too_big = || LwtaError::Cuda(format!("{} blocks exceed the kernels' 32-bit block index", geom.blocks(u)));
         let (inner, blocks) = (geom.inner as u64, geom.blocks(u) as u64);
         let aligned = data.iter().all(|p| p.is_multiple_of(4 * T::BYTES));
         let tokens = geom.inner == 1;
@@ -342,11 +306,7 @@ impl Plan {
                 tokens: 1,
             }));
         }
-        if aligned
-            && !tokens
-            && inner.is_multiple_of(4)
-            && winners.is_none_or(|w| w.is_multiple_of(4))
-        {
+        if aligned && !tokens && inner.is_multiple_of(4) && winners.is_none_or(|w| w.is_multiple_of(4)) {
             return Ok(Plan::Quad(QuadArgs {
                 items: u32::try_from(blocks / 4).map_err(|_| too_big())?,
                 plane_quads: u32::try_from(inner / 4).map_err(|_| too_big())?,
@@ -373,59 +333,33 @@ impl Plan {
 
     /// One CTA per item batch up to what is resident on the GPU at once (the kernels stride
     /// over the rest), so the per-thread prologue is paid once and no partial wave trails.
-    fn config(
-        &self,
-        function: &CudaFunction,
-        sm_count: u32,
-        threads: u32,
-        shared_mem_bytes: u32,
-    ) -> Result<LaunchConfig> {
+    fn config(&self, function: &CudaFunction, sm_count: u32, threads: u32, shared_mem_bytes: u32) -> Result<LaunchConfig> {
         let items = match self {
             Plan::Quad(q) => q.items,
             Plan::Scalar(s) => s.items,
         };
         let per_sm = function
-            .occupancy_max_active_blocks_per_multiprocessor(
-                threads,
-                shared_mem_bytes as usize,
-                None,
-            )
+            .occupancy_max_active_blocks_per_multiprocessor(threads, shared_mem_bytes as usize, None)
             .map_err(|e| cuda_err("querying the kernels' occupancy", e))?
             .max(1);
-        let ctas = items
-            .div_ceil(threads)
-            .min(sm_count.saturating_mul(per_sm).max(1));
+        let ctas = items.div_ceil(threads).min(sm_count.saturating_mul(per_sm).max(1));
         // The kernels step a 32-bit item index by the grid's thread count: it must not wrap.
         if u64::from(items) + u64::from(ctas) * u64::from(threads) > u64::from(u32::MAX) {
-            return Err(LwtaError::Cuda(format!(
-                "{items} work items exceed the kernels' 32-bit index"
-            )));
+            return Err(LwtaError::Cuda(format!("{items} work items exceed the kernels' 32-bit index")));
         }
-        Ok(LaunchConfig {
-            grid_dim: (ctas, 1, 1),
-            block_dim: (threads, 1, 1),
-            shared_mem_bytes,
-        })
+        Ok(LaunchConfig { grid_dim: (ctas, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes })
     }
 }
 
 impl QuadArgs {
     fn push<'a>(&'a self, b: &mut cudarc::driver::LaunchArgs<'a>) {
-        b.arg(&self.items)
-            .arg(&self.plane_quads)
-            .arg(&self.plane_elems)
-            .arg(&self.chunk_stride)
-            .arg(&self.chunks)
-            .arg(&self.tokens);
+        b.arg(&self.items).arg(&self.plane_quads).arg(&self.plane_elems).arg(&self.chunk_stride).arg(&self.chunks).arg(&self.tokens);
     }
 }
 
 impl ScalarArgs {
     fn push<'a>(&'a self, b: &mut cudarc::driver::LaunchArgs<'a>) {
-        b.arg(&self.items)
-            .arg(&self.inner)
-            .arg(&self.plane_elems)
-            .arg(&self.u);
+        b.arg(&self.items).arg(&self.inner).arg(&self.plane_elems).arg(&self.u);
     }
 }
 
@@ -460,11 +394,7 @@ fn expect_len(name: &'static str, got: usize, expected: usize) -> Result<()> {
     if got == expected {
         Ok(())
     } else {
-        Err(LwtaError::Length {
-            name,
-            got,
-            expected,
-        })
+        Err(LwtaError::Length { name, got, expected })
     }
 }
 
@@ -483,9 +413,7 @@ fn check_driver() -> Result<()> {
     }
     let mut version = 0i32;
     // SAFETY: the library is present; cuDriverGetVersion only writes the int it is given.
-    unsafe { sys::cuDriverGetVersion(&mut version) }
-        .result()
-        .map_err(|e| cuda_err("asking the driver for its version", e))?;
+    unsafe { sys::cuDriverGetVersion(&mut version) }.result().map_err(|e| cuda_err("asking the driver for its version", e))?;
     if version < MIN_DRIVER_VERSION {
         return Err(LwtaError::Cuda(format!(
             "the NVIDIA driver supports CUDA {} ({version}), but kernels/lwta_*.ptx is PTX ISA {PTX_ISA}, which needs a driver for CUDA {} ({MIN_DRIVER_VERSION}) or newer",
@@ -509,19 +437,13 @@ fn kernels_for(ctx: &Arc<CudaContext>) -> Result<Arc<Kernels>> {
     static CACHE: OnceLock<KernelCache> = OnceLock::new();
     let key = ctx.cu_ctx() as usize;
     let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
-    let mut cache = cache
-        .lock()
-        .map_err(|_| LwtaError::Cuda("the LWTA kernel cache was poisoned by a panic".into()))?;
+    let mut cache = cache.lock().map_err(|_| LwtaError::Cuda("the LWTA kernel cache was poisoned by a panic".into()))?;
     if let Some((_, kernels)) = cache.iter().find(|(k, _)| *k == key) {
         return Ok(kernels.clone());
     }
-    let (major, minor) = ctx
-        .compute_capability()
-        .map_err(|e| cuda_err("reading the compute capability", e))?;
+    let (major, minor) = ctx.compute_capability().map_err(|e| cuda_err("reading the compute capability", e))?;
     if (major, minor) < MIN_COMPUTE_CAPABILITY {
-        let name = ctx
-            .name()
-            .unwrap_or_else(|_| format!("GPU {}", ctx.ordinal()));
+        let name = ctx.name().unwrap_or_else(|_| format!("GPU {}", ctx.ordinal()));
         return Err(LwtaError::Cuda(format!(
             "{name} has compute capability {major}.{minor}; the LWTA kernels target sm_{}{} or newer",
             MIN_COMPUTE_CAPABILITY.0, MIN_COMPUTE_CAPABILITY.1
@@ -551,9 +473,7 @@ fn load(ctx: &Arc<CudaContext>, src: &str, suffix: &str) -> Result<DtypeKernels>
     })?;
     let function = |kind: &str| {
         let name = format!("lwta_{kind}_{suffix}");
-        module
-            .load_function(&name)
-            .map_err(|e| cuda_err(&format!("finding entry {name} in {file}"), e))
+        module.load_function(&name).map_err(|e| cuda_err(&format!("finding entry {name} in {file}"), e))
     };
     Ok(DtypeKernels {
         fwd_quad: function("fwd_quad")?,
@@ -607,46 +527,22 @@ mod tests {
         let nchw = BlockGeometry::nchw(2, 8, 4, 3);
         assert!(matches!(
             Plan::new::<f32>(nchw, 4, &[256, 512], Some(1024)).unwrap(),
-            Plan::Quad(QuadArgs {
-                items: 12,
-                plane_quads: 3,
-                chunks: 4,
-                tokens: 0,
-                ..
-            })
+            Plan::Quad(QuadArgs { items: 12, plane_quads: 3, chunks: 4, tokens: 0, .. })
         ));
         // a view starting 1 element in is not 16-byte aligned
-        assert!(matches!(
-            Plan::new::<f32>(nchw, 4, &[260, 512], Some(1024)).unwrap(),
-            Plan::Scalar(_)
-        ));
+        assert!(matches!(Plan::new::<f32>(nchw, 4, &[260, 512], Some(1024)).unwrap(), Plan::Scalar(_)));
         // NCHW writes 4 winner bytes at once
-        assert!(matches!(
-            Plan::new::<f32>(nchw, 4, &[256, 512], Some(1025)).unwrap(),
-            Plan::Scalar(_)
-        ));
+        assert!(matches!(Plan::new::<f32>(nchw, 4, &[256, 512], Some(1025)).unwrap(), Plan::Scalar(_)));
         let odd_pixels = BlockGeometry::nchw(2, 8, 7, 7);
         assert!(matches!(
             Plan::new::<bf16>(odd_pixels, 2, &[256, 512], Some(1024)).unwrap(),
-            Plan::Scalar(ScalarArgs {
-                items: 392,
-                inner: 49,
-                ..
-            })
+            Plan::Scalar(ScalarArgs { items: 392, inner: 49, .. })
         ));
         let tokens = BlockGeometry::tokens(5, 24);
         assert!(matches!(
             Plan::new::<bf16>(tokens, 12, &[256, 264], None).unwrap(),
-            Plan::Quad(QuadArgs {
-                items: 10,
-                chunks: 3,
-                tokens: 1,
-                ..
-            })
+            Plan::Quad(QuadArgs { items: 10, chunks: 3, tokens: 1, .. })
         ));
-        assert!(matches!(
-            Plan::new::<f32>(tokens, 6, &[256, 512], None).unwrap(),
-            Plan::Scalar(_)
-        ));
+        assert!(matches!(Plan::new::<f32>(tokens, 6, &[256, 512], None).unwrap(), Plan::Scalar(_)));
     }
 }

@@ -44,28 +44,13 @@ fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
     for u in COMPETITORS {
         let shapes = [
-            (
-                format!("tokens301x{}", 3 * u),
-                BlockGeometry::tokens(301, 3 * u),
-            ),
-            (
-                format!("nchw3x{}x6x10", 3 * u),
-                BlockGeometry::nchw(3, 3 * u, 6, 10),
-            ),
-            (
-                format!("nchw3x{}x7x5", 3 * u),
-                BlockGeometry::nchw(3, 3 * u, 7, 5),
-            ),
+            (format!("tokens301x{}", 3 * u), BlockGeometry::tokens(301, 3 * u)),
+            (format!("nchw3x{}x6x10", 3 * u), BlockGeometry::nchw(3, 3 * u, 6, 10)),
+            (format!("nchw3x{}x7x5", 3 * u), BlockGeometry::nchw(3, 3 * u, 7, 5)),
         ];
         for (label, geom) in shapes {
             for mode in modes {
-                cases.push(Case {
-                    label: label.clone(),
-                    geom,
-                    u,
-                    mode,
-                    view_offset: 0,
-                });
+                cases.push(Case { label: label.clone(), geom, u, mode, view_offset: 0 });
             }
         }
     }
@@ -84,13 +69,7 @@ fn cases() -> Vec<Case> {
         mode: LwtaMode::Train,
         view_offset: 0,
     });
-    cases.push(Case {
-        label: "tokens301x48+1".into(),
-        geom: BlockGeometry::tokens(301, 48),
-        u: 8,
-        mode: LwtaMode::Train,
-        view_offset: 1,
-    });
+    cases.push(Case { label: "tokens301x48+1".into(), geom: BlockGeometry::tokens(301, 48), u: 8, mode: LwtaMode::Train, view_offset: 1 });
     cases.push(Case {
         label: "nchw3x24x6x10+1".into(),
         geom: BlockGeometry::nchw(3, 24, 6, 10),
@@ -114,21 +93,19 @@ pub fn gpu_checks(cuda: &LwtaCuda, seed: u64) -> Result<Vec<Check>> {
 /// Standard normal values from the Philox stream `(seed, stream)` (Box–Muller), for test inputs.
 pub fn random_normals(seed: u64, stream: u64, n: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; n];
-    out.par_chunks_mut(4096)
-        .enumerate()
-        .for_each(|(chunk, values)| {
-            for (i, pair) in values.chunks_mut(2).enumerate() {
-                let group = (chunk * 4096 / 2 + i) as u64;
-                let [a, b, ..] = uniforms_of_group(seed, stream, group);
-                // uniforms are multiples of 2^-24 in [0, 1): shift into (0, 1) for the logarithm
-                let radius = (-2.0 * (f64::from(a) + 0.5 / 16_777_216.0).ln()).sqrt();
-                let angle = std::f64::consts::TAU * f64::from(b);
-                pair[0] = (radius * angle.cos()) as f32;
-                if let Some(second) = pair.get_mut(1) {
-                    *second = (radius * angle.sin()) as f32;
-                }
+    out.par_chunks_mut(4096).enumerate().for_each(|(chunk, values)| {
+        for (i, pair) in values.chunks_mut(2).enumerate() {
+            let group = (chunk * 4096 / 2 + i) as u64;
+            let [a, b, ..] = uniforms_of_group(seed, stream, group);
+            // uniforms are multiples of 2^-24 in [0, 1): shift into (0, 1) for the logarithm
+            let radius = (-2.0 * (f64::from(a) + 0.5 / 16_777_216.0).ln()).sqrt();
+            let angle = std::f64::consts::TAU * f64::from(b);
+            pair[0] = (radius * angle.cos()) as f32;
+            if let Some(second) = pair.get_mut(1) {
+                *second = (radius * angle.sin()) as f32;
             }
-        });
+        }
+    });
     out
 }
 
@@ -139,31 +116,13 @@ fn dev(what: &'static str, label: &str) -> impl Fn(DriverError) -> LwtaError {
 }
 
 fn check_case<T: Element>(cuda: &LwtaCuda, case: &Case, seed: u64, index: u64) -> Result<Check> {
-    let Case {
-        label,
-        geom,
-        u,
-        mode,
-        view_offset,
-    } = case;
+    let Case { label, geom, u, mode, view_offset } = case;
     let (geom, u, off) = (*geom, *u, *view_offset);
     let (n, blocks) = (geom.len(), geom.blocks(u));
     let config = LwtaConfig::default();
     let (noise, tau) = match mode {
-        LwtaMode::Train => (
-            Noise::Philox {
-                seed,
-                offset: index,
-            },
-            config.tau_train,
-        ),
-        LwtaMode::Sample => (
-            Noise::Philox {
-                seed,
-                offset: index,
-            },
-            config.tau_test,
-        ),
+        LwtaMode::Train => (Noise::Philox { seed, offset: index }, config.tau_train),
+        LwtaMode::Sample => (Noise::Philox { seed, offset: index }, config.tau_test),
         LwtaMode::Deterministic => (Noise::None, config.tau_train),
     };
     // Inputs in storage precision; the reference reads the same (widened) values.
@@ -179,27 +138,13 @@ fn check_case<T: Element>(cuda: &LwtaCuda, case: &Case, seed: u64, index: u64) -
 
     // Device buffers, `off` elements of padding in front, outputs poisoned.
     let stream = cuda.stream();
-    let padded = |v: &[T]| -> Vec<T> {
-        std::iter::repeat_n(T::from_f32(0.0), off)
-            .chain(v.iter().copied())
-            .collect()
-    };
+    let padded = |v: &[T]| -> Vec<T> { std::iter::repeat_n(T::from_f32(0.0), off).chain(v.iter().copied()).collect() };
     let poison = vec![T::from_f32(f32::NAN); n + off];
-    let x_dev: CudaSlice<T> = stream
-        .clone_htod(&padded(&x))
-        .map_err(dev("uploading x", label))?;
-    let dy_dev: CudaSlice<T> = stream
-        .clone_htod(&padded(&dy))
-        .map_err(dev("uploading dy", label))?;
-    let mut y_dev: CudaSlice<T> = stream
-        .clone_htod(&poison)
-        .map_err(dev("allocating y", label))?;
-    let mut dx_dev: CudaSlice<T> = stream
-        .clone_htod(&poison)
-        .map_err(dev("allocating dx", label))?;
-    let mut w_dev: CudaSlice<u8> = stream
-        .clone_htod(&vec![0xffu8; blocks])
-        .map_err(dev("allocating winners", label))?;
+    let x_dev: CudaSlice<T> = stream.clone_htod(&padded(&x)).map_err(dev("uploading x", label))?;
+    let dy_dev: CudaSlice<T> = stream.clone_htod(&padded(&dy)).map_err(dev("uploading dy", label))?;
+    let mut y_dev: CudaSlice<T> = stream.clone_htod(&poison).map_err(dev("allocating y", label))?;
+    let mut dx_dev: CudaSlice<T> = stream.clone_htod(&poison).map_err(dev("allocating dx", label))?;
+    let mut w_dev: CudaSlice<u8> = stream.clone_htod(&vec![0xffu8; blocks]).map_err(dev("allocating winners", label))?;
     let kernel = {
         use cudarc::driver::DevicePtr;
         let (x_view, y_view) = (x_dev.slice(off..), y_dev.slice(off..));
@@ -208,41 +153,12 @@ fn check_case<T: Element>(cuda: &LwtaCuda, case: &Case, seed: u64, index: u64) -
         let (w_ptr, _w) = w_dev.device_ptr(stream);
         Plan::new::<T>(geom, u, &[x_ptr, y_ptr], Some(w_ptr))?.shape()
     };
-    cuda.forward(
-        &x_dev.slice(off..),
-        &mut y_dev.slice_mut(off..),
-        &mut w_dev,
-        geom,
-        u,
-        noise,
-    )?;
-    cuda.backward(
-        &x_dev.slice(off..),
-        &dy_dev.slice(off..),
-        &mut dx_dev.slice_mut(off..),
-        geom,
-        u,
-        tau,
-        noise,
-    )?;
-    stream
-        .synchronize()
-        .map_err(dev("running the kernels", label))?;
-    let y: Vec<f32> = stream
-        .clone_dtoh(&y_dev)
-        .map_err(dev("downloading y", label))?[off..]
-        .iter()
-        .map(|v| v.to_f32())
-        .collect();
-    let dx: Vec<f32> = stream
-        .clone_dtoh(&dx_dev)
-        .map_err(dev("downloading dx", label))?[off..]
-        .iter()
-        .map(|v| v.to_f32())
-        .collect();
-    let w: Vec<u8> = stream
-        .clone_dtoh(&w_dev)
-        .map_err(dev("downloading winners", label))?;
+    cuda.forward(&x_dev.slice(off..), &mut y_dev.slice_mut(off..), &mut w_dev, geom, u, noise)?;
+    cuda.backward(&x_dev.slice(off..), &dy_dev.slice(off..), &mut dx_dev.slice_mut(off..), geom, u, tau, noise)?;
+    stream.synchronize().map_err(dev("running the kernels", label))?;
+    let y: Vec<f32> = stream.clone_dtoh(&y_dev).map_err(dev("downloading y", label))?[off..].iter().map(|v| v.to_f32()).collect();
+    let dx: Vec<f32> = stream.clone_dtoh(&dx_dev).map_err(dev("downloading dx", label))?[off..].iter().map(|v| v.to_f32()).collect();
+    let w: Vec<u8> = stream.clone_dtoh(&w_dev).map_err(dev("downloading winners", label))?;
 
     // The logits both sides compared (the noise is the CPU's own stream).
     let mut logits = vec![0.0f32; n];
@@ -257,38 +173,18 @@ fn check_case<T: Element>(cuda: &LwtaCuda, case: &Case, seed: u64, index: u64) -
         geom,
         u,
         tau,
-        Inputs {
-            logits: &logits,
-            x: &x32,
-            dy: &dy32,
-        },
-        Outputs {
-            y: &y,
-            dx: &dx,
-            winners: &w,
-        },
-        Outputs {
-            y: &y_ref,
-            dx: &dx_ref,
-            winners: &w_ref,
-        },
+        Inputs { logits: &logits, x: &x32, dy: &dy32 },
+        Outputs { y: &y, dx: &dx, winners: &w },
+        Outputs { y: &y_ref, dx: &dx_ref, winners: &w_ref },
     );
-    let tolerance = if T::BYTES == 4 {
-        TOLERANCE_F32
-    } else {
-        TOLERANCE_BF16
-    };
+    let tolerance = if T::BYTES == 4 { TOLERANCE_F32 } else { TOLERANCE_BF16 };
     let name = format!("cuda/{label}/U{u}/{}/{}", T::SUFFIX, mode_name(*mode));
     let detail = format!(
         "{kernel} kernels; winners wrong {}/{blocks} (near-ties in data: {}); y max_rel_err {:.3e}; dx max_rel_err {:.3e}; unwritten {}",
         stats.wrong_winners, stats.near_ties, stats.y_err, stats.dx_err, stats.unwritten
     );
-    Ok(
-        Check::within(name, stats.y_err.max(stats.dx_err), tolerance).require(
-            stats.unwritten == 0 && stats.unexplained_winners == 0,
-            detail,
-        ),
-    )
+    Ok(Check::within(name, stats.y_err.max(stats.dx_err), tolerance)
+        .require(stats.unwritten == 0 && stats.unexplained_winners == 0, detail))
 }
 
 /// What both implementations saw: the logits `x + g` they compared, and the inputs.
@@ -305,14 +201,7 @@ struct Outputs<'a> {
 }
 
 /// Compares the kernels' outputs with the reference's, block by block (see the module docs).
-fn compare(
-    geom: BlockGeometry,
-    u: usize,
-    tau: f32,
-    inputs: Inputs,
-    gpu: Outputs,
-    reference: Outputs,
-) -> Stats {
+fn compare(geom: BlockGeometry, u: usize, tau: f32, inputs: Inputs, gpu: Outputs, reference: Outputs) -> Stats {
     let mut stats = Stats::default();
     for block in 0..geom.blocks(u) {
         let members = members(geom, u, block);
@@ -328,27 +217,17 @@ fn compare(
             stats.unexplained_winners += !near_tie as usize;
             continue; // y and dx legitimately differ in this block
         }
-        let scales = term_scales(
-            members
-                .clone()
-                .map(|e| (inputs.logits[e], inputs.x[e], inputs.dy[e])),
-            expected as usize,
-            tau,
-        );
+        let scales = term_scales(members.clone().map(|e| (inputs.logits[e], inputs.x[e], inputs.dy[e])), expected as usize, tau);
         for (e, scale) in members.zip(scales) {
             let (y, dx) = (gpu.y[e], gpu.dx[e]);
             stats.unwritten += y.is_nan() as usize + dx.is_nan() as usize;
             let y_ref = f64::from(reference.y[e]);
             if f64::from(y) != y_ref {
                 let err = (f64::from(y) - y_ref).abs() / y_ref.abs().max(1e-30);
-                stats.y_err = stats
-                    .y_err
-                    .max(if err.is_nan() { f64::INFINITY } else { err });
+                stats.y_err = stats.y_err.max(if err.is_nan() { f64::INFINITY } else { err });
             }
             let err = (f64::from(dx) - f64::from(reference.dx[e])).abs() / scale;
-            stats.dx_err = stats
-                .dx_err
-                .max(if err.is_nan() { f64::INFINITY } else { err });
+            stats.dx_err = stats.dx_err.max(if err.is_nan() { f64::INFINITY } else { err });
         }
     }
     stats
@@ -395,26 +274,13 @@ fn is_near_tie(values: impl Iterator<Item = f32>) -> bool {
 
 /// Per competitor, the size of the terms of its `dx` (in f64): `|dy|·h + s/τ·(|dy·x| + Σ|dy·x|·s)`,
 /// floored at 1e-6 of the block's largest so that values near underflow compare to the block's scale.
-fn term_scales(
-    members: impl Iterator<Item = (f32, f32, f32)>,
-    winner: usize,
-    tau: f32,
-) -> Vec<f64> {
-    let members: Vec<(f64, f64, f64)> = members
-        .map(|(v, x, dy)| (f64::from(v), f64::from(x), f64::from(dy)))
-        .collect();
+fn term_scales(members: impl Iterator<Item = (f32, f32, f32)>, winner: usize, tau: f32) -> Vec<f64> {
+    let members: Vec<(f64, f64, f64)> = members.map(|(v, x, dy)| (f64::from(v), f64::from(x), f64::from(dy))).collect();
     let tau = f64::from(tau);
-    let max = members
-        .iter()
-        .map(|m| m.0)
-        .fold(f64::NEG_INFINITY, f64::max);
+    let max = members.iter().map(|m| m.0).fold(f64::NEG_INFINITY, f64::max);
     let e: Vec<f64> = members.iter().map(|m| ((m.0 - max) / tau).exp()).collect();
     let z: f64 = e.iter().sum();
-    let weighted: f64 = members
-        .iter()
-        .zip(&e)
-        .map(|(m, e)| (m.1 * m.2).abs() * e / z)
-        .sum();
+    let weighted: f64 = members.iter().zip(&e).map(|(m, e)| (m.1 * m.2).abs() * e / z).sum();
     let scales: Vec<f64> = members
         .iter()
         .zip(&e)
@@ -422,10 +288,7 @@ fn term_scales(
         .map(|(j, (m, e))| if j == winner { m.2.abs() } else { 0.0 } + e / z / tau * ((m.1 * m.2).abs() + weighted))
         .collect();
     let floor = 1e-6 * scales.iter().copied().fold(0.0, f64::max);
-    scales
-        .into_iter()
-        .map(|s| s.max(floor).max(f64::MIN_POSITIVE))
-        .collect()
+    scales.into_iter().map(|s| s.max(floor).max(f64::MIN_POSITIVE)).collect()
 }
 
 #[cfg(test)]
@@ -438,10 +301,7 @@ mod tests {
         assert_eq!(members(geom, 3, 0).collect::<Vec<_>>(), vec![0, 6, 12]);
         assert_eq!(members(geom, 3, 7).collect::<Vec<_>>(), vec![19, 25, 31]); // plane 1, pixel 1
         let tokens = BlockGeometry::tokens(4, 8);
-        assert_eq!(
-            members(tokens, 4, 3).collect::<Vec<_>>(),
-            vec![12, 13, 14, 15]
-        );
+        assert_eq!(members(tokens, 4, 3).collect::<Vec<_>>(), vec![12, 13, 14, 15]);
     }
 
     #[test]
@@ -453,26 +313,12 @@ mod tests {
 
     #[test]
     fn term_scales_bound_the_reference_gradient() {
-        let members = [
-            (0.3f32, 0.5f32, -1.0f32),
-            (1.2, -0.7, 0.4),
-            (-0.5, 2.0, 0.9),
-        ];
+        let members = [(0.3f32, 0.5f32, -1.0f32), (1.2, -0.7, 0.4), (-0.5, 2.0, 0.9)];
         let (x, dy): (Vec<f32>, Vec<f32>) = members.iter().map(|m| (m.1, m.2)).unzip();
         let mut dx = vec![0.0; 3];
         // logits = x (no noise), winner 1
-        let members_x: Vec<(f32, f32, f32)> =
-            x.iter().zip(&dy).map(|(&x, &dy)| (x, x, dy)).collect();
-        cpu::backward(
-            &x,
-            &dy,
-            &mut dx,
-            BlockGeometry::tokens(1, 3),
-            3,
-            1.67,
-            Noise::None,
-        )
-        .unwrap();
+        let members_x: Vec<(f32, f32, f32)> = x.iter().zip(&dy).map(|(&x, &dy)| (x, x, dy)).collect();
+        cpu::backward(&x, &dy, &mut dx, BlockGeometry::tokens(1, 3), 3, 1.67, Noise::None).unwrap();
         let scales = term_scales(members_x.into_iter(), 2, 1.67);
         for (d, s) in dx.iter().zip(&scales) {
             assert!(f64::from(d.abs()) <= s * (1.0 + 1e-6), "{d} > {s}");
@@ -490,42 +336,16 @@ mod tests {
         let mut logits = vec![0.0; geom.len()];
         gumbel_noise(3, 4, 0, &mut logits);
         logits.iter_mut().zip(&x).for_each(|(g, x)| *g += x);
-        let (mut y, mut w, mut dx) = (
-            vec![0.0; geom.len()],
-            vec![0u8; geom.blocks(u)],
-            vec![0.0; geom.len()],
-        );
+        let (mut y, mut w, mut dx) = (vec![0.0; geom.len()], vec![0u8; geom.blocks(u)], vec![0.0; geom.len()]);
         cpu::forward(&x, &mut y, &mut w, geom, u, noise).unwrap();
         cpu::backward(&x, &dy, &mut dx, geom, u, tau, noise).unwrap();
         let against_cpu = |y_gpu: &[f32], dx_gpu: &[f32], w_gpu: &[u8]| {
-            let inputs = Inputs {
-                logits: &logits,
-                x: &x,
-                dy: &dy,
-            };
-            compare(
-                geom,
-                u,
-                tau,
-                inputs,
-                Outputs {
-                    y: y_gpu,
-                    dx: dx_gpu,
-                    winners: w_gpu,
-                },
-                Outputs {
-                    y: &y,
-                    dx: &dx,
-                    winners: &w,
-                },
-            )
+            let inputs = Inputs { logits: &logits, x: &x, dy: &dy };
+            compare(geom, u, tau, inputs, Outputs { y: y_gpu, dx: dx_gpu, winners: w_gpu }, Outputs { y: &y, dx: &dx, winners: &w })
         };
 
         let same = against_cpu(&y, &dx, &w);
-        assert_eq!(
-            (same.unwritten, same.wrong_winners, same.y_err, same.dx_err),
-            (0, 0, 0.0, 0.0)
-        );
+        assert_eq!((same.unwritten, same.wrong_winners, same.y_err, same.dx_err), (0, 0, 0.0, 0.0));
 
         let mut unwritten = dx.clone();
         unwritten[7] = f32::NAN;
@@ -550,15 +370,8 @@ mod tests {
     fn random_normals_have_unit_moments() {
         let v = random_normals(1, 2, 100_001);
         let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
-        let var = v
-            .iter()
-            .map(|&x| (f64::from(x) - mean).powi(2))
-            .sum::<f64>()
-            / v.len() as f64;
-        assert!(
-            mean.abs() < 0.02 && (var - 1.0).abs() < 0.02,
-            "mean {mean} var {var}"
-        );
+        let var = v.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / v.len() as f64;
+        assert!(mean.abs() < 0.02 && (var - 1.0).abs() < 0.02, "mean {mean} var {var}");
         assert_ne!(random_normals(1, 2, 8), random_normals(1, 3, 8));
     }
 
@@ -567,9 +380,7 @@ mod tests {
         let cases = cases();
         for u in COMPETITORS {
             assert!(cases.iter().any(|c| c.u == u && c.geom.inner == 1));
-            assert!(cases
-                .iter()
-                .any(|c| c.u == u && c.geom.inner % 4 == 0 && c.geom.inner > 1));
+            assert!(cases.iter().any(|c| c.u == u && c.geom.inner % 4 == 0 && c.geom.inner > 1));
             assert!(cases.iter().any(|c| c.u == u && c.geom.inner % 4 != 0));
         }
         assert!(cases.iter().any(|c| c.view_offset == 1));
