@@ -30,7 +30,7 @@ use rayon::prelude::*;
 
 use crate::philox::{gumbel, gumbel_by_lane, gumbel_noise_with};
 use crate::simd::{self, load_padded, store_partial, Isa, Simd};
-use crate::{BlockGeometry, LwtaError, Noise, Result};
+use crate::{expect_len, BlockGeometry, LwtaError, Noise, Result};
 
 /// Elements per rayon task: enough work (tens of µs) to amortise scheduling, and the chunk's
 /// logits (64 KiB) stay in L2 next to its slices of `x`, `y` / `dy`, `dx`.
@@ -94,14 +94,6 @@ fn backward_on(isa: Isa, x: &[f32], dy: &[f32], dx: &mut [f32], geom: BlockGeome
         },
     );
     Ok(())
-}
-
-fn expect_len(name: &'static str, got: usize, expected: usize) -> Result<()> {
-    if got == expected {
-        Ok(())
-    } else {
-        Err(LwtaError::Length { name, got, expected })
-    }
 }
 
 fn expect_noise(noise: Noise, elements: usize) -> Result<()> {

@@ -142,3 +142,12 @@ pub enum LwtaMode {
     /// Plain argmax over each block, no noise.
     Deterministic,
 }
+
+/// Checks a buffer length; the error names the buffer (shared by the CPU and CUDA entry points).
+pub(crate) fn expect_len(name: &'static str, got: usize, expected: usize) -> Result<()> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(LwtaError::Length { name, got, expected })
+    }
+}

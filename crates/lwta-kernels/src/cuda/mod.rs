@@ -24,7 +24,7 @@ use cudarc::driver::{sys, CudaContext, CudaFunction, CudaStream, DevicePtr, Devi
 use cudarc::nvrtc::Ptx;
 use half::bf16;
 
-use crate::{BlockGeometry, LwtaError, Noise, Result};
+use crate::{expect_len, BlockGeometry, LwtaError, Noise, Result};
 
 pub mod parity;
 
@@ -388,14 +388,6 @@ fn check_call(geom: BlockGeometry, u: usize, layer: &str) -> Result<()> {
         return Err(LwtaError::Competitors(u));
     }
     Ok(())
-}
-
-fn expect_len(name: &'static str, got: usize, expected: usize) -> Result<()> {
-    if got == expected {
-        Ok(())
-    } else {
-        Err(LwtaError::Length { name, got, expected })
-    }
 }
 
 fn cuda_err(what: &str, err: cudarc::driver::DriverError) -> LwtaError {
