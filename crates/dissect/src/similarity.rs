@@ -29,6 +29,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
+use cvn_models::rng::CounterRng;
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
@@ -751,47 +752,15 @@ fn shuffled_baseline(ascending: &[f32], p: f64, seed: u64, neuron: u32) -> f64 {
     for shuffle in 0..BASELINE_SHUFFLES {
         permutation.clear();
         permutation.extend(0..ascending.len());
-        let mut stream = SeededStream::new(seed, neuron, shuffle);
+        // One independent Philox stream per (neuron, shuffle): results do not depend on threads.
+        let mut stream = CounterRng::new(seed, neuron as u64, shuffle as u64);
         for i in (1..permutation.len()).rev() {
-            let j = stream.below(i as u32 + 1) as usize;
+            let j = stream.below(i + 1);
             permutation.swap(i, j);
         }
         sum += ascending.iter().zip(&permutation).map(|(&x, &j)| ((x - ascending[j]).abs() as f64).powf(p)).sum::<f64>();
     }
     sum / (BASELINE_SHUFFLES as usize * ascending.len()) as f64
-}
-
-/// Uniform u32 draws from Philox4x32-10 keyed by the seed, one independent stream per (neuron,
-/// shuffle), so results do not depend on thread scheduling.
-struct SeededStream {
-    key: [u32; 2],
-    neuron: u32,
-    shuffle: u32,
-    block: u64,
-    buffer: [u32; 4],
-    used: usize,
-}
-
-impl SeededStream {
-    fn new(seed: u64, neuron: u32, shuffle: u32) -> Self {
-        Self { key: [seed as u32, (seed >> 32) as u32], neuron, shuffle, block: 0, buffer: [0; 4], used: 4 }
-    }
-
-    fn next_u32(&mut self) -> u32 {
-        if self.used == 4 {
-            let counter = [self.block as u32, (self.block >> 32) as u32, self.neuron, self.shuffle];
-            self.buffer = lwta_kernels::philox::philox4x32_10(counter, self.key);
-            self.block += 1;
-            self.used = 0;
-        }
-        self.used += 1;
-        self.buffer[self.used - 1]
-    }
-
-    /// A draw in `0..bound` (multiply-shift; the bias is below 2^-32·bound).
-    fn below(&mut self, bound: u32) -> u32 {
-        ((self.next_u32() as u64 * bound as u64) >> 32) as u32
-    }
 }
 
 #[cfg(test)]
@@ -801,7 +770,7 @@ mod tests {
 
     /// A deterministic pseudo-random matrix in [-1, 1).
     fn matrix(rows: usize, cols: usize, salt: u32) -> Array2<f32> {
-        let mut stream = SeededStream::new(0x5eed, salt, 0);
+        let mut stream = CounterRng::new(0x5eed, salt as u64, 0);
         Array2::from_shape_fn((rows, cols), |_| stream.next_u32() as f32 / 2_147_483_648.0 - 1.0)
     }
 

@@ -78,31 +78,30 @@ fn binary(a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
                 sum_to_shape(&grad, &shape, input.shape())
             }
         };
-        if a_in.requires_grad() {
-            let ga: Vec<f32> = match op {
-                BinaryOp::Add | BinaryOp::Sub => g.to_vec(),
+        // ∂/∂a (side 0) or ∂/∂b (side 1) times g; a sum or difference passes g itself through.
+        let side_grad = |side: usize| -> Vec<f32> {
+            match (op, side) {
+                (BinaryOp::Add, _) | (BinaryOp::Sub, 0) => g.to_vec(),
                 _ => g
                     .par_iter()
                     .zip(be.par_iter())
                     .zip(ae.par_iter())
                     .with_min_len(PAR_CHUNK)
-                    .map(|((g, b), a)| op.grads(*a, *b, *g).0)
+                    .map(|((g, b), a)| {
+                        let (da, db) = op.grads(*a, *b, *g);
+                        if side == 0 {
+                            da
+                        } else {
+                            db
+                        }
+                    })
                     .collect(),
-            };
-            grads.accumulate(a_in.id(), reduce(ga, &a_in));
-        }
-        if b_in.requires_grad() {
-            let gb: Vec<f32> = match op {
-                BinaryOp::Add => g.to_vec(),
-                _ => g
-                    .par_iter()
-                    .zip(be.par_iter())
-                    .zip(ae.par_iter())
-                    .with_min_len(PAR_CHUNK)
-                    .map(|((g, b), a)| op.grads(*a, *b, *g).1)
-                    .collect(),
-            };
-            grads.accumulate(b_in.id(), reduce(gb, &b_in));
+            }
+        };
+        for (side, input) in [&a_in, &b_in].into_iter().enumerate() {
+            if input.requires_grad() {
+                grads.accumulate(input.id(), reduce(side_grad(side), input));
+            }
         }
         Ok(())
     }))
