@@ -46,6 +46,10 @@ pub struct Args {
     /// Timed repetitions per measurement (after warm-up); the median is reported.
     #[arg(long, default_value_t = 30)]
     iters: usize,
+    /// Also time every kernel with the grid at these multiples of the resident CTAs (e.g. 1,4,16)
+    /// and print the ratios to the floor side by side.
+    #[arg(long, value_delimiter = ',')]
+    sweep_waves: Vec<u32>,
 }
 
 /// Allowed growth of a ratio to the floor over the baseline.
@@ -67,6 +71,9 @@ struct Measurement {
     fwd_floor_ms: f64,
     fwd_bwd_ms: f64,
     fwd_bwd_floor_ms: f64,
+    /// Forward without noise (deterministic argmax): how much of `fwd_ms` the noise costs.
+    #[serde(default)]
+    fwd_argmax_ms: Option<f64>,
 }
 
 /// One row of benches/torch_lwta.py's output (missing numbers: that variant failed).
@@ -103,7 +110,7 @@ fn shapes() -> [Shape; 3] {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let report = match (&args.report, args.device) {
         (Some(path), _) => read_json::<Report>(path)?,
-        (None, Device::Cuda) => measure(args.gpu, args.iters)?,
+        (None, Device::Cuda) => measure(args.gpu, args.iters, &args.sweep_waves)?,
         (None, Device::Cpu) => return criterion(),
     };
     if let Some(path) = &args.json {
@@ -140,7 +147,7 @@ fn criterion() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn measure(gpu: usize, iters: usize) -> anyhow::Result<Report> {
+fn measure(gpu: usize, iters: usize, sweep_waves: &[u32]) -> anyhow::Result<Report> {
     let cuda = LwtaCuda::new(gpu).context("the cuda bench needs a GPU")?;
     let stream = cuda.stream().clone();
     let ctx = stream.context().clone();
@@ -151,12 +158,31 @@ fn measure(gpu: usize, iters: usize) -> anyhow::Result<Report> {
     let copy_gbps = copy_bandwidth(&stream, iters)?;
     println!("{device}: device-to-device copy {copy_gbps:.0} GB/s (read + write)");
     let mut results = Vec::new();
+    let mut sweep = Vec::new();
     for shape in shapes() {
         let n = shape.geom.len();
         let x = random_normals(0xbe4c, 0, n);
         let dy = random_normals(0xbe4c, 1, n);
         results.push(measure_shape::<f32>(&cuda, &shape, &x, &dy, copy_gbps, iters)?);
         results.push(measure_shape::<bf16>(&cuda, &shape, &x, &dy, copy_gbps, iters)?);
+        for &waves in sweep_waves {
+            let cuda = cuda.clone().with_waves(waves);
+            sweep.push((waves, measure_shape::<f32>(&cuda, &shape, &x, &dy, copy_gbps, iters)?));
+            sweep.push((waves, measure_shape::<bf16>(&cuda, &shape, &x, &dy, copy_gbps, iters)?));
+        }
+    }
+    if !sweep.is_empty() {
+        println!("grid sweep (×floor): waves shape dtype fwd argmax fwd+bwd");
+        for (waves, m) in &sweep {
+            println!(
+                "{waves:>5} {:<16} {:<5} {:>6.3} {:>6.3} {:>6.3}",
+                m.shape,
+                m.dtype,
+                m.fwd_ms / m.fwd_floor_ms,
+                m.fwd_argmax_ms.unwrap_or(f64::NAN) / m.fwd_floor_ms,
+                m.fwd_bwd_ms / m.fwd_bwd_floor_ms
+            );
+        }
     }
     Ok(Report { device, copy_gbps, results })
 }
@@ -212,6 +238,7 @@ fn measure_shape<T: Element>(
         step += 1; // a fresh noise stream per call, as training does
         Ok(cuda.forward(&x_dev, &mut y_dev, &mut w_dev, geom, u, Noise::Philox { seed: 1, offset: step })?)
     })?;
+    let fwd_argmax_ms = time_ms(stream, iters, || Ok(cuda.forward(&x_dev, &mut y_dev, &mut w_dev, geom, u, Noise::None)?))?;
     let fwd_bwd_ms = time_ms(stream, iters, || {
         step += 1;
         let noise = Noise::Philox { seed: 1, offset: step };
@@ -234,6 +261,7 @@ fn measure_shape<T: Element>(
         fwd_floor_ms: floor_ms(2.0),
         fwd_bwd_ms,
         fwd_bwd_floor_ms: floor_ms(5.0),
+        fwd_argmax_ms: Some(fwd_argmax_ms),
     })
 }
 
@@ -243,8 +271,8 @@ fn print_table(report: &Report, torch: &[TorchRow]) {
         report.device, report.copy_gbps
     );
     println!(
-        "{:<16} {:<5} {:>8} {:>8} {:>7} | {:>8} {:>8} {:>7} | {:>15} {:>15} | {:>13}",
-        "shape", "dtype", "fwd", "floor", "×floor", "fwd+bwd", "floor", "×floor", "eager fwd/f+b", "compile fwd/f+b", "× vs compile"
+        "{:<16} {:<5} {:>8} {:>8} {:>7} {:>7} | {:>8} {:>8} {:>7} | {:>15} {:>15} | {:>13}",
+        "shape", "dtype", "fwd", "floor", "×floor", "argmax", "fwd+bwd", "floor", "×floor", "eager fwd/f+b", "compile fwd/f+b", "× vs compile"
     );
     for m in &report.results {
         let t = torch.iter().find(|t| t.shape == m.shape && t.dtype == m.dtype);
@@ -257,12 +285,13 @@ fn print_table(report: &Report, torch: &[TorchRow]) {
             None => "-".to_string(),
         };
         println!(
-            "{:<16} {:<5} {:>8.4} {:>8.4} {:>7.2} | {:>8.4} {:>8.4} {:>7.2} | {:>15} {:>15} | {:>13}",
+            "{:<16} {:<5} {:>8.4} {:>8.4} {:>7.2} {:>7} | {:>8.4} {:>8.4} {:>7.2} | {:>15} {:>15} | {:>13}",
             m.shape,
             m.dtype,
             m.fwd_ms,
             m.fwd_floor_ms,
             m.fwd_ms / m.fwd_floor_ms,
+            m.fwd_argmax_ms.map_or("-".to_string(), |a| format!("{:.2}", a / m.fwd_floor_ms)),
             m.fwd_bwd_ms,
             m.fwd_bwd_floor_ms,
             m.fwd_bwd_ms / m.fwd_bwd_floor_ms,

@@ -48,14 +48,14 @@ echo "== bench: LWTA kernels"
 tail -n 3 "$OUT/bench.log"
 
 echo "== PyTorch eager / torch.compile baseline"
-PYTHONUNBUFFERED=1 timeout 240 python3 "$HERE/benches/torch_lwta.py" --json "$OUT/torch.json" > "$OUT/torch.log" 2>&1
+PYTHONUNBUFFERED=1 timeout 200 python3 "$HERE/benches/torch_lwta.py" --json "$OUT/torch.json" > "$OUT/torch.log" 2>&1
 tail -n 8 "$OUT/torch.log"
 
 echo "== Nsight Compute: DeiT-T f32 forward (twice) and backward"
 if command -v ncu > /dev/null; then
-  timeout 120 ncu --kernel-name regex:lwta_ --launch-skip 3 --launch-count 3 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+  timeout 120 ncu --kernel-name regex:lwta_ --launch-skip 3 --launch-count 12 --section SpeedOfLight --section MemoryWorkloadAnalysis \
     "$X" bench --device cuda --iters 1 > "$OUT/ncu.txt" 2>&1
-  grep -E "lwta_|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Duration|L1/TEX Hit|L2 Hit" "$OUT/ncu.txt" | head -n 24
+  grep -E "lwta_|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Duration|L1/TEX Hit|L2 Hit" "$OUT/ncu.txt" | head -n 40
 fi
 
 echo "== results"

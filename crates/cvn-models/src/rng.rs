@@ -39,7 +39,7 @@ impl CounterRng {
         self.lanes[self.used - 1]
     }
 
-    /// Uniform in `[0, 1)` with 24 bits of resolution.
+    /// Uniform in `[0, 1)` with 23 bits of resolution.
     pub fn uniform(&mut self) -> f32 {
         uniform_from_bits(self.next_u32())
     }

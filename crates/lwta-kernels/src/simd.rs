@@ -11,9 +11,9 @@
 //! * [`Scalar`]: one lane of plain Rust arithmetic — the portable fallback, and the definition
 //!   the tests compare the vector paths against.
 //!
-//! Results do not depend on the path: every operation is an IEEE-rounded add/sub/mul/div or exact
-//! bit manipulation, in the same order, and none is contracted into an FMA, so all three paths give
-//! identical bits. Set `CVN_SIMD=avx2` or `CVN_SIMD=scalar` to cap the instruction set (e.g. to
+//! Results do not depend on the path: every operation is an IEEE-rounded add/sub/mul/div/fma or
+//! exact bit manipulation, in the same order (an FMA only where a kernel calls [`Simd::fma`]; Rust
+//! never contracts `a * b + c` on its own), so all three paths give identical bits. Set `CVN_SIMD=avx2` or `CVN_SIMD=scalar` to cap the instruction set (e.g. to
 //! time the AVX2 path on an AVX-512 machine).
 //!
 //! Shared with `cvn-autograd`'s activation kernels, so the workspace has one dispatcher and one
@@ -43,6 +43,8 @@ pub trait Simd: Copy + Send + Sync {
     fn add(self, a: Self::F, b: Self::F) -> Self::F;
     fn sub(self, a: Self::F, b: Self::F) -> Self::F;
     fn mul(self, a: Self::F, b: Self::F) -> Self::F;
+    /// `a·b + c` with one rounding (IEEE fused multiply-add, as PTX `fma.rn.f32`).
+    fn fma(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
     fn div(self, a: Self::F, b: Self::F) -> Self::F;
     /// `a < b ? a : b` per lane (so a NaN in `a` gives `b`).
     fn min(self, a: Self::F, b: Self::F) -> Self::F;
@@ -64,6 +66,7 @@ pub trait Simd: Copy + Send + Sync {
     /// The first `LANES` values of `src` (panics if shorter).
     fn load_i(self, src: &[u32]) -> Self::I;
     fn add_i(self, a: Self::I, b: Self::I) -> Self::I;
+    fn sub_i(self, a: Self::I, b: Self::I) -> Self::I;
     fn and_i(self, a: Self::I, b: Self::I) -> Self::I;
     fn or_i(self, a: Self::I, b: Self::I) -> Self::I;
     fn xor_i(self, a: Self::I, b: Self::I) -> Self::I;
@@ -165,7 +168,7 @@ pub fn run_on<K: Kernel>(isa: Isa, kernel: K) -> Result<K::Output, K> {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn run_avx2<K: Kernel>(kernel: K, s: Avx2) -> K::Output {
     kernel.run(s)
 }
@@ -271,6 +274,10 @@ impl Simd for Scalar {
         a * b
     }
     #[inline(always)]
+    fn fma(self, a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+    #[inline(always)]
     fn div(self, a: f32, b: f32) -> f32 {
         a / b
     }
@@ -345,6 +352,10 @@ impl Simd for Scalar {
     #[inline(always)]
     fn add_i(self, a: u32, b: u32) -> u32 {
         a.wrapping_add(b)
+    }
+    #[inline(always)]
+    fn sub_i(self, a: u32, b: u32) -> u32 {
+        a.wrapping_sub(b)
     }
     #[inline(always)]
     fn and_i(self, a: u32, b: u32) -> u32 {
@@ -443,7 +454,7 @@ mod x86 {
 
     impl Avx2 {
         pub fn detect() -> Option<Self> {
-            is_x86_feature_detected!("avx2").then_some(Avx2(()))
+            (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(Avx2(()))
         }
     }
 
@@ -480,6 +491,10 @@ mod x86 {
         #[inline(always)]
         fn mul(self, a: Self::F, b: Self::F) -> Self::F {
             unsafe { regs!(|i| _mm256_mul_ps(a[i], b[i])) }
+        }
+        #[inline(always)]
+        fn fma(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F {
+            unsafe { regs!(|i| _mm256_fmadd_ps(a[i], b[i], c[i])) }
         }
         #[inline(always)]
         fn div(self, a: Self::F, b: Self::F) -> Self::F {
@@ -537,6 +552,10 @@ mod x86 {
         #[inline(always)]
         fn add_i(self, a: Self::I, b: Self::I) -> Self::I {
             unsafe { regs!(|i| _mm256_add_epi32(a[i], b[i])) }
+        }
+        #[inline(always)]
+        fn sub_i(self, a: Self::I, b: Self::I) -> Self::I {
+            unsafe { regs!(|i| _mm256_sub_epi32(a[i], b[i])) }
         }
         #[inline(always)]
         fn and_i(self, a: Self::I, b: Self::I) -> Self::I {
@@ -693,6 +712,10 @@ mod x86 {
             unsafe { regs!(|i| _mm512_mul_ps(a[i], b[i])) }
         }
         #[inline(always)]
+        fn fma(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F {
+            unsafe { regs!(|i| _mm512_fmadd_ps(a[i], b[i], c[i])) }
+        }
+        #[inline(always)]
         fn div(self, a: Self::F, b: Self::F) -> Self::F {
             unsafe { regs!(|i| _mm512_div_ps(a[i], b[i])) }
         }
@@ -748,6 +771,10 @@ mod x86 {
         #[inline(always)]
         fn add_i(self, a: Self::I, b: Self::I) -> Self::I {
             unsafe { regs!(|i| _mm512_add_epi32(a[i], b[i])) }
+        }
+        #[inline(always)]
+        fn sub_i(self, a: Self::I, b: Self::I) -> Self::I {
+            unsafe { regs!(|i| _mm512_sub_epi32(a[i], b[i])) }
         }
         #[inline(always)]
         fn and_i(self, a: Self::I, b: Self::I) -> Self::I {

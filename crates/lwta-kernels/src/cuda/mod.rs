@@ -3,7 +3,7 @@
 //! NVIDIA driver gets an `Err` from [`LwtaCuda::new`], never a panic.
 //!
 //! The kernels compute exactly what [`crate::cpu`] computes: the same Philox stream and the same
-//! Cephes logarithm (bit-identical noise), the first maximum of `x + g` as winner, and the
+//! logarithm (bit-identical noise), the first maximum of `x + g` as winner, and the
 //! straight-through backward with the reference's roundings except in `exp` (the hardware `ex2`
 //! on an exactly split argument), so `dx` agrees to ~1e-6 relative, not bitwise. Two kernel
 //! shapes per direction and dtype (see the header of `kernels/lwta_f32.ptx` and
@@ -12,10 +12,13 @@
 //!   thread, one Philox call for their 4 noises) and tokens with `U % 4 == 0`;
 //! * *scalar*, any geometry (one block at a time per thread, one Philox call per element).
 //!
-//! Launches size the grid to what is resident on the GPU at once and the threads stride over the
-//! work, so each thread pays the parameter prologue once.
+//! Launches size the grid to 8× what is resident on the GPU at once and the threads stride over
+//! the rest: persistent threads (1×) pay the parameter prologue only once, but on an H100 the
+//! SMs then drift apart and the last ones run half empty (achieved occupancy 50% of 75%); 8
+//! waves let the hardware rebalance, −6 to −12% time (`cargo xtask bench --sweep-waves`).
 //!
-//! The modules are JIT-compiled by the driver once per context and cached for the process.
+//! The modules are JIT-compiled by the driver once per context and cached for the process;
+//! `LWTA_PTX_DIR` swaps in edited PTX files without a rebuild.
 //! [`parity`] checks the kernels against the CPU reference on a GPU.
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -37,6 +40,8 @@ const PTX_ISA: &str = "7.8";
 const MIN_DRIVER_VERSION: i32 = 11_080;
 /// The PTX targets sm_80 (bf16 conversions need it).
 const MIN_COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
+/// Grid size in multiples of the resident CTAs (see [`LwtaCuda::with_waves`]).
+const DEFAULT_WAVES: u32 = 8;
 
 /// Most competitors a GPU block may have (the backward's shared-memory stash is sized for it).
 pub const MAX_COMPETITORS: usize = 32;
@@ -120,6 +125,7 @@ pub struct Kernels {
 pub struct LwtaCuda {
     stream: Arc<CudaStream>,
     kernels: Arc<Kernels>,
+    waves: u32,
 }
 
 impl std::fmt::Debug for LwtaCuda {
@@ -143,7 +149,15 @@ impl LwtaCuda {
     pub fn with_stream(stream: Arc<CudaStream>) -> Result<Self> {
         check_driver()?;
         let kernels = kernels_for(stream.context())?;
-        Ok(Self { stream, kernels })
+        Ok(Self { stream, kernels, waves: DEFAULT_WAVES })
+    }
+
+    /// Launches up to `waves` × the CTAs resident at once (at least 1); the threads stride over
+    /// whatever is left. 1 = persistent threads (each pays the parameter prologue once); more
+    /// waves let the hardware balance CTAs across SMs. For `cargo xtask bench --sweep-waves`.
+    pub fn with_waves(mut self, waves: u32) -> Self {
+        self.waves = waves.max(1);
+        self
     }
 
     pub fn stream(&self) -> &Arc<CudaStream> {
@@ -196,7 +210,7 @@ impl LwtaCuda {
             Plan::Quad(_) => &functions.fwd_quad,
             Plan::Scalar(_) => &functions.fwd_scalar,
         };
-        let cfg = plan.config(function, self.kernels.sm_count, THREADS, 0)?;
+        let cfg = plan.config(function, self.kernels.sm_count.saturating_mul(self.waves), THREADS, 0)?;
         // SAFETY: the argument list matches the entry's .param list (types and order), every
         // pointer covers the `geom.len()` elements / `geom.blocks(u)` bytes the plan addresses
         // (lengths checked above), and the pointers stay alive until the guards drop after launch.
@@ -258,7 +272,7 @@ impl LwtaCuda {
             Plan::Quad(_) => &functions.bwd_quad,
             Plan::Scalar(_) => &functions.bwd_scalar,
         };
-        let cfg = plan.config(function, self.kernels.sm_count, threads, threads * stash_per_thread)?;
+        let cfg = plan.config(function, self.kernels.sm_count.saturating_mul(self.waves), threads, threads * stash_per_thread)?;
         // SAFETY: as in `forward`; the dynamic shared memory is the stash the entry addresses
         // (2 · slots · ntid · slot bytes).
         unsafe { launch.launch(cfg) }.map_err(|e| cuda_err(&format!("launching lwta_bwd_{}_{}", plan.shape(), T::SUFFIX), e))?;
@@ -333,7 +347,7 @@ impl Plan {
 
     /// One CTA per item batch up to what is resident on the GPU at once (the kernels stride
     /// over the rest), so the per-thread prologue is paid once and no partial wave trails.
-    fn config(&self, function: &CudaFunction, sm_count: u32, threads: u32, shared_mem_bytes: u32) -> Result<LaunchConfig> {
+    fn config(&self, function: &CudaFunction, sm_slots: u32, threads: u32, shared_mem_bytes: u32) -> Result<LaunchConfig> {
         let items = match self {
             Plan::Quad(q) => q.items,
             Plan::Scalar(s) => s.items,
@@ -342,7 +356,7 @@ impl Plan {
             .occupancy_max_active_blocks_per_multiprocessor(threads, shared_mem_bytes as usize, None)
             .map_err(|e| cuda_err("querying the kernels' occupancy", e))?
             .max(1);
-        let ctas = items.div_ceil(threads).min(sm_count.saturating_mul(per_sm).max(1));
+        let ctas = items.div_ceil(threads).min(sm_slots.saturating_mul(per_sm).max(1));
         // The kernels step a 32-bit item index by the grid's thread count: it must not wrap.
         if u64::from(items) + u64::from(ctas) * u64::from(threads) > u64::from(u32::MAX) {
             return Err(LwtaError::Cuda(format!("{items} work items exceed the kernels' 32-bit index")));
@@ -445,12 +459,29 @@ fn kernels_for(ctx: &Arc<CudaContext>) -> Result<Arc<Kernels>> {
         .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
         .map_err(|e| cuda_err("reading the multiprocessor count", e))?;
     let kernels = Arc::new(Kernels {
-        f32: load(ctx, PTX_F32, "f32")?,
-        bf16: load(ctx, PTX_BF16, "bf16")?,
+        f32: load(ctx, &ptx_source(PTX_F32, "f32")?, "f32")?,
+        bf16: load(ctx, &ptx_source(PTX_BF16, "bf16")?, "bf16")?,
         sm_count: u32::try_from(sm_count).unwrap_or(1).max(1),
     });
     cache.push((key, kernels.clone()));
     Ok(kernels)
+}
+
+/// Environment variable naming a folder whose `lwta_f32.ptx` / `lwta_bf16.ptx` replace the
+/// embedded kernels: kernel developers time an edited PTX file with the release binary, no rebuild.
+pub const PTX_DIR_VAR: &str = "LWTA_PTX_DIR";
+
+/// The embedded PTX, or the file in `$LWTA_PTX_DIR` when that is set.
+fn ptx_source(embedded: &'static str, suffix: &str) -> Result<std::borrow::Cow<'static, str>> {
+    match std::env::var_os(PTX_DIR_VAR) {
+        None => Ok(embedded.into()),
+        Some(dir) => {
+            let path = std::path::Path::new(&dir).join(format!("lwta_{suffix}.ptx"));
+            std::fs::read_to_string(&path)
+                .map(Into::into)
+                .map_err(|e| LwtaError::Cuda(format!("{PTX_DIR_VAR} is set, but {} cannot be read: {e}", path.display())))
+        }
+    }
 }
 
 fn load(ctx: &Arc<CudaContext>, src: &str, suffix: &str) -> Result<DtypeKernels> {

@@ -97,8 +97,8 @@ pub fn random_normals(seed: u64, stream: u64, n: usize) -> Vec<f32> {
         for (i, pair) in values.chunks_mut(2).enumerate() {
             let group = (chunk * 4096 / 2 + i) as u64;
             let [a, b, ..] = uniforms_of_group(seed, stream, group);
-            // uniforms are multiples of 2^-24 in [0, 1): shift into (0, 1) for the logarithm
-            let radius = (-2.0 * (f64::from(a) + 0.5 / 16_777_216.0).ln()).sqrt();
+            // uniforms are multiples of 2^-23 in [0, 1): shift into (0, 1) for the logarithm
+            let radius = (-2.0 * (f64::from(a) + 0.5 / 8_388_608.0).ln()).sqrt();
             let angle = std::f64::consts::TAU * f64::from(b);
             pair[0] = (radius * angle.cos()) as f32;
             if let Some(second) = pair.get_mut(1) {
