@@ -95,8 +95,10 @@ impl VisionTransformer {
         let patches = self.patch_embed.proj.forward(p, x, ctx)?;
         let tokens = patches.reshape(&[n, c.embed_dim, c.tokens() - 1])?.transpose(1, 2)?;
         ctx.record(&self.patch_embed.name, &tokens);
-        let cls = p.at(self.cls_token);
-        let cls_rows: Vec<&Tensor> = std::iter::repeat_n(cls, n).collect();
+        // The class token meets no traced activation before the concat, so it joins the input's tape
+        // here; otherwise the concat records nothing and the token never receives a gradient.
+        let cls = p.at(self.cls_token).with_tape_of(&tokens);
+        let cls_rows: Vec<&Tensor> = std::iter::repeat_n(&cls, n).collect();
         let mut h = Tensor::cat(&[&Tensor::cat(&cls_rows, 0)?, &tokens], 1)?.add(p.at(self.pos_embed))?;
         h = self.pos_drop.forward(h, ctx)?;
         for block in &self.blocks {
