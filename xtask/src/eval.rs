@@ -1,10 +1,10 @@
-//! `cargo xtask eval --run runs/NAME [--samples 6] [--deterministic] [--data DIR]`: re-evaluates a
-//! run's checkpoint on its test set, prints top-1 and per-layer activity, writes `eval.json`.
+//! `cargo xtask eval --run runs/NAME [--samples 6] [--deterministic] [--data DIR] [--bn-recalibration N]`:
+//! re-evaluates a run's checkpoint on its test set, prints top-1 and per-layer activity, writes `eval.json`.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use cvn_models::train::{evaluate, load_run, EvalOptions};
+use cvn_models::train::{evaluate, load_run, BnRecalibration, EvalOptions};
 
 use crate::train::{print_evaluation, Bars};
 
@@ -25,6 +25,10 @@ pub struct Args {
     /// Evaluation batch size (default: the run's).
     #[arg(long)]
     batch: Option<usize>,
+    /// Deterministic pass of a BatchNorm CVN (ResNet, U > 1): re-estimate BatchNorm statistics on
+    /// this many training images with argmax winners first (0: the statistics from training).
+    #[arg(long, default_value_t = 4096)]
+    bn_recalibration: usize,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -36,7 +40,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: config.seed,
     };
     let mut bars = Bars::default();
-    let eval = evaluate(&mut model, data.test.clone(), &options, &mut |p| bars.show(&p, &config.model, config.competitors))?;
+    let recalibration = (args.bn_recalibration > 0)
+        .then(|| BnRecalibration { images: args.bn_recalibration, ..BnRecalibration::from_training_set(data.train.clone()) });
+    let eval = evaluate(&mut model, data.test.clone(), &options, recalibration.as_ref(), &mut |p| {
+        bars.show(&p, &config.model, config.competitors)
+    })?;
     print_evaluation(&eval, config.competitors);
     let path = args.run.join("eval.json");
     cvn_autograd::io::write_atomically(&path, serde_json::to_string_pretty(&eval)?.as_bytes())

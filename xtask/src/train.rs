@@ -222,6 +222,9 @@ pub fn print_evaluation(eval: &Evaluation, competitors: usize) {
         ),
         None => println!("test top-1: {:.2}% deterministic ({} images)", 100.0 * eval.top1_deterministic, eval.images),
     }
+    if let Some(images) = eval.deterministic_bn_recalibrated_on {
+        println!("(deterministic pass: BatchNorm statistics re-estimated with argmax winners on {images} training images)");
+    }
     let lwta =
         if competitors > 1 { format!("LWTA layers should show 1/U = {:.4}", 1.0 / competitors as f64) } else { "conventional".into() };
     println!("active fraction per activation layer ({lwta}):");

@@ -49,11 +49,12 @@ pub struct Forward {
     requested: BTreeSet<String>,
     taps: BTreeMap<String, Tap>,
     sparsity: Option<BTreeMap<String, Activity>>,
+    recalibrating: bool,
 }
 
 impl Forward {
     pub fn new(mode: LwtaMode, seed: u64, step: u64) -> Self {
-        Self { mode, seed, step, requested: BTreeSet::new(), taps: BTreeMap::new(), sparsity: None }
+        Self { mode, seed, step, requested: BTreeSet::new(), taps: BTreeMap::new(), sparsity: None, recalibrating: false }
     }
 
     pub fn train(seed: u64, step: u64) -> Self {
@@ -78,6 +79,17 @@ impl Forward {
 
     pub fn training(&self) -> bool {
         self.mode == LwtaMode::Train
+    }
+
+    /// BatchNorm normalises with batch statistics and averages them into its running ones,
+    /// whatever the LWTA mode (see [`crate::Model::recalibrate_batch_norm`]).
+    pub fn recalibrating_batch_norm(mut self) -> Self {
+        self.recalibrating = true;
+        self
+    }
+
+    pub(crate) fn recalibrating(&self) -> bool {
+        self.recalibrating
     }
 
     pub fn requested(&self) -> &BTreeSet<String> {

@@ -1,12 +1,12 @@
 //! [`Model`]: a configuration, its tensors and its layers — what training, evaluation, parity and
 //! dissection handle.
 
-use cvn_autograd::Tensor;
+use cvn_autograd::{LwtaMode, Tensor};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::forward::Forward;
-use crate::params::{Builder, Params, Registry};
+use crate::params::{Builder, Kind, Params, Registry};
 use crate::resnet::ResNet;
 use crate::vit::VisionTransformer;
 
@@ -73,6 +73,32 @@ impl Model {
             Some(name) => Err(Error::UnknownLayer { name: name.clone(), available: self.layers.join(", ") }),
             None => Ok(()),
         }
+    }
+
+    /// Whether the model has BatchNorm layers (whose running statistics depend on the LWTA mode).
+    pub fn has_batch_norm(&self) -> bool {
+        matches!(self.net, Net::ResNet(_))
+    }
+
+    /// Re-estimates every BatchNorm's running statistics as the average of the batch statistics
+    /// of `batches` with `mode`'s LWTA winners (the SWA `update_bn` recipe); returns the batches
+    /// used. Why: training gathers the statistics under *sampled* winners, and argmax winners are
+    /// systematically larger, so a deterministic pass through 17 BatchNorm + LWTA layers drifts
+    /// further from its statistics at every layer. Models without BatchNorm are unchanged.
+    pub fn recalibrate_batch_norm(&mut self, batches: impl IntoIterator<Item = Result<Tensor>>, mode: LwtaMode, seed: u64) -> Result<usize> {
+        if !self.has_batch_norm() {
+            return Ok(0);
+        }
+        for entry in self.params.entries_mut().iter_mut().filter(|e| e.kind == Kind::Counter) {
+            entry.tensor.update_data(|n| n.fill(0.0));
+        }
+        let mut used = 0;
+        for (step, x) in batches.into_iter().enumerate() {
+            let mut ctx = Forward::new(mode, seed, step as u64).recalibrating_batch_norm();
+            self.forward(&x?, &mut ctx)?;
+            used += 1;
+        }
+        Ok(used)
     }
 
     /// Logits `[N, classes]` for images `x` (`[N, C, H, W]`). `ctx` sets the mode and noise and

@@ -117,14 +117,16 @@ impl BatchNorm2d {
     }
 
     /// Training normalises with batch statistics and folds them into the running ones; evaluation
-    /// uses the running statistics.
+    /// uses the running statistics. Recalibration normalises like training but makes the running
+    /// statistics the plain average over the batches since `num_batches_tracked` was reset.
     pub fn forward(&self, p: &mut Params, x: &Tensor, ctx: &mut Forward) -> Result<Tensor> {
         let (weight, bias) = (p.at(self.weight), p.at(self.bias));
-        let y = if ctx.training() {
+        let y = if ctx.training() || ctx.recalibrating() {
             let (y, stats) = x.batch_norm2d(weight, bias, Statistics::Batch, self.eps)?;
             if let Some(stats) = stats {
+                let momentum = if ctx.recalibrating() { 1.0 / (p.at(self.num_batches_tracked).data()[0] + 1.0) } else { BN_MOMENTUM };
                 let (mut mean, mut var) = (p.at(self.running_mean).clone(), p.at(self.running_var).clone());
-                stats.update_running(&mut mean, &mut var, BN_MOMENTUM);
+                stats.update_running(&mut mean, &mut var, momentum);
                 *p.at_mut(self.running_mean) = mean;
                 *p.at_mut(self.running_var) = var;
                 p.at_mut(self.num_batches_tracked).update_data(|n| n[0] += 1.0);

@@ -393,6 +393,22 @@ pub struct EvalOptions {
     pub seed: u64,
 }
 
+/// Training images whose batch statistics replace a BatchNorm CVN's running statistics before its
+/// deterministic pass (see [`Model::recalibrate_batch_norm`]).
+#[derive(Clone)]
+pub struct BnRecalibration {
+    pub data: Arc<dyn Dataset>,
+    pub images: usize,
+    pub batch_size: usize,
+}
+
+impl BnRecalibration {
+    /// What training and `cargo xtask eval` use: 4096 shuffled training images, batches of 128.
+    pub fn from_training_set(data: Arc<dyn Dataset>) -> Self {
+        Self { data, images: 4096, batch_size: 128 }
+    }
+}
+
 /// Test-set results of a model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
@@ -405,6 +421,10 @@ pub struct Evaluation {
     pub top1_per_pass: Vec<f64>,
     /// Top-1 with deterministic (argmax) winners.
     pub top1_deterministic: f64,
+    /// Training images whose statistics the BatchNorm layers used in the deterministic pass (CVNs
+    /// with BatchNorm); `None`: the running statistics gathered during training.
+    #[serde(default)]
+    pub deterministic_bn_recalibrated_on: Option<usize>,
     /// Fraction of non-zero outputs of each activation layer over all passes: the activation
     /// sparsity, 1/U for LWTA layers.
     pub active_fraction: BTreeMap<String, f64>,
@@ -613,7 +633,9 @@ impl Trainer {
             let mut metrics = self.train_epoch(&schedule, steps_per_epoch, progress)?;
             if config.eval_each_epoch {
                 let options = EvalOptions { samples: 0, batch_size: config.eval_batch_size, seed: config.seed };
-                metrics.test_top1 = Some(evaluate(&mut self.model, self.data.test.clone(), &options, progress)?.top1_deterministic);
+                let recalibration = BnRecalibration::from_training_set(self.data.train.clone());
+                metrics.test_top1 =
+                    Some(evaluate(&mut self.model, self.data.test.clone(), &options, Some(&recalibration), progress)?.top1_deterministic);
             }
             self.state.epochs_done += 1;
             self.state.last_train_loss = Some(metrics.train_loss);
@@ -630,7 +652,8 @@ impl Trainer {
     pub fn finish(&mut self, progress: &mut dyn FnMut(Progress)) -> Result<Summary> {
         let config = self.state.config.clone();
         let options = EvalOptions { samples: config.samples, batch_size: config.eval_batch_size, seed: config.seed };
-        let test = evaluate(&mut self.model, self.data.test.clone(), &options, progress)?;
+        let recalibration = BnRecalibration::from_training_set(self.data.train.clone());
+        let test = evaluate(&mut self.model, self.data.test.clone(), &options, Some(&recalibration), progress)?;
         let summary = Summary {
             model: config.model.clone(),
             competitors: config.competitors,
@@ -787,11 +810,24 @@ pub fn evaluate(
     model: &mut Model,
     data: Arc<dyn Dataset>,
     options: &EvalOptions,
+    recalibration: Option<&BnRecalibration>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Evaluation> {
     let started = Instant::now();
-    let samples = if model.config().competition().competitors > 1 { options.samples } else { 0 };
+    let competitive = model.config().competition().competitors > 1;
+    let samples = if competitive { options.samples } else { 0 };
     let seed = options.seed ^ EVAL_SEED_SALT;
+    // The deterministic pass of a BatchNorm CVN runs on a copy whose statistics match argmax winners.
+    let mut recalibrated = match recalibration {
+        Some(r) if competitive && model.has_batch_norm() => {
+            let mut copy = model.clone();
+            let loader = BatchLoader::new(r.data.clone(), LoaderConfig::train(r.batch_size, seed), 0, 0)?;
+            let batches = loader.take(r.images.div_ceil(r.batch_size.max(1))).map(|b| b.and_then(|b| Ok(Tensor::from_vec(b.images, &b.shape)?)));
+            let used = copy.recalibrate_batch_norm(batches, LwtaMode::Deterministic, seed)?;
+            Some((copy, (used * r.batch_size).min(r.data.len())))
+        }
+        _ => None,
+    };
     let total = data.len();
     let loader = BatchLoader::new(data, LoaderConfig::eval(options.batch_size), 0, 0)?;
     let mut activity: BTreeMap<String, Activity> = BTreeMap::new();
@@ -809,7 +845,10 @@ pub fn evaluate(
             }
             Ok(logits)
         };
-        deterministic += count_correct(pass(LwtaMode::Deterministic, 0)?.data(), &batch.labels);
+        deterministic += match &mut recalibrated {
+            Some((copy, _)) => count_correct(copy.forward(&x, &mut Forward::deterministic())?.data(), &batch.labels),
+            None => count_correct(pass(LwtaMode::Deterministic, 0)?.data(), &batch.labels),
+        };
         if samples > 0 {
             let mut probabilities: Option<Tensor> = None;
             for (p, right) in per_pass.iter_mut().enumerate() {
@@ -834,6 +873,7 @@ pub fn evaluate(
         top1_sampled: (samples > 0).then(|| top1(averaged)),
         top1_per_pass: per_pass.into_iter().map(top1).collect(),
         top1_deterministic: top1(deterministic),
+        deterministic_bn_recalibrated_on: recalibrated.map(|(_, images)| images),
         active_fraction: activity.into_iter().map(|(layer, a)| (layer, a.fraction())).collect(),
         seconds: started.elapsed().as_secs_f64(),
     })

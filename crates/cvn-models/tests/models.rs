@@ -162,3 +162,41 @@ fn training_steps_reduce_the_loss() {
         }
     }
 }
+
+/// Recalibration makes each BatchNorm's running statistics the plain average of the batch
+/// statistics it saw, with the winners of the chosen mode (here: the stem BatchNorm, whose input,
+/// the stem convolution's output, does not depend on any winner).
+#[test]
+fn batch_norm_recalibration_averages_batch_statistics() {
+    let mut model = Model::new(tiny_resnet(4), 5).unwrap();
+    let batches = [input(&[3, 3, 32, 32], 11), input(&[3, 3, 32, 32], 12)];
+    let mut expected_mean = vec![0.0f64; 8];
+    let mut expected_var = vec![0.0f64; 8];
+    for x in &batches {
+        let mut ctx = Forward::deterministic().with_taps(["conv1"]);
+        model.forward(x, &mut ctx).unwrap();
+        let conv = &ctx.taps()["conv1"].output;
+        let [n, c, h, w] = conv.shape() else { panic!("conv1 is 4-d") };
+        for ch in 0..*c {
+            let values: Vec<f64> =
+                (0..*n).flat_map(|i| conv.data()[(i * c + ch) * h * w..(i * c + ch + 1) * h * w].iter().map(|&v| v as f64)).collect();
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64;
+            expected_mean[ch] += mean / batches.len() as f64;
+            expected_var[ch] += var / batches.len() as f64;
+        }
+    }
+    let used = model.recalibrate_batch_norm(batches.iter().cloned().map(Ok), LwtaMode::Deterministic, 0).unwrap();
+    assert_eq!(used, 2);
+    let params = model.params();
+    let close = |got: &[f32], want: &[f64]| got.iter().zip(want).all(|(&g, &w)| (g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()));
+    assert!(close(params.get("bn1.running_mean").unwrap().data(), &expected_mean), "running_mean is not the average");
+    assert!(close(params.get("bn1.running_var").unwrap().data(), &expected_var), "running_var is not the average");
+    assert_eq!(params.get("bn1.num_batches_tracked").unwrap().data(), [2.0]);
+
+    // A ViT has no BatchNorm: nothing to do, nothing changes.
+    let mut vit = Model::preset("vit-fmnist", 4, 1).unwrap();
+    let before = vit.params().entries().iter().map(|e| e.tensor.data().to_vec()).collect::<Vec<_>>();
+    assert_eq!(vit.recalibrate_batch_norm([Ok(input(&[2, 1, 28, 28], 3))], LwtaMode::Deterministic, 0).unwrap(), 0);
+    assert!(vit.params().entries().iter().zip(&before).all(|(e, b)| e.tensor.data() == b.as_slice()));
+}
