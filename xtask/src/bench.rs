@@ -272,7 +272,18 @@ fn print_table(report: &Report, torch: &[TorchRow]) {
     );
     println!(
         "{:<16} {:<5} {:>8} {:>8} {:>7} {:>7} | {:>8} {:>8} {:>7} | {:>15} {:>15} | {:>13}",
-        "shape", "dtype", "fwd", "floor", "×floor", "argmax", "fwd+bwd", "floor", "×floor", "eager fwd/f+b", "compile fwd/f+b", "× vs compile"
+        "shape",
+        "dtype",
+        "fwd",
+        "floor",
+        "×floor",
+        "argmax",
+        "fwd+bwd",
+        "floor",
+        "×floor",
+        "eager fwd/f+b",
+        "compile fwd/f+b",
+        "× vs compile"
     );
     for m in &report.results {
         let t = torch.iter().find(|t| t.shape == m.shape && t.dtype == m.dtype);

@@ -49,7 +49,7 @@ pub struct Args {
     /// Stochastic test passes averaged in the final evaluation; default 6.
     #[arg(long)]
     samples: Option<usize>,
-    /// Train on the first N training images only.
+    /// Train on N training images, spread evenly through the set (every class stays in).
     #[arg(long)]
     train_limit: Option<usize>,
     /// Skip the deterministic test evaluation after each epoch.

@@ -85,7 +85,12 @@ impl Model {
     /// used. Why: training gathers the statistics under *sampled* winners, and argmax winners are
     /// systematically larger, so a deterministic pass through 17 BatchNorm + LWTA layers drifts
     /// further from its statistics at every layer. Models without BatchNorm are unchanged.
-    pub fn recalibrate_batch_norm(&mut self, batches: impl IntoIterator<Item = Result<Tensor>>, mode: LwtaMode, seed: u64) -> Result<usize> {
+    pub fn recalibrate_batch_norm(
+        &mut self,
+        batches: impl IntoIterator<Item = Result<Tensor>>,
+        mode: LwtaMode,
+        seed: u64,
+    ) -> Result<usize> {
         if !self.has_batch_norm() {
             return Ok(0);
         }

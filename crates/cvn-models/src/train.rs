@@ -26,7 +26,7 @@ use serde_json::json;
 
 use crate::checkpoint::Extras;
 use crate::config::ModelConfig;
-use crate::data::{Batch, BatchLoader, Dataset, FashionMnist, FolderTransform, ImageFolder, LoaderConfig, PadCropFlip};
+use crate::data::{Batch, BatchLoader, Dataset, FashionMnist, FolderTransform, ImageFolder, LoaderConfig, PadCropFlip, Spread};
 use crate::forward::{Activity, Forward};
 use crate::model::Model;
 
@@ -112,7 +112,8 @@ pub struct TrainConfig {
     pub samples: usize,
     /// Training augmentation of small images (Fashion-MNIST).
     pub augment: PadCropFlip,
-    /// Train on the first N training images only (quick runs).
+    /// Train on N training images spread evenly through the set (quick runs; every class of an
+    /// ImageFolder tree stays in).
     pub train_limit: Option<usize>,
     /// Data folder (`--data`); `None` = installed Fashion-MNIST, else the embedded subset.
     pub data_dir: Option<PathBuf>,
@@ -260,12 +261,7 @@ impl TrainData {
         let model = config.model_config()?;
         let data = if model.in_chans() == 1 {
             let fm = FashionMnist::load(config.data_dir.as_deref())?;
-            let train = fm.train.with_augment(config.augment);
-            let train = match config.train_limit {
-                Some(n) => train.truncated(n),
-                None => train,
-            };
-            TrainData { train: Arc::new(train), test: Arc::new(fm.test), source: fm.source.to_string() }
+            TrainData { train: Arc::new(fm.train.with_augment(config.augment)), test: Arc::new(fm.test), source: fm.source.to_string() }
         } else {
             let Some(dir) = &config.data_dir else {
                 return config_err(
@@ -273,9 +269,6 @@ impl TrainData {
                     format!("model `{}` takes RGB images: give --data DIR holding train/ and val/ ImageFolder trees", config.model),
                 );
             };
-            if config.train_limit.is_some() {
-                return config_err("train_limit", "is only available for Fashion-MNIST");
-            }
             let size = model.img_size().unwrap_or(224);
             TrainData {
                 train: Arc::new(ImageFolder::open(&dir.join("train"), FolderTransform::train(size))?),
@@ -284,7 +277,10 @@ impl TrainData {
             }
         };
         data.check(&model)?;
-        Ok(data)
+        Ok(match config.train_limit {
+            Some(n) => TrainData { train: Arc::new(Spread::new(data.train.clone(), n)), ..data },
+            None => data,
+        })
     }
 
     /// Checks that the data fits the model (classes, channels, size).
@@ -822,7 +818,8 @@ pub fn evaluate(
         Some(r) if competitive && model.has_batch_norm() => {
             let mut copy = model.clone();
             let loader = BatchLoader::new(r.data.clone(), LoaderConfig::train(r.batch_size, seed), 0, 0)?;
-            let batches = loader.take(r.images.div_ceil(r.batch_size.max(1))).map(|b| b.and_then(|b| Ok(Tensor::from_vec(b.images, &b.shape)?)));
+            let batches =
+                loader.take(r.images.div_ceil(r.batch_size.max(1))).map(|b| b.and_then(|b| Ok(Tensor::from_vec(b.images, &b.shape)?)));
             let used = copy.recalibrate_batch_norm(batches, LwtaMode::Deterministic, seed)?;
             Some((copy, (used * r.batch_size).min(r.data.len())))
         }

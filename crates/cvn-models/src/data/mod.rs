@@ -6,13 +6,14 @@ mod fashion_mnist;
 mod idx;
 mod image_folder;
 mod loader;
-
+mod subset;
 mod transform;
 
 pub use fashion_mnist::{DataSource, FashionMnist, IdxDataset, FASHION_MNIST_CLASSES, INSTALLED_FASHION_MNIST};
 pub use idx::{encode_idx, parse_idx, read_idx, IdxArray};
 pub use image_folder::ImageFolder;
 pub use loader::{Batch, BatchLoader, LoaderConfig};
+pub use subset::Spread;
 pub use transform::{FolderTransform, Normalize, PadCropFlip};
 
 use crate::error::Result;
