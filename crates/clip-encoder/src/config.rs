@@ -249,7 +249,7 @@ impl ClipConfig {
             }
         }
         let v = &self.vision;
-        if v.patch_size == 0 || v.image_size == 0 || v.image_size % v.patch_size != 0 {
+        if v.patch_size == 0 || v.image_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return bad(format!("vision_config.image_size {} must be a positive multiple of patch_size {}", v.image_size, v.patch_size));
         }
         if v.num_channels == 0 {

@@ -76,7 +76,7 @@ pub enum Stored {
 }
 
 impl Stored {
-    fn bytes_and_view(&self) -> (Dtype, Vec<usize>, Vec<u8>) {
+    fn bytes_and_view(&self) -> RawTensor {
         match self {
             Stored::F32(t) => (Dtype::F32, t.shape().to_vec(), bytemuck::cast_slice(t.data()).to_vec()),
             Stored::I64 { shape, values } => (Dtype::I64, shape.clone(), values.iter().flat_map(|v| v.to_le_bytes()).collect()),
@@ -84,9 +84,12 @@ impl Stored {
     }
 }
 
+/// A tensor as safetensors stores it: dtype, shape, little-endian bytes.
+type RawTensor = (Dtype, Vec<usize>, Vec<u8>);
+
 /// Writes tensors and metadata to `path` atomically.
 pub fn save(path: &Path, tensors: &BTreeMap<String, Stored>, metadata: &HashMap<String, String>) -> Result<()> {
-    let owned: Vec<(String, (Dtype, Vec<usize>, Vec<u8>))> = tensors.iter().map(|(k, v)| (k.clone(), v.bytes_and_view())).collect();
+    let owned: Vec<(String, RawTensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.bytes_and_view())).collect();
     let views = owned
         .iter()
         .map(|(k, (dt, shape, bytes))| {

@@ -96,7 +96,7 @@ impl BlockGeometry {
         if u == 0 || u > 255 {
             return Err(LwtaError::Competitors(u));
         }
-        if self.channels % u != 0 {
+        if !self.channels.is_multiple_of(u) {
             return Err(LwtaError::Indivisible { layer: layer.to_string(), channels: self.channels, competitors: u });
         }
         Ok(())

@@ -123,7 +123,7 @@ fn geometry(op: &'static str, x: &Tensor, features: usize, heads: usize, causal:
     let &[b, t, _] = x.shape() else {
         return shape_err(op, format!("needs [B, T, C] inputs, got {:?}", x.shape()));
     };
-    if heads == 0 || features % heads != 0 || t == 0 {
+    if heads == 0 || !features.is_multiple_of(heads) || t == 0 {
         return shape_err(op, format!("{features} features cannot be split into {heads} heads (shape {:?})", x.shape()));
     }
     Ok(Geom { b, t, c: features, heads, hd: features / heads, causal })
@@ -144,7 +144,7 @@ impl Tensor {
     /// The same on timm's packed projection `[B, T, 3C]` (q, k, v blocks of `C`, heads inside each).
     pub fn packed_attention(&self, heads: usize, causal: bool) -> Result<Tensor> {
         let c3 = *self.shape().last().unwrap_or(&0);
-        if c3 % 3 != 0 {
+        if !c3.is_multiple_of(3) {
             return shape_err("packed_attention", format!("{c3} features are not three equal q/k/v blocks"));
         }
         let g = geometry("packed_attention", self, c3 / 3, heads, causal)?;

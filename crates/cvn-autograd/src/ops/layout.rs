@@ -21,7 +21,7 @@ impl Tensor {
         let mut shape = shape.to_vec();
         if let Some(i) = shape.iter().position(|&d| d == usize::MAX) {
             let known: usize = shape.iter().filter(|&&d| d != usize::MAX).product();
-            if known == 0 || self.len() % known != 0 {
+            if known == 0 || !self.len().is_multiple_of(known) {
                 return shape_err("reshape", format!("cannot infer a dimension of {:?} for {} elements", shape, self.len()));
             }
             shape[i] = self.len() / known;
