@@ -11,6 +11,44 @@ use crate::tensor::Tensor;
 
 const COL_BUDGET: usize = 1 << 23;
 
+thread_local! {
+    /// Unfolded-column and GEMM-output buffers kept between calls: a fresh 30 MB allocation per
+    /// convolution pays its page faults (and the kernel's zeroing) on every call.
+    static SCRATCH: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer of `len` floats from this thread's pool, returned to it on drop. Its contents are
+/// whatever the last user left: callers overwrite every element before reading.
+struct Scratch(Vec<f32>);
+
+impl Scratch {
+    fn new(len: usize) -> Self {
+        let mut buf = SCRATCH.with(|pool| pool.borrow_mut().pop()).unwrap_or_default();
+        buf.resize(len, 0.0);
+        Scratch(buf)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        SCRATCH.with(|pool| pool.borrow_mut().push(buf));
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
 /// Geometry of one convolution.
 #[derive(Debug, Clone, Copy)]
 struct ConvGeom {
@@ -34,26 +72,45 @@ impl ConvGeom {
         self.ho * self.wo
     }
 
+    /// Output columns `ox` whose input column `ox·stride + kj − pad` lies inside the image, as
+    /// `lo..hi` (empty when none does): the rest of an unfolded row is padding.
+    fn valid_cols(&self, kj: usize) -> std::ops::Range<usize> {
+        let lo = self.pad.saturating_sub(kj).div_ceil(self.stride).min(self.wo);
+        // the last valid ox satisfies ox·stride ≤ w − 1 + pad − kj
+        let hi = match (self.w + self.pad).checked_sub(kj + 1) {
+            Some(last) => (last / self.stride + 1).min(self.wo),
+            None => 0,
+        };
+        lo..hi.max(lo)
+    }
+
     /// Unfolds `images` images starting at `x` into `col [C·kh·kw, images·HWo]`: row `(c, i, j)`,
     /// column `b·HWo + p` holds the input pixel that kernel tap `(i, j)` sees at output pixel `p`.
+    /// The valid span of each output row is one slice copy at stride 1 (a strided gather
+    /// otherwise), with the padding filled around it: no per-pixel bounds tests.
     fn im2col(&self, x: &[f32], images: usize, col: &mut [f32]) {
         let (hwo, cols) = (self.hwo(), images * self.hwo());
         col.par_chunks_mut(cols).enumerate().for_each(|(r, row)| {
             let (ch, ki, kj) = (r / (self.kh * self.kw), (r / self.kw) % self.kh, r % self.kw);
+            let valid = self.valid_cols(kj);
             for b in 0..images {
                 let plane = &x[(b * self.c + ch) * self.h * self.w..][..self.h * self.w];
                 let dst = &mut row[b * hwo..(b + 1) * hwo];
                 for oy in 0..self.ho {
                     let iy = (oy * self.stride + ki) as isize - self.pad as isize;
                     let out_row = &mut dst[oy * self.wo..(oy + 1) * self.wo];
-                    if iy < 0 || iy >= self.h as isize {
+                    if iy < 0 || iy >= self.h as isize || valid.is_empty() {
                         out_row.fill(0.0);
                         continue;
                     }
                     let src = &plane[iy as usize * self.w..][..self.w];
-                    for (ox, v) in out_row.iter_mut().enumerate() {
-                        let ix = (ox * self.stride + kj) as isize - self.pad as isize;
-                        *v = if ix < 0 || ix >= self.w as isize { 0.0 } else { src[ix as usize] };
+                    out_row[..valid.start].fill(0.0);
+                    out_row[valid.end..].fill(0.0);
+                    let first = valid.start * self.stride + kj - self.pad;
+                    if self.stride == 1 {
+                        out_row[valid.clone()].copy_from_slice(&src[first..first + valid.len()]);
+                    } else {
+                        out_row[valid.clone()].iter_mut().zip(src[first..].iter().step_by(self.stride)).for_each(|(v, s)| *v = *s);
                     }
                 }
             }
@@ -69,6 +126,11 @@ impl ConvGeom {
             let (b, ch) = (bp / self.c, bp % self.c);
             for k in 0..kk {
                 let (ki, kj) = (k / self.kw, k % self.kw);
+                let valid = self.valid_cols(kj);
+                if valid.is_empty() {
+                    continue;
+                }
+                let first = valid.start * self.stride + kj - self.pad;
                 let row = &col[(ch * kk + k) * cols + b * hwo..][..hwo];
                 for oy in 0..self.ho {
                     let iy = (oy * self.stride + ki) as isize - self.pad as isize;
@@ -76,12 +138,8 @@ impl ConvGeom {
                         continue;
                     }
                     let dst = &mut plane[iy as usize * self.w..][..self.w];
-                    for ox in 0..self.wo {
-                        let ix = (ox * self.stride + kj) as isize - self.pad as isize;
-                        if ix >= 0 && ix < self.w as isize {
-                            dst[ix as usize] += row[oy * self.wo + ox];
-                        }
-                    }
+                    let src = &row[oy * self.wo + valid.start..oy * self.wo + valid.end];
+                    dst[first..].iter_mut().step_by(self.stride).zip(src).for_each(|(d, g)| *d += g);
                 }
             }
         });
@@ -111,8 +169,8 @@ impl Tensor {
         let g = ConvGeom { c, h, w, kh, kw, stride, pad: padding, ho, wo };
         let chunk = (COL_BUDGET / (g.ckk() * g.hwo()).max(1)).clamp(1, n.max(1));
         let mut out = vec![0.0f32; n * o * g.hwo()];
-        let mut col = vec![0.0f32; g.ckk() * chunk * g.hwo()];
-        let mut tmp = vec![0.0f32; o * chunk * g.hwo()];
+        let mut col = Scratch::new(g.ckk() * chunk * g.hwo());
+        let mut tmp = Scratch::new(o * chunk * g.hwo());
         let (x, wd) = (self.data(), weight.data());
         for start in (0..n).step_by(chunk) {
             let b = chunk.min(n - start);
@@ -133,9 +191,9 @@ impl Tensor {
             let (x, wd) = (x_in.data(), w_in.data());
             let mut gw = vec![0.0f32; o * g.ckk()];
             let mut gx = if x_in.requires_grad() { vec![0.0f32; x.len()] } else { Vec::new() };
-            let mut col = vec![0.0f32; g.ckk() * chunk * g.hwo()];
-            let mut gcol = vec![0.0f32; g.ckk() * chunk * g.hwo()];
-            let mut gt = vec![0.0f32; o * chunk * g.hwo()];
+            let mut col = Scratch::new(g.ckk() * chunk * g.hwo());
+            let mut gcol = Scratch::new(g.ckk() * chunk * g.hwo());
+            let mut gt = Scratch::new(o * chunk * g.hwo());
             for start in (0..n).step_by(chunk) {
                 let b = chunk.min(n - start);
                 let cols = b * g.hwo();
@@ -167,5 +225,47 @@ impl Tensor {
             }
             Ok(())
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `im2col` and `col2im` against their per-pixel definitions, on geometries where whole rows,
+    /// row edges or everything are padding (pad ≥ kernel, stride > kernel, one-pixel images).
+    #[test]
+    fn unfolding_matches_the_per_pixel_definition() {
+        for (c, h, w, k, stride, pad) in [(2, 5, 7, 3, 1, 1), (1, 6, 6, 3, 2, 1), (2, 7, 5, 7, 2, 3), (1, 4, 9, 1, 3, 0), (1, 1, 1, 3, 1, 2), (1, 3, 2, 2, 3, 2)] {
+            let ho = (h + 2 * pad - k) / stride + 1;
+            let wo = (w + 2 * pad - k) / stride + 1;
+            let g = ConvGeom { c, h, w, kh: k, kw: k, stride, pad, ho, wo };
+            let images = 2;
+            let x: Vec<f32> = (0..images * c * h * w).map(|i| i as f32 + 1.0).collect();
+            let pixel = |b: usize, ch: usize, ki: usize, kj: usize, oy: usize, ox: usize| {
+                let (iy, ix) = ((oy * stride + ki) as isize - pad as isize, (ox * stride + kj) as isize - pad as isize);
+                let inside = (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
+                inside.then(|| ((b * c + ch) * h + iy as usize) * w + ix as usize)
+            };
+            let cols = images * g.hwo();
+            let mut col = vec![f32::NAN; g.ckk() * cols];
+            g.im2col(&x, images, &mut col);
+            let mut dx_expected = vec![0.0f32; x.len()];
+            for (r, row) in col.chunks(cols).enumerate() {
+                let (ch, ki, kj) = (r / (k * k), (r / k) % k, r % k);
+                for b in 0..images {
+                    for (p, &v) in row[b * g.hwo()..(b + 1) * g.hwo()].iter().enumerate() {
+                        let source = pixel(b, ch, ki, kj, p / wo, p % wo);
+                        assert_eq!(v, source.map_or(0.0, |i| x[i]), "geometry {:?}, row {r}, image {b}, pixel {p}", (c, h, w, k, stride, pad));
+                        if let Some(i) = source {
+                            dx_expected[i] += v;
+                        }
+                    }
+                }
+            }
+            let mut dx = vec![0.0f32; x.len()];
+            g.col2im(&col, images, &mut dx);
+            assert_eq!(dx, dx_expected, "col2im, geometry {:?}", (c, h, w, k, stride, pad));
+        }
     }
 }

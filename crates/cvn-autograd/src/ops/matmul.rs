@@ -58,7 +58,12 @@ pub(crate) fn gemm(a: Mat, b: Mat, c: &mut [f32], beta: f32) {
         return;
     }
     if a.cols == 0 {
-        c.iter_mut().for_each(|v| *v *= beta);
+        // BLAS semantics: β = 0 never reads C (it may hold anything, NaN included).
+        if beta == 0.0 {
+            c.fill(0.0);
+        } else {
+            c.iter_mut().for_each(|v| *v *= beta);
+        }
         return;
     }
     // SAFETY: `c` holds rows × cols initialised elements.
