@@ -1,8 +1,8 @@
 //! `cargo xtask gpu-bundle`: packs what a GPU machine without a Rust toolchain needs to check
 //! and time the kernels into the git-ignored `.device-bundle/`: this (release) xtask binary, the
 //! kernels (for reference: the binary embeds them), the reference fixtures, the PyTorch baseline
-//! script and `run.sh`, which runs parity (CPU fixtures, then GPU vs CPU), the bench, the PyTorch
-//! baseline and a short Nsight Compute look, logging to `$OUT`.
+//! script and `run.sh`, which runs parity (CPU fixtures, then GPU vs CPU, then under
+//! compute-sanitizer), the bench, the PyTorch baseline and a short Nsight Compute look, logging to `$OUT`.
 //!
 //! On the device tool: `run` with `carry: [".device-bundle"]`, command `bash .device-bundle/run.sh`.
 
@@ -42,6 +42,14 @@ echo "== parity: PTX kernels vs CPU reference"
 "$X" parity --device cuda > "$OUT/parity_cuda.log" 2>&1 || status=1
 grep -E "^FAIL|passed|error" "$OUT/parity_cuda.log"
 grep -E "^PASS cuda/(tokens2053|nchw8x64)" "$OUT/parity_cuda.log"
+
+echo "== compute-sanitizer: memcheck, racecheck, initcheck over the GPU parity checks"
+if command -v compute-sanitizer > /dev/null; then
+  for tool in memcheck racecheck initcheck; do
+    timeout 200 compute-sanitizer --tool $tool --print-limit 10 "$X" parity --device cuda > "$OUT/sanitizer_$tool.log" 2>&1 || status=1
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitizer_$tool.log"
+  done
+fi
 
 echo "== bench: LWTA kernels"
 "$X" bench --device cuda --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1 || status=1
