@@ -88,8 +88,8 @@ pub enum ScheduleConfig {
     /// Linear warm-up over `warmup_epochs`, then cosine decay to `final_fraction × lr` at the last
     /// step.
     Cosine { warmup_epochs: f32, final_fraction: f32 },
-    /// Multiply by `gamma` every `every_epochs` epochs.
-    Step { gamma: f32, every_epochs: usize },
+    /// Multiply by `gamma` every `every_epochs` epochs (a fraction is fine: the steps are counted).
+    Step { gamma: f32, every_epochs: f32 },
 }
 
 /// Everything that determines a training run (stored in its checkpoint).
@@ -140,7 +140,8 @@ impl TrainConfig {
             ),
             ModelConfig::ResNet18(_) => (
                 OptimizerConfig::Sgd { momentum: 0.9 },
-                ScheduleConfig::Step { gamma: 0.1, every_epochs: epochs.div_ceil(3).max(1) },
+                // Thirds of the run in steps, so that short runs decay too (1 epoch: at 1/3 and 2/3).
+                ScheduleConfig::Step { gamma: 0.1, every_epochs: epochs.max(1) as f32 / 3.0 },
                 0.05,
                 5e-4,
             ),
@@ -205,10 +206,10 @@ impl TrainConfig {
                 }
             }
             ScheduleConfig::Step { gamma, every_epochs } => {
-                if !(gamma > 0.0 && gamma <= 1.0 && every_epochs > 0) {
+                if !(gamma > 0.0 && gamma <= 1.0 && every_epochs.is_finite() && every_epochs > 0.0) {
                     return config_err(
                         "schedule",
-                        format!("step needs 0 < gamma <= 1 and every_epochs >= 1, got {gamma} and {every_epochs}"),
+                        format!("step needs 0 < gamma <= 1 and every_epochs > 0, got {gamma} and {every_epochs}"),
                     );
                 }
             }
@@ -232,7 +233,7 @@ impl TrainConfig {
                 total: steps(self.epochs as f32),
             },
             ScheduleConfig::Step { gamma, every_epochs } => {
-                Schedule::Step { base_lr: self.lr, gamma, every: steps(every_epochs as f32).max(1) }
+                Schedule::Step { base_lr: self.lr, gamma, every: steps(every_epochs).max(1) }
             }
         }
     }

@@ -104,7 +104,7 @@ fn resuming_continues_exactly() {
         let (mut config, data) = tiny(model, u, 2, train, 32);
         config.batch_size = 16;
         if let cvn_models::train::ScheduleConfig::Step { every_epochs, .. } = &mut config.schedule {
-            *every_epochs = 1;
+            *every_epochs = 1.0;
         }
         let full = Trainer::start(config.clone(), data.clone(), &straight).unwrap().run(&mut nothing).unwrap();
 
