@@ -232,9 +232,7 @@ impl TrainConfig {
                 warmup: steps(warmup_epochs),
                 total: steps(self.epochs as f32),
             },
-            ScheduleConfig::Step { gamma, every_epochs } => {
-                Schedule::Step { base_lr: self.lr, gamma, every: steps(every_epochs).max(1) }
-            }
+            ScheduleConfig::Step { gamma, every_epochs } => Schedule::Step { base_lr: self.lr, gamma, every: steps(every_epochs).max(1) },
         }
     }
 

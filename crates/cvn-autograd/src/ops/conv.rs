@@ -236,7 +236,9 @@ mod tests {
     /// row edges or everything are padding (pad ≥ kernel, stride > kernel, one-pixel images).
     #[test]
     fn unfolding_matches_the_per_pixel_definition() {
-        for (c, h, w, k, stride, pad) in [(2, 5, 7, 3, 1, 1), (1, 6, 6, 3, 2, 1), (2, 7, 5, 7, 2, 3), (1, 4, 9, 1, 3, 0), (1, 1, 1, 3, 1, 2), (1, 3, 2, 2, 3, 2)] {
+        for (c, h, w, k, stride, pad) in
+            [(2, 5, 7, 3, 1, 1), (1, 6, 6, 3, 2, 1), (2, 7, 5, 7, 2, 3), (1, 4, 9, 1, 3, 0), (1, 1, 1, 3, 1, 2), (1, 3, 2, 2, 3, 2)]
+        {
             let ho = (h + 2 * pad - k) / stride + 1;
             let wo = (w + 2 * pad - k) / stride + 1;
             let g = ConvGeom { c, h, w, kh: k, kw: k, stride, pad, ho, wo };
@@ -256,7 +258,12 @@ mod tests {
                 for b in 0..images {
                     for (p, &v) in row[b * g.hwo()..(b + 1) * g.hwo()].iter().enumerate() {
                         let source = pixel(b, ch, ki, kj, p / wo, p % wo);
-                        assert_eq!(v, source.map_or(0.0, |i| x[i]), "geometry {:?}, row {r}, image {b}, pixel {p}", (c, h, w, k, stride, pad));
+                        assert_eq!(
+                            v,
+                            source.map_or(0.0, |i| x[i]),
+                            "geometry {:?}, row {r}, image {b}, pixel {p}",
+                            (c, h, w, k, stride, pad)
+                        );
                         if let Some(i) = source {
                             dx_expected[i] += v;
                         }
