@@ -831,9 +831,9 @@ pub fn evaluate(
     for (b, batch) in loader.enumerate() {
         let batch = batch?;
         let x = Tensor::from_vec(batch.images, &batch.shape)?;
-        let mut pass = |mode: LwtaMode, step: u64| -> Result<Tensor> {
+        let mut pass = |net: &mut Model, mode: LwtaMode, step: u64| -> Result<Tensor> {
             let mut ctx = Forward::new(mode, seed, step).with_sparsity();
-            let logits = model.forward(&x, &mut ctx)?;
+            let logits = net.forward(&x, &mut ctx)?;
             for (layer, a) in ctx.sparsity().into_iter().flatten() {
                 let sum = activity.entry(layer.clone()).or_default();
                 sum.active += a.active;
@@ -841,15 +841,13 @@ pub fn evaluate(
             }
             Ok(logits)
         };
-        deterministic += match &mut recalibrated {
-            Some((copy, _)) => count_correct(copy.forward(&x, &mut Forward::deterministic())?.data(), &batch.labels),
-            None => count_correct(pass(LwtaMode::Deterministic, 0)?.data(), &batch.labels),
-        };
+        let deterministic_net = recalibrated.as_mut().map_or(&mut *model, |(copy, _)| copy);
+        deterministic += count_correct(pass(deterministic_net, LwtaMode::Deterministic, 0)?.data(), &batch.labels);
         if samples > 0 {
             let mut probabilities: Option<Tensor> = None;
             for (p, right) in per_pass.iter_mut().enumerate() {
                 // Every (batch, pass) pair draws its own noise.
-                let logits = pass(LwtaMode::Sample, (b * samples + p) as u64)?;
+                let logits = pass(model, LwtaMode::Sample, (b * samples + p) as u64)?;
                 *right += count_correct(logits.data(), &batch.labels);
                 let probs = logits.softmax()?;
                 probabilities = Some(match probabilities {
