@@ -34,7 +34,7 @@ pub struct Args {
     /// RGB models a folder with train/ and val/ ImageFolder trees.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Peak learning rate (default: 1e-3 AdamW for ViTs, 0.05 SGD for ResNets).
+    /// Peak learning rate (default: 1e-3 AdamW for ViTs; SGD for ResNets, 0.05 with U=1, 0.4 for CVNs).
     #[arg(long)]
     lr: Option<f32>,
     #[arg(long)]

@@ -182,6 +182,13 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
 }
 
 #[test]
+fn resnet_cvns_default_to_their_own_learning_rate() {
+    let lr = |u| TrainConfig::for_model("resnet18-fmnist", u, 3).unwrap().lr;
+    assert_eq!((lr(1), lr(2), lr(4)), (0.05, cvn_models::train::RESNET_CVN_LR, cvn_models::train::RESNET_CVN_LR));
+    assert_eq!(TrainConfig::for_model("vit-fmnist", 4, 3).unwrap().lr, 1e-3, "AdamW's lr does not depend on U");
+}
+
+#[test]
 fn bad_settings_and_runs_are_named() {
     let err = TrainConfig::for_model("vgg16", 4, 1).unwrap_err().to_string();
     assert!(err.contains("unknown model `vgg16`"), "{err}");
