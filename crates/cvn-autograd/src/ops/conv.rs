@@ -233,12 +233,23 @@ mod tests {
     use super::*;
 
     /// `im2col` and `col2im` against their per-pixel definitions, on geometries where whole rows,
-    /// row edges or everything are padding (pad ≥ kernel, stride > kernel, one-pixel images).
+    /// row edges or everything are padding (pad ≥ kernel, stride > kernel, one-pixel images), and
+    /// "same" convolutions down to one-row and one-column images.
     #[test]
     fn unfolding_matches_the_per_pixel_definition() {
-        for (c, h, w, k, stride, pad) in
-            [(2, 5, 7, 3, 1, 1), (1, 6, 6, 3, 2, 1), (2, 7, 5, 7, 2, 3), (1, 4, 9, 1, 3, 0), (1, 1, 1, 3, 1, 2), (1, 3, 2, 2, 3, 2)]
-        {
+        for (c, h, w, k, stride, pad) in [
+            (2, 5, 7, 3, 1, 1),
+            (1, 6, 6, 3, 2, 1),
+            (2, 7, 5, 7, 2, 3),
+            (1, 4, 9, 1, 3, 0),
+            (1, 1, 1, 3, 1, 2),
+            (1, 3, 2, 2, 3, 2),
+            (2, 6, 5, 5, 1, 2),
+            (1, 4, 4, 1, 1, 0),
+            (1, 1, 4, 3, 1, 1),
+            (1, 3, 1, 3, 1, 1),
+            (1, 2, 2, 5, 1, 2),
+        ] {
             let ho = (h + 2 * pad - k) / stride + 1;
             let wo = (w + 2 * pad - k) / stride + 1;
             let g = ConvGeom { c, h, w, kh: k, kw: k, stride, pad, ho, wo };
