@@ -231,6 +231,15 @@ pub fn print_evaluation(eval: &Evaluation, competitors: usize) {
     for (layer, fraction) in &eval.active_fraction {
         println!("  {layer:<20} {fraction:.4}");
     }
+    if !eval.argmax_win_rate.is_empty() {
+        println!(
+            "competitions won by the strongest unit in the stochastic passes (1/U = {:.4}: the noise picks every winner; 1: the responses do):",
+            1.0 / competitors as f64
+        );
+        for (layer, rate) in &eval.argmax_win_rate {
+            println!("  {layer:<20} {rate:.4}");
+        }
+    }
 }
 
 pub fn print_summary(summary: &Summary, dir: &Path) {

@@ -18,11 +18,17 @@ pub struct Tap {
     pub winners: Option<Vec<u8>>,
 }
 
-/// Active (non-zero) outputs of one activation layer, summed over the passes that counted them.
+/// Active (non-zero) outputs of one activation layer, summed over the passes that counted them,
+/// and for LWTA layers in stochastic evaluation how many competitions the noise left to the
+/// strongest unit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Activity {
     pub active: u64,
     pub total: u64,
+    /// Competition blocks counted in sampled passes.
+    pub competitions: u64,
+    /// Of those, the blocks whose sampled winner is the argmax winner.
+    pub argmax_won: u64,
 }
 
 impl Activity {
@@ -33,6 +39,20 @@ impl Activity {
         } else {
             self.active as f64 / self.total as f64
         }
+    }
+
+    /// Fraction of sampled competitions won by the unit with the largest response: 1/U when the
+    /// noise decides them all, 1 when the responses do. `None` without sampled passes.
+    pub fn argmax_win_rate(&self) -> Option<f64> {
+        (self.competitions > 0).then(|| self.argmax_won as f64 / self.competitions as f64)
+    }
+
+    /// Adds another layer's or pass's counts.
+    pub fn add(&mut self, other: &Activity) {
+        self.active += other.active;
+        self.total += other.total;
+        self.competitions += other.competitions;
+        self.argmax_won += other.argmax_won;
     }
 }
 
@@ -133,6 +153,20 @@ impl Forward {
             let entry = map.entry(layer.to_string()).or_default();
             entry.active += active;
             entry.total += output.len() as u64;
+        }
+    }
+
+    /// Whether this pass counts activity (see [`Forward::with_sparsity`]).
+    pub(crate) fn counting(&self) -> bool {
+        self.sparsity.is_some()
+    }
+
+    /// Counts how many of a sampled LWTA layer's competitions the argmax unit won.
+    pub(crate) fn count_argmax_wins(&mut self, layer: &str, sampled: &[u8], argmax: &[u8]) {
+        if let Some(map) = &mut self.sparsity {
+            let entry = map.entry(layer.to_string()).or_default();
+            entry.competitions += sampled.len() as u64;
+            entry.argmax_won += sampled.iter().zip(argmax).filter(|(s, a)| s == a).count() as u64;
         }
     }
 

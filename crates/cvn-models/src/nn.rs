@@ -1,7 +1,7 @@
 //! The layers both architectures are made of. Each knows its checkpoint name, records its output
 //! when tapped, and keeps its tensors in the model's [`Params`].
 
-use cvn_autograd::{LwtaLayout, Statistics, Tensor};
+use cvn_autograd::{LwtaLayout, LwtaMode, Noise, Statistics, Tensor};
 
 use crate::config::Competition;
 use crate::error::Result;
@@ -177,6 +177,10 @@ impl Activation {
         } else {
             let tau = if ctx.training() { c.tau_train } else { c.tau_test };
             let (y, winners) = x.lwta(self.layout, c.competitors, tau, ctx.noise(self.slot), &self.name)?;
+            if ctx.mode == LwtaMode::Sample && ctx.counting() {
+                let argmax = x.lwta_winners(self.layout, c.competitors, Noise::None, &self.name)?;
+                ctx.count_argmax_wins(&self.name, &winners, &argmax);
+            }
             ctx.record_winners(&self.name, &y, winners);
             y
         };

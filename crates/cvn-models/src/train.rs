@@ -431,6 +431,11 @@ pub struct Evaluation {
     /// Fraction of non-zero outputs of each activation layer over all passes: the activation
     /// sparsity, 1/U for LWTA layers.
     pub active_fraction: BTreeMap<String, f64>,
+    /// Per LWTA layer, the fraction of competitions in the stochastic passes that the unit with
+    /// the largest response won: near 1/U, the Gumbel noise rather than the responses picks the
+    /// winners. Empty without stochastic passes.
+    #[serde(default)]
+    pub argmax_win_rate: BTreeMap<String, f64>,
     pub seconds: f64,
 }
 
@@ -843,9 +848,7 @@ pub fn evaluate(
             let mut ctx = Forward::new(mode, seed, step).with_sparsity();
             let logits = net.forward(&x, &mut ctx)?;
             for (layer, a) in ctx.sparsity().into_iter().flatten() {
-                let sum = activity.entry(layer.clone()).or_default();
-                sum.active += a.active;
-                sum.total += a.total;
+                activity.entry(layer.clone()).or_default().add(a);
             }
             Ok(logits)
         };
@@ -876,7 +879,8 @@ pub fn evaluate(
         top1_per_pass: per_pass.into_iter().map(top1).collect(),
         top1_deterministic: top1(deterministic),
         deterministic_bn_recalibrated_on: recalibrated.map(|(_, images)| images),
-        active_fraction: activity.into_iter().map(|(layer, a)| (layer, a.fraction())).collect(),
+        active_fraction: activity.iter().map(|(layer, a)| (layer.clone(), a.fraction())).collect(),
+        argmax_win_rate: activity.iter().filter_map(|(layer, a)| Some((layer.clone(), a.argmax_win_rate()?))).collect(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

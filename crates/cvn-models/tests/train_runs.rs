@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use cvn_models::data::{Dataset, FashionMnist, IdxDataset};
 use cvn_models::rng::CounterRng;
-use cvn_models::train::{run_config, EpochMetrics, Summary, TrainConfig, TrainData, TrainError, Trainer, CHECKPOINT_FILE, METRICS_FILE};
+use cvn_models::train::{
+    evaluate, run_config, EpochMetrics, EvalOptions, Summary, TrainConfig, TrainData, TrainError, Trainer, CHECKPOINT_FILE, METRICS_FILE,
+};
 use cvn_models::Model;
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -71,7 +73,30 @@ fn training_reduces_loss_and_summarises_the_run() {
     for (layer, fraction) in &test.active_fraction {
         assert!((fraction - 0.25).abs() < 1e-4, "{layer}: {fraction}");
     }
+    assert_eq!(test.argmax_win_rate.keys().collect::<Vec<_>>(), model.activation_layers().iter().collect::<Vec<_>>());
+    assert!(test.argmax_win_rate.values().all(|r| (0.2..=1.0).contains(r)), "{:?}", test.argmax_win_rate);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The argmax win rate of the stochastic passes: 1/U when every competition is a tie (the noise
+/// decides), 1 when the responses dwarf the Gumbel noise.
+#[test]
+fn argmax_win_rate_tells_noise_decided_from_response_decided_competitions() {
+    let test: Arc<dyn Dataset> = Arc::new(FashionMnist::embedded().unwrap().test.truncated(64));
+    let options = EvalOptions { samples: 3, batch_size: 32, seed: 1 };
+    for (fc1_scale, expected, tolerance) in [(0.0, 0.25, 0.01), (1e4, 1.0, 0.002)] {
+        let mut model = Model::preset("vit-fmnist", 4, 0).unwrap();
+        for (name, tensor, _) in model.params_mut().trainable_mut() {
+            if name.ends_with("mlp.fc1.weight") || name.ends_with("mlp.fc1.bias") {
+                tensor.update_data(|d| d.iter_mut().for_each(|v| *v *= fc1_scale));
+            }
+        }
+        let eval = evaluate(&mut model, test.clone(), &options, None, &mut nothing).unwrap();
+        assert_eq!(eval.argmax_win_rate.len(), 4);
+        for (layer, rate) in &eval.argmax_win_rate {
+            assert!((rate - expected).abs() < tolerance, "fc1 × {fc1_scale}, {layer}: {rate}, expected {expected}");
+        }
+    }
 }
 
 #[test]
@@ -82,6 +107,7 @@ fn conventional_twin_is_evaluated_deterministically_only() {
     assert_eq!((summary.test.samples, summary.test.top1_sampled), (0, None));
     // GELU outputs are almost never exactly zero.
     assert!(summary.test.active_fraction.values().all(|f| *f > 0.99), "{:?}", summary.test.active_fraction);
+    assert!(summary.test.argmax_win_rate.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

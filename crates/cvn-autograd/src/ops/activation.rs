@@ -43,12 +43,7 @@ impl Tensor {
     /// straight-through relaxed one at temperature `tau`; the noise is regenerated, not stored.
     /// `layer` names the layer in errors (e.g. `C % U ≠ 0`).
     pub fn lwta(&self, layout: LwtaLayout, u: usize, tau: f32, noise: Noise<'_>, layer: &str) -> Result<(Tensor, Vec<u8>)> {
-        let geom = match (layout, self.shape()) {
-            (LwtaLayout::Tokens, [.., c]) => BlockGeometry::tokens(self.len() / (*c).max(1), *c),
-            (LwtaLayout::Nchw, &[n, c, h, w]) => BlockGeometry::nchw(n, c, h, w),
-            _ => return shape_err("lwta", format!("layer `{layer}`: {layout:?} layout does not fit shape {:?}", self.shape())),
-        };
-        geom.check(u, layer)?;
+        let geom = self.lwta_geometry(layout, u, layer)?;
         if !(tau.is_finite() && tau > 0.0) {
             return Err(lwta_kernels::LwtaError::Tau(tau).into());
         }
@@ -64,6 +59,26 @@ impl Tensor {
             Ok(())
         });
         Ok((y, winners))
+    }
+
+    /// The winner index of every competition block under `noise`, without building an output
+    /// (with `Noise::None`: the argmax winners, which sampled winners can be compared against).
+    pub fn lwta_winners(&self, layout: LwtaLayout, u: usize, noise: Noise<'_>, layer: &str) -> Result<Vec<u8>> {
+        let geom = self.lwta_geometry(layout, u, layer)?;
+        let mut winners = vec![0u8; geom.blocks(u)];
+        lwta_cpu::forward(self.data(), &mut vec![0.0; self.len()], &mut winners, geom, u, noise)?;
+        Ok(winners)
+    }
+
+    /// The competition blocks of this tensor in `layout`, checked against `u`.
+    fn lwta_geometry(&self, layout: LwtaLayout, u: usize, layer: &str) -> Result<BlockGeometry> {
+        let geom = match (layout, self.shape()) {
+            (LwtaLayout::Tokens, [.., c]) => BlockGeometry::tokens(self.len() / (*c).max(1), *c),
+            (LwtaLayout::Nchw, &[n, c, h, w]) => BlockGeometry::nchw(n, c, h, w),
+            _ => return shape_err("lwta", format!("layer `{layer}`: {layout:?} layout does not fit shape {:?}", self.shape())),
+        };
+        geom.check(u, layer)?;
+        Ok(geom)
     }
 }
 
