@@ -47,7 +47,7 @@ impl Activity {
         (self.competitions > 0).then(|| self.argmax_won as f64 / self.competitions as f64)
     }
 
-    /// Adds another layer's or pass's counts.
+    /// Adds the counts of another pass (or batch) over the same layer.
     pub fn add(&mut self, other: &Activity) {
         self.active += other.active;
         self.total += other.total;
