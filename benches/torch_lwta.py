@@ -25,8 +25,10 @@ DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
 TAU = 1.67
 
 
-def lwta(x, u: int, tau: float, layout: str):
-    """Forward value x at the sampled winner, 0 elsewhere; gradient of the relaxed softmax."""
+def lwta(x, u: int, tau: float, layout: str, win_rates=None):
+    """Forward value x at the sampled winner, 0 elsewhere; gradient of the relaxed softmax.
+    With a list `win_rates`, appends per index of the first axis the fraction of competitions the
+    largest response won (1/u: the noise picks the winners)."""
     if layout == "tokens":
         blocks = x.view(*x.shape[:-1], x.shape[-1] // u, u)
         dim = -1
@@ -37,7 +39,10 @@ def lwta(x, u: int, tau: float, layout: str):
     uniform = torch.rand_like(blocks)
     gumbel = -torch.log(-torch.log(uniform + 1e-8) + 1e-8)
     soft = torch.softmax((blocks + gumbel) / tau, dim=dim)
-    hard = torch.zeros_like(soft).scatter_(dim, soft.argmax(dim=dim, keepdim=True), 1.0)
+    winner = soft.argmax(dim=dim, keepdim=True)
+    hard = torch.zeros_like(soft).scatter_(dim, winner, 1.0)
+    if win_rates is not None:
+        win_rates.append((winner == blocks.argmax(dim=dim, keepdim=True)).float().flatten(1).mean(1).detach())
     mask = hard - soft.detach() + soft
     return (blocks * mask).view(x.shape)
 
