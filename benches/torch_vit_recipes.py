@@ -5,8 +5,8 @@ Why: a 30-epoch `cargo xtask train` pair takes two hours on the 2-core CPU, so r
 lent GPU, with a replica of the Rust recipe, and only the winning recipe is run in Rust.
 
 The replica follows `cvn-models`: timm ViT (28 px, patch 4, dim 96, depth 4, 3 heads, MLP x4), timm
-init, LWTA on the MLP hidden activation only (straight-through hard Gumbel-softmax, tau 1.67, noise
-g = -log(-log(u))), AdamW (0.9, 0.999, eps 1e-8; decay on weights only), linear warm-up for one
+init, LWTA on the MLP hidden activation only (`torch_lwta.lwta`: straight-through hard Gumbel-softmax,
+tau 1.67), AdamW (0.9, 0.999, eps 1e-8; decay on weights only), linear warm-up for one
 epoch then cosine to 1% of the peak, label smoothing, random crop (pad 2) + flip, batch 128, the last
 partial batch dropped. Evaluation: deterministic (argmax) top-1 after each epoch; at a model's last
 epoch the class probabilities of `--samples` sampled passes averaged, plus the argmax win rate per block
@@ -110,13 +110,11 @@ class Stack:
 
     def __init__(self, variants, device):
         models = [init_model(v["seed"]) for v in variants]
-        self.names = list(models[0])
-        self.params = {n: torch.stack([m[n][0] for m in models]).to(device).requires_grad_() for n in self.names}
-        self.decays = {n: models[0][n][1] for n in self.names}
-        self.us = [v["U"] for v in variants]
+        self.params = {n: torch.stack([m[n][0] for m in models]).to(device).requires_grad_() for n in models[0]}
+        self.decays = {n: decays for n, (_, decays) in models[0].items()}
         self.groups = {}
-        for k, u in enumerate(self.us):
-            self.groups.setdefault(u, []).append(k)
+        for k, v in enumerate(variants):
+            self.groups.setdefault(v["U"], []).append(k)
         self.groups = {u: torch.tensor(ks, device=device) for u, ks in self.groups.items()}
         self.K = len(variants)
 
