@@ -32,7 +32,7 @@ fn conv(c: &mut Criterion) {
         b.iter(|| {
             let tape = Tape::new();
             let y = x.traced(&tape).conv2d(&w, None, 1, 1).unwrap();
-            y.sum_all().backward().unwrap()
+            y.sum_all().unwrap().backward().unwrap()
         })
     });
     g.finish();

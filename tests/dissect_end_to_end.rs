@@ -85,7 +85,7 @@ fn clip_backend_runs_end_to_end_with_the_tiny_clip_fixture() {
     for (from, name) in [("tiny_clip", "config.json"), ("tiny_clip", "model.safetensors"), ("clip_tokenizer", "tokenizer.json")] {
         std::fs::copy(fixtures.join(from).join(name), clip_dir.join(name)).unwrap();
     }
-    let clip = ClipModelEncoder::load(&clip_dir).unwrap();
+    let clip = ClipModelEncoder::load(&clip_dir, &cvn_autograd::Device::Cpu, cvn_autograd::DType::F32).unwrap();
     let checkpoint = vit_checkpoint(&dir, 4);
     let probe = probe(110); // soft-wpmi needs top_k = 100 images
     let concepts = ConceptSet::from_lines(

@@ -21,28 +21,31 @@ pub struct Args {
     /// Print JSON (probabilities and both sets of embeddings) instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    device: crate::device::DeviceArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let clip = Clip::load(&args.model).with_context(|| format!("--model {}", args.model.display()))?;
+    let device = args.device.open()?;
+    let clip = Clip::load_on(&args.model, &device, args.device.dtype()).with_context(|| format!("--model {}", args.model.display()))?;
     let image_embeds = clip.encode_image_files(&args.images).context("--image")?;
     let text_embeds = clip.encode_texts(&args.texts).context("--text")?;
     let probabilities = clip.zero_shot(&image_embeds, &text_embeds)?;
-    let rows = |t: &cvn_autograd::Tensor| -> Vec<Vec<f32>> {
+    let rows = |t: &cvn_autograd::Tensor| -> anyhow::Result<Vec<Vec<f32>>> {
         let width = t.shape().last().copied().unwrap_or(1).max(1);
-        t.data().chunks(width).map(<[f32]>::to_vec).collect()
+        Ok(t.to_vec()?.chunks(width).map(<[f32]>::to_vec).collect())
     };
-    let probabilities = rows(&probabilities);
+    let probabilities = rows(&probabilities)?;
     let image_names: Vec<String> = args.images.iter().map(|p| p.display().to_string()).collect();
     if args.json {
         let out = JsonOutput {
             model: args.model.display().to_string(),
-            logit_scale: clip.model.logit_scale(),
+            logit_scale: clip.model.logit_scale()?,
             images: image_names,
             texts: args.texts,
             probabilities,
-            image_embeds: rows(&image_embeds),
-            text_embeds: rows(&text_embeds),
+            image_embeds: rows(&image_embeds)?,
+            text_embeds: rows(&text_embeds)?,
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{bail, Context};
+use cvn_autograd::Device;
 use cvn_models::data::{FashionMnist, FolderTransform, ImageFolder};
 use cvn_models::train::{run_config, CHECKPOINT_FILE};
 use dissect::cache::Cache;
@@ -70,6 +71,8 @@ pub struct Args {
     /// Recompute activations and CLIP embeddings instead of using runs/NAME/dissect/cache.
     #[arg(long)]
     no_cache: bool,
+    #[command(flatten)]
+    device: crate::device::DeviceArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -80,13 +83,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Dissects `args.run` (and `--compare`), writes the outputs and prints a summary.
 pub fn dissect_run(args: &Args) -> anyhow::Result<Outputs> {
+    let device = args.device.open()?;
     let clip = match &args.clip {
-        Some(dir) => Some(ClipModelEncoder::load(dir).with_context(|| format!("--clip {}", dir.display()))?),
+        Some(dir) => Some(ClipModelEncoder::load(dir, &device, args.device.dtype()).with_context(|| format!("--clip {}", dir.display()))?),
         None => None,
     };
-    let main = dissect_one(args, &args.run, clip.as_ref())?;
+    let main = dissect_one(args, &args.run, clip.as_ref(), &device)?;
     let other = match &args.compare {
-        Some(other) => Some(dissect_one(args, other, clip.as_ref()).with_context(|| format!("--compare {}", other.display()))?),
+        Some(other) => Some(dissect_one(args, other, clip.as_ref(), &device).with_context(|| format!("--compare {}", other.display()))?),
         None => None,
     };
     let (dissection, probe) = &main;
@@ -101,7 +105,12 @@ pub fn dissect_run(args: &Args) -> anyhow::Result<Outputs> {
     write_outputs(&dir, Named { run: &run_name, dissection }, probe.as_ref(), compare).with_context(|| format!("writing {}", dir.display()))
 }
 
-fn dissect_one(args: &Args, run: &Path, clip: Option<&ClipModelEncoder>) -> anyhow::Result<(Dissection, Box<dyn ProbeSet>)> {
+fn dissect_one(
+    args: &Args,
+    run: &Path,
+    clip: Option<&ClipModelEncoder>,
+    device: &Device,
+) -> anyhow::Result<(Dissection, Box<dyn ProbeSet>)> {
     let checkpoint = run.join(CHECKPOINT_FILE);
     if !checkpoint.is_file() {
         bail!("{}: no {CHECKPOINT_FILE} (is this a training run?)", run.display());
@@ -111,6 +120,7 @@ fn dissect_one(args: &Args, run: &Path, clip: Option<&ClipModelEncoder>) -> anyh
         None => Sampling::Deterministic,
     };
     let mut source = ModelSource::load(&checkpoint, sampling)?;
+    source.to_device(device)?;
     let probe = load_probe(args, run, &source)?;
     let concepts = match (&args.concepts, clip) {
         (Some(spec), _) => ConceptSet::load(spec)?,

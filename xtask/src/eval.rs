@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use cvn_models::train::{evaluate, load_run, BnRecalibration, EvalOptions};
 
+use crate::device::DeviceArgs;
 use crate::train::{print_evaluation, Bars};
 
 #[derive(clap::Args)]
@@ -29,10 +30,14 @@ pub struct Args {
     /// this many training images with argmax winners first (0: the statistics from training).
     #[arg(long, default_value_t = 4096)]
     bn_recalibration: usize,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let device = args.device.open()?;
     let (mut model, config, data) = load_run(&args.run, args.data.as_deref())?;
+    model.to_device(&device)?;
     println!("evaluating {} (U = {}) on {}", config.model, config.competitors, data.source);
     let options = EvalOptions {
         samples: if args.deterministic { 0 } else { args.samples },

@@ -7,6 +7,7 @@ mod bench;
 mod build_kernels;
 mod clip;
 mod demo;
+mod device;
 mod dissect;
 mod eval;
 mod gpu_bundle;

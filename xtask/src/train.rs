@@ -10,6 +10,8 @@ use cvn_models::data::PadCropFlip;
 use cvn_models::train::{run_config, Evaluation, Progress, ScheduleConfig, Summary, TrainConfig, TrainData, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::device::DeviceArgs;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Preset model (vit-fmnist, resnet18-fmnist, deit-tiny, ...); default vit-fmnist.
@@ -58,6 +60,8 @@ pub struct Args {
     /// Train without augmentation (Fashion-MNIST: no random crop or flip).
     #[arg(long)]
     no_augment: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 impl Args {
@@ -115,7 +119,8 @@ impl Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut trainer = if args.resume {
+    let device = args.device.open()?;
+    let trainer = if args.resume {
         let mut config = run_config(&args.out)?;
         args.apply(&mut config)?;
         let data = TrainData::load(&config)?;
@@ -128,6 +133,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let data = TrainData::load(&config)?;
         Trainer::start(config, data, &args.out)?
     };
+    let mut trainer = trainer.on_device(&device)?.with_autocast(args.device.autocast());
     let summary = train_with_progress(&mut trainer)?;
     print_summary(&summary, trainer.dir());
     Ok(())

@@ -6,7 +6,11 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ClipError {
     #[error("{file}: {error}")]
-    Io { file: String, error: std::io::Error },
+    Io {
+        file: String,
+        #[source]
+        error: std::io::Error,
+    },
     #[error("{file}: {detail}")]
     Config { file: String, detail: String },
     #[error("{file}: {detail}")]

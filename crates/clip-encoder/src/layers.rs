@@ -95,8 +95,8 @@ impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.fc1.forward(x)?;
         let h = match self.activation {
-            Activation::QuickGelu => h.quick_gelu(),
-            Activation::Gelu => h.gelu(),
+            Activation::QuickGelu => h.quick_gelu()?,
+            Activation::Gelu => h.gelu()?,
         };
         self.fc2.forward(&h)
     }

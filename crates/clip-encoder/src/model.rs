@@ -3,14 +3,14 @@
 
 use std::path::Path;
 
-use cvn_autograd::Tensor;
+use cvn_autograd::{DType, Device, Tensor};
 
 use crate::config::ClipConfig;
 use crate::error::Result;
 use crate::layers::Linear;
 use crate::text::TextTransformer;
 use crate::vision::VisionTransformer;
-use crate::weights::{Checkpoint, RandomWeights, WeightSource};
+use crate::weights::{Checkpoint, OnDevice, RandomWeights, WeightSource};
 
 /// Images per forward pass in [`ClipModel::encode_images`]: large enough for full-speed GEMMs,
 /// small enough that ViT-L activations stay well under a gigabyte.
@@ -38,6 +38,12 @@ impl ClipModel {
         Self::build(config, Checkpoint::load(weights)?)
     }
 
+    /// [`ClipModel::load`] with the parameters stored as `dtype` (f32 or bf16) on `device`; the
+    /// towers then run there, in that dtype (f32 math inside every kernel).
+    pub fn load_on(config: ClipConfig, weights: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        Self::build(config, OnDevice::new(Checkpoint::load(weights)?, device.clone(), dtype))
+    }
+
     /// A model with deterministic random parameters (benchmarks, tests).
     pub fn random(config: ClipConfig, seed: u64) -> Result<Self> {
         Self::build(config, RandomWeights::new(seed))
@@ -60,13 +66,25 @@ impl ClipModel {
     }
 
     /// `logit_scale.exp()`: the factor on cosine similarities that makes logits.
-    pub fn logit_scale(&self) -> f32 {
-        self.logit_scale.data()[0].exp()
+    pub fn logit_scale(&self) -> Result<f32> {
+        Ok(self.logit_scale.item()?.exp())
     }
 
-    /// Projected (not normalised) image features `[B, P]` of preprocessed pixels `[B, C, S, S]`.
+    /// Where the parameters live.
+    pub fn device(&self) -> Device {
+        self.logit_scale.device()
+    }
+
+    /// The parameters' dtype (what the towers compute in, f32 math inside).
+    pub fn dtype(&self) -> DType {
+        self.logit_scale.dtype()
+    }
+
+    /// Projected (not normalised) image features `[B, P]` of preprocessed pixels `[B, C, S, S]`
+    /// (moved to the model's device and dtype).
     pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor> {
-        self.visual_projection.forward(&self.vision_model.forward(pixels)?.pooled)
+        let pixels = pixels.to_device(&self.device())?.to_dtype(self.dtype())?;
+        self.visual_projection.forward(&self.vision_model.forward(&pixels)?.pooled)
     }
 
     /// Projected (not normalised) text features `[B, P]` of equally long id rows.
@@ -74,17 +92,22 @@ impl ClipModel {
         self.text_projection.forward(&self.text_model.forward(ids)?.pooled)
     }
 
-    /// L2-normalised image embeddings `[N, P]`, [`IMAGE_BATCH`] images per pass.
+    /// L2-normalised image embeddings `[N, P]` (f32, on the model's device), [`IMAGE_BATCH`]
+    /// images per pass.
     pub fn encode_images(&self, pixels: &Tensor) -> Result<Tensor> {
         let n = pixels.dim(0)?;
         let chunks = (0..n)
             .step_by(IMAGE_BATCH)
-            .map(|start| self.image_features(&pixels.narrow(0, start, IMAGE_BATCH.min(n - start))?)?.l2_normalize().map_err(Into::into))
+            .map(|start| {
+                let features = self.image_features(&pixels.narrow(0, start, IMAGE_BATCH.min(n - start))?)?;
+                Ok(features.to_dtype(DType::F32)?.l2_normalize()?)
+            })
             .collect::<Result<Vec<_>>>()?;
         concat_rows(&chunks, self.config.projection_dim)
     }
 
-    /// L2-normalised text embeddings `[N, P]` of tokenised texts, in input order.
+    /// L2-normalised text embeddings `[N, P]` (f32, on the model's device) of tokenised texts, in
+    /// input order.
     ///
     /// Texts are sorted by where they are pooled and encoded [`TEXT_BATCH`] at a time, each batch
     /// cut right after its last pooled token: thanks to the causal mask this changes nothing in the
@@ -93,22 +116,24 @@ impl ClipModel {
         let positions = ids.iter().map(|row| self.text_model.pool_position(row)).collect::<Result<Vec<_>>>()?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| positions[i]);
-        let p = self.config.projection_dim;
-        let mut out = vec![0.0f32; ids.len() * p];
-        for batch in order.chunks(TEXT_BATCH) {
-            let len = batch.iter().map(|&i| positions[i] + 1).max().unwrap_or(1);
-            let rows: Vec<Vec<u32>> = batch.iter().map(|&i| ids[i][..len].to_vec()).collect();
-            let embeds = self.text_features(&rows)?.l2_normalize()?;
-            for (&i, e) in batch.iter().zip(embeds.data().chunks_exact(p)) {
-                out[i * p..(i + 1) * p].copy_from_slice(e);
-            }
-        }
-        Ok(Tensor::from_vec(out, &[ids.len(), p])?)
+        let chunks = order
+            .chunks(TEXT_BATCH)
+            .map(|batch| {
+                let len = batch.iter().map(|&i| positions[i] + 1).max().unwrap_or(1);
+                let rows: Vec<Vec<u32>> = batch.iter().map(|&i| ids[i][..len].to_vec()).collect();
+                Ok(self.text_features(&rows)?.to_dtype(DType::F32)?.l2_normalize()?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Back from sorted order to input order, on the device.
+        let mut rank = vec![0; ids.len()];
+        order.iter().enumerate().for_each(|(r, &i)| rank[i] = r);
+        let sorted = concat_rows(&chunks, self.config.projection_dim)?;
+        Ok(if ids.is_empty() { sorted } else { sorted.index_select(&rank)? })
     }
 
     /// `logit_scale · image_embeds · text_embedsᵀ` (`[images, texts]`), from normalised embeddings.
     pub fn logits_per_image(&self, image_embeds: &Tensor, text_embeds: &Tensor) -> Result<Tensor> {
-        Ok(image_embeds.matmul(&text_embeds.transpose(0, 1)?)?.scale(self.logit_scale()))
+        Ok(image_embeds.matmul(&text_embeds.transpose(0, 1)?)?.scale(self.logit_scale()?)?)
     }
 }
 
@@ -187,14 +212,14 @@ mod tests {
             let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = file
                 .tensors
                 .iter()
-                .map(|(k, t)| (k.clone(), t.shape().to_vec(), t.data().iter().flat_map(|&v| to_bytes(v)).collect()))
+                .map(|(k, t)| (k.clone(), t.shape().to_vec(), t.to_vec().unwrap().iter().flat_map(|&v| to_bytes(v)).collect()))
                 .collect();
             let views = bytes.iter().map(|(k, s, b)| (k.clone(), TensorView::new(dtype, s.clone(), b).unwrap()));
             let path = scratch(&format!("{dtype:?}"));
             std::fs::write(&path, safetensors::tensor::serialize(views, None).unwrap()).unwrap();
             let model = ClipModel::load(tiny_config(), &path).unwrap();
             let got = model.encode_images(&x).unwrap();
-            let worst = got.data().iter().zip(expected.data()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            let worst = got.to_vec().unwrap().iter().zip(expected.to_vec().unwrap()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(worst < 5e-2, "{dtype:?}: embeddings differ by {worst}");
             std::fs::remove_dir_all(path.parent().unwrap()).ok();
         }
@@ -207,9 +232,9 @@ mod tests {
         let all = model.encode_images(&x).unwrap();
         let last = model.encode_images(&x.narrow(0, IMAGE_BATCH + 2, 1).unwrap()).unwrap();
         let p = model.config.projection_dim;
-        let tail = &all.data()[(IMAGE_BATCH + 2) * p..];
-        assert!(tail.iter().zip(last.data()).all(|(a, b)| (a - b).abs() < 1e-6));
-        for row in all.data().chunks(p) {
+        let tail = &all.to_vec().unwrap()[(IMAGE_BATCH + 2) * p..];
+        assert!(tail.iter().zip(last.to_vec().unwrap()).all(|(a, b)| (a - b).abs() < 1e-6));
+        for row in all.to_vec().unwrap().chunks(p) {
             let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
             assert!((norm - 1.0).abs() < 1e-5, "{norm}");
         }
@@ -219,8 +244,8 @@ mod tests {
         let both = model.encode_token_ids(&[long.clone(), short.clone()]).unwrap();
         let swapped = model.encode_token_ids(&[short.clone(), long.clone()]).unwrap();
         let alone = model.encode_token_ids(&[short]).unwrap();
-        assert_eq!(&both.data()[..p], &swapped.data()[p..]);
-        assert!(both.data()[p..].iter().zip(alone.data()).all(|(a, b)| (a - b).abs() < 1e-6));
+        assert_eq!(&both.to_vec().unwrap()[..p], &swapped.to_vec().unwrap()[p..]);
+        assert!(both.to_vec().unwrap()[p..].iter().zip(alone.to_vec().unwrap()).all(|(a, b)| (a - b).abs() < 1e-6));
     }
 
     #[test]

@@ -39,18 +39,15 @@ fn fixture<'a>(file: &'a TensorFile, path: &Path, name: &str) -> Result<&'a Tens
 }
 
 /// Compares two tensors element-wise; a shape mismatch is a failed check, not an error.
-fn compare(name: &str, actual: &Tensor, expected: &Tensor, tolerance: f64) -> Check {
+fn compare(name: &str, actual: &Tensor, expected: &Tensor, tolerance: f64) -> Result<Check> {
     if actual.shape() != expected.shape() {
-        return Check::within(name, f64::INFINITY, tolerance)
-            .require(false, format!("shape {:?}, expected {:?}", actual.shape(), expected.shape()));
+        return Ok(Check::within(name, f64::INFINITY, tolerance)
+            .require(false, format!("shape {:?}, expected {:?}", actual.shape(), expected.shape())));
     }
-    let scale = expected.data().iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
-    let err = max_rel_err(
-        actual.data().iter().map(|&v| v as f64),
-        expected.data().iter().map(|&v| v as f64),
-        (FLOOR * scale).max(f64::MIN_POSITIVE),
-    );
-    Check::within(name, err, tolerance)
+    let (actual, expected) = (actual.to_vec()?, expected.to_vec()?);
+    let scale = expected.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
+    let err = max_rel_err(actual.iter().map(|&v| v as f64), expected.iter().map(|&v| v as f64), (FLOOR * scale).max(f64::MIN_POSITIVE));
+    Ok(Check::within(name, err, tolerance))
 }
 
 fn tiny_clip_checks(dir: &Path, tokenizer_file: &Path) -> Result<Vec<Check>> {
@@ -62,7 +59,7 @@ fn tiny_clip_checks(dir: &Path, tokenizer_file: &Path) -> Result<Vec<Check>> {
 
     let input_ids = get("input_ids")?;
     let seq = input_ids.dim(-1)?;
-    let ids: Vec<Vec<u32>> = input_ids.data().chunks(seq.max(1)).map(|r| r.iter().map(|&v| v as u32).collect()).collect();
+    let ids: Vec<Vec<u32>> = input_ids.to_vec()?.chunks(seq.max(1)).map(|r| r.iter().map(|&v| v as u32).collect()).collect();
     let pixels = get("pixel_values")?;
 
     let vision = model.vision_model.forward(pixels)?;
@@ -72,13 +69,13 @@ fn tiny_clip_checks(dir: &Path, tokenizer_file: &Path) -> Result<Vec<Check>> {
     let logits = model.logits_per_image(&image_embeds, &text_embeds)?;
 
     let mut checks = vec![
-        compare("clip.tiny.vision_last_hidden", &vision.last_hidden, get("vision_last_hidden")?, MODEL_TOLERANCE),
-        compare("clip.tiny.vision_pooled", &vision.pooled, get("vision_pooled")?, MODEL_TOLERANCE),
-        compare("clip.tiny.image_embeds", &image_embeds, get("image_embeds")?, MODEL_TOLERANCE),
-        compare("clip.tiny.text_last_hidden", &text.last_hidden, get("text_last_hidden")?, MODEL_TOLERANCE),
-        compare("clip.tiny.text_pooled", &text.pooled, get("text_pooled")?, MODEL_TOLERANCE),
-        compare("clip.tiny.text_embeds", &text_embeds, get("text_embeds")?, MODEL_TOLERANCE),
-        compare("clip.tiny.logits_per_image", &logits, get("logits_per_image")?, MODEL_TOLERANCE),
+        compare("clip.tiny.vision_last_hidden", &vision.last_hidden, get("vision_last_hidden")?, MODEL_TOLERANCE)?,
+        compare("clip.tiny.vision_pooled", &vision.pooled, get("vision_pooled")?, MODEL_TOLERANCE)?,
+        compare("clip.tiny.image_embeds", &image_embeds, get("image_embeds")?, MODEL_TOLERANCE)?,
+        compare("clip.tiny.text_last_hidden", &text.last_hidden, get("text_last_hidden")?, MODEL_TOLERANCE)?,
+        compare("clip.tiny.text_pooled", &text.pooled, get("text_pooled")?, MODEL_TOLERANCE)?,
+        compare("clip.tiny.text_embeds", &text_embeds, get("text_embeds")?, MODEL_TOLERANCE)?,
+        compare("clip.tiny.logits_per_image", &logits, get("logits_per_image")?, MODEL_TOLERANCE)?,
     ];
 
     // The fixture's texts, tokenised here, must give the fixture's (zero-padded) input_ids.
@@ -120,7 +117,7 @@ fn preprocess_checks(dir: &Path) -> Result<Vec<Check>> {
             checks.push(Check::within(check_name, f64::INFINITY, PREPROCESS_TOLERANCE).require(false, "size mismatch"));
             continue;
         }
-        let diffs: Vec<f64> = ours.iter().zip(reference.data()).map(|(a, b)| (*a as f64 - *b as f64).abs()).collect();
+        let diffs: Vec<f64> = ours.iter().zip(reference.to_vec()?).map(|(a, b)| (*a as f64 - b as f64).abs()).collect();
         let mean = diffs.iter().sum::<f64>() / diffs.len().max(1) as f64;
         let max = diffs.iter().fold(0.0f64, |m, &d| m.max(d));
         checks.push(Check::within(check_name, mean, PREPROCESS_TOLERANCE).require(true, format!("max abs err {max:.4}")));

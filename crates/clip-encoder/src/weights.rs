@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cvn_autograd::io::TensorFile;
-use cvn_autograd::Tensor;
+use cvn_autograd::{DType, Device, Tensor};
 
 use crate::error::{ClipError, Result};
 
@@ -89,5 +89,44 @@ impl WeightSource for RandomWeights {
 
     fn finish(self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Another source's tensors stored as `dtype` on `device` (the towers in half precision on a GPU).
+pub struct OnDevice<W> {
+    inner: W,
+    device: Device,
+    dtype: DType,
+    problems: Vec<String>,
+}
+
+impl<W: WeightSource> OnDevice<W> {
+    pub fn new(inner: W, device: Device, dtype: DType) -> Self {
+        Self { inner, device, dtype, problems: Vec::new() }
+    }
+}
+
+impl<W: WeightSource> WeightSource for OnDevice<W> {
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Tensor {
+        let t = self.inner.tensor(name, shape);
+        // Cast before the transfer: bf16 moves half the bytes.
+        match t.to_dtype(self.dtype).and_then(|t| t.to_device(&self.device)) {
+            Ok(moved) => moved,
+            Err(e) => {
+                self.problems.push(format!("`{name}`: {e}"));
+                t
+            }
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        self.inner.finish()?;
+        if self.problems.is_empty() {
+            return Ok(());
+        }
+        Err(ClipError::Weights {
+            file: self.device.to_string(),
+            detail: format!("{} tensor(s) could not be placed on the device:\n  {}", self.problems.len(), self.problems.join("\n  ")),
+        })
     }
 }

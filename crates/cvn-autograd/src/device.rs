@@ -1,49 +1,73 @@
-//! Devices and storage.
+//! Devices: where tensors live and kernels run.
 //!
-//! Storage is an enum with one variant per backend, the way candle does it: every op matches on it and
-//! calls that backend's kernel. Today there is one backend, the CPU (`Vec<f32>`, rayon + blocked
-//! GEMM). A CUDA backend plugs in by
-//! 1. adding `Storage::Cuda(cudarc::driver::CudaSlice<f32>)` (and a bf16 twin),
-//! 2. giving each op in `ops/` a `cuda` arm next to its CPU arm (the LWTA arm calls
-//!    `lwta_kernels::cuda`, matmul/linear call cuBLAS),
-//! 3. mapping `Device::Cuda` to a context instead of the error below.
-//!
-//! Model code only ever sees `Tensor` and `Device`, so none of it changes.
+//! A [`Device`] is a cheap-to-clone handle. `Device::Cpu` needs no state; `Device::Cuda` carries
+//! its context — the CUDA context and stream, the cuBLAS handle, the loaded kernel modules and the
+//! stream-ordered allocator — or, for machines without a GPU, the PTX emulator standing in for the
+//! driver (see [`crate::cuda`]). Tensors made on a device stay there; ops on tensors of different
+//! devices are an error, and [`crate::Tensor::to_device`] moves data explicitly.
 
+use std::fmt;
+
+use crate::cuda::CudaDevice;
 use crate::error::{Error, Result};
 
 /// Where a tensor lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Device {
     #[default]
     Cpu,
-    /// A CUDA device by ordinal. Tensors cannot live there yet: asking for it is a clean error.
-    Cuda(usize),
+    Cuda(CudaDevice),
 }
 
 impl Device {
-    /// Parses `cpu`, `cuda` or `cuda:N` (CLI flags).
-    pub fn parse(name: &str) -> Result<Self> {
+    /// Opens GPU `ordinal` (loads the driver, cuBLAS and the kernels). A machine without an NVIDIA
+    /// driver gets an error saying so, never a panic.
+    pub fn cuda(ordinal: usize) -> Result<Self> {
+        Ok(Device::Cuda(CudaDevice::new(ordinal)?))
+    }
+
+    /// The CUDA backend on the PTX emulator: every kernel of the CUDA backend runs interpreted on
+    /// the CPU (GEMMs on the CPU with cuBLAS's semantics). Slow; for tests and kernel development
+    /// on machines without a GPU.
+    pub fn cuda_emulated() -> Result<Self> {
+        Ok(Device::Cuda(CudaDevice::emulated()?))
+    }
+
+    /// Parses `cpu`, `cuda`, `cuda:N` or `cuda-emulated` (CLI flags) and opens the device.
+    pub fn open(name: &str) -> Result<Self> {
         match name {
             "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda(0)),
-            other => other.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Device::Cuda).ok_or_else(|| Error::Invalid {
-                op: "--device",
-                detail: format!("unknown device `{other}`, expected cpu, cuda or cuda:N"),
-            }),
+            "cuda" => Self::cuda(0),
+            "cuda-emulated" => Self::cuda_emulated(),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Self::cuda(n),
+                _ => Err(Error::Invalid {
+                    op: "--device",
+                    detail: format!("unknown device `{other}`, expected cpu, cuda, cuda:N or cuda-emulated"),
+                }),
+            },
         }
     }
 
-    /// Checks that tensors can be created on this device.
-    pub fn ensure_available(self) -> Result<Self> {
+    pub fn is_cpu(&self) -> bool {
+        matches!(self, Device::Cpu)
+    }
+
+    /// Waits until every kernel queued on the device has finished (for timing; results never need
+    /// it, host copies synchronise themselves).
+    pub fn synchronize(&self) -> Result<()> {
         match self {
-            Device::Cpu => Ok(self),
-            Device::Cuda(n) => Err(Error::DeviceUnavailable {
-                device: format!("cuda:{n}"),
-                reason: "the tensor backend has no CUDA storage yet; only the LWTA kernels run on \
-                         the GPU (`cargo xtask parity --device cuda`, `cargo xtask bench --device cuda`)"
-                    .into(),
-            }),
+            Device::Cpu => Ok(()),
+            Device::Cuda(d) => d.synchronize(),
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(d) => write!(f, "{d}"),
         }
     }
 }

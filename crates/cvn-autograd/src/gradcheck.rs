@@ -21,7 +21,7 @@ pub fn test_values(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Worst relative error between the tape's gradients of `f` and central differences, for each
-/// input. The scalar checked is `Σ f(inputs) ⊙ r` with fixed random `r`, so every output element
+/// input (on the inputs' device and dtype). The scalar checked is `Σ f(inputs) ⊙ r` with fixed random `r`, so every output element
 /// matters. `step` is the finite-difference step.
 pub fn max_gradient_error(inputs: &[Tensor], step: f32, f: impl Fn(&[Tensor]) -> Result<Tensor>) -> Result<Vec<f32>> {
     let params: Vec<Tensor> = inputs.iter().map(Tensor::requiring_grad).collect();
@@ -29,22 +29,27 @@ pub fn max_gradient_error(inputs: &[Tensor], step: f32, f: impl Fn(&[Tensor]) ->
     let traced: Vec<Tensor> = params.iter().map(|p| p.traced(&tape)).collect();
     let out = f(&traced)?;
     let weights = Tensor::from_vec(test_values(out.len(), 99), out.shape())?;
-    let loss = out.mul(&weights)?.sum_all();
+    let weights = weights.to_dtype(out.dtype())?.to_device(&out.device())?;
+    let loss = out.mul(&weights)?.sum_all()?;
     let grads = loss.backward()?;
+    let weight_values = weights.to_vec()?;
     let scalar = |xs: &[Tensor]| -> Result<f64> {
-        let o = f(xs)?;
-        Ok(o.data().iter().zip(weights.data()).map(|(a, b)| *a as f64 * *b as f64).sum())
+        let o = f(xs)?.to_vec()?;
+        Ok(o.iter().zip(&weight_values).map(|(a, b)| *a as f64 * *b as f64).sum())
     };
     let mut errors = Vec::new();
     for (i, p) in traced.iter().enumerate() {
-        let analytic = grads.get(p).map(<[f32]>::to_vec).unwrap_or_else(|| vec![0.0; p.len()]);
+        let analytic = match grads.get(p) {
+            Some(g) => g.to_vec()?,
+            None => vec![0.0; p.len()],
+        };
         let mut worst = 0.0f32;
         for j in 0..p.len() {
             let probe = |delta: f32| -> Result<f64> {
                 let mut xs: Vec<Tensor> = inputs.to_vec();
-                let mut d = xs[i].to_vec();
+                let mut d = xs[i].to_vec()?;
                 d[j] += delta;
-                xs[i] = Tensor::from_vec(d, p.shape())?;
+                xs[i] = Tensor::from_slice_on(&d, p.shape(), p.dtype(), &p.device())?;
                 scalar(&xs)
             };
             let numeric = ((probe(step)? - probe(-step)?) / (2.0 * step as f64)) as f32;

@@ -11,7 +11,12 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 fn file_err(path: &Path, detail: impl Into<String>) -> Error {
-    Error::File { file: path.display().to_string(), detail: detail.into() }
+    Error::File { file: path.display().to_string(), detail: detail.into(), source: None }
+}
+
+/// An error about `path` that keeps its cause (an I/O error, a parse error) as `source()`.
+fn file_err_from(path: &Path, detail: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::File { file: path.display().to_string(), detail: detail.into(), source: Some(Box::new(source)) }
 }
 
 /// The tensors (as f32) and string metadata of a safetensors file.
@@ -24,18 +29,19 @@ pub struct TensorFile {
 impl TensorFile {
     /// Reads a file; f16, bf16, f64 and integer tensors are converted to f32.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
+        let bytes = std::fs::read(path).map_err(|e| file_err_from(path, format!("cannot read: {e}"), e))?;
         Self::from_bytes(&bytes).map_err(|e| match e {
-            Error::File { detail, .. } => file_err(path, detail),
+            Error::File { detail, source, .. } => Error::File { file: path.display().to_string(), detail, source },
             other => other,
         })
     }
 
     /// Parses safetensors bytes (errors name the tensor; the caller adds the file).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let (_, header) =
-            SafeTensors::read_metadata(bytes).map_err(|e| file_err(Path::new("<bytes>"), format!("not a safetensors file: {e}")))?;
-        let st = SafeTensors::deserialize(bytes).map_err(|e| file_err(Path::new("<bytes>"), format!("not a safetensors file: {e}")))?;
+        let not_safetensors =
+            |e: safetensors::SafeTensorError| file_err_from(Path::new("<bytes>"), format!("not a safetensors file: {e}"), e);
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(not_safetensors)?;
+        let st = SafeTensors::deserialize(bytes).map_err(not_safetensors)?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             let data = to_f32(&view)
@@ -67,8 +73,8 @@ fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
     })
 }
 
-/// One tensor to write: f32 data, or integers (e.g. BatchNorm's `num_batches_tracked`, which
-/// torchvision stores as int64).
+/// One tensor to write: float data (any device; written as f32), or integers (e.g. BatchNorm's
+/// `num_batches_tracked`, which torchvision stores as int64).
 #[derive(Debug, Clone)]
 pub enum Stored {
     F32(Tensor),
@@ -76,11 +82,11 @@ pub enum Stored {
 }
 
 impl Stored {
-    fn bytes_and_view(&self) -> RawTensor {
-        match self {
-            Stored::F32(t) => (Dtype::F32, t.shape().to_vec(), bytemuck::cast_slice(t.data()).to_vec()),
+    fn bytes_and_view(&self) -> Result<RawTensor> {
+        Ok(match self {
+            Stored::F32(t) => (Dtype::F32, t.shape().to_vec(), bytemuck::cast_slice(&t.to_vec()?).to_vec()),
             Stored::I64 { shape, values } => (Dtype::I64, shape.clone(), values.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        }
+        })
     }
 }
 
@@ -89,15 +95,17 @@ type RawTensor = (Dtype, Vec<usize>, Vec<u8>);
 
 /// Writes tensors and metadata to `path` atomically.
 pub fn save(path: &Path, tensors: &BTreeMap<String, Stored>, metadata: &HashMap<String, String>) -> Result<()> {
-    let owned: Vec<(String, RawTensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.bytes_and_view())).collect();
+    let owned: Vec<(String, RawTensor)> = tensors.iter().map(|(k, v)| Ok((k.clone(), v.bytes_and_view()?))).collect::<Result<_>>()?;
     let views = owned
         .iter()
         .map(|(k, (dt, shape, bytes))| {
-            TensorView::new(*dt, shape.clone(), bytes).map(|v| (k.clone(), v)).map_err(|e| file_err(path, format!("tensor `{k}`: {e}")))
+            TensorView::new(*dt, shape.clone(), bytes)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| file_err_from(path, format!("tensor `{k}`: {e}"), e))
         })
         .collect::<Result<Vec<_>>>()?;
     let meta = (!metadata.is_empty()).then(|| metadata.clone());
-    let bytes = safetensors::tensor::serialize(views, meta).map_err(|e| file_err(path, format!("cannot serialise: {e}")))?;
+    let bytes = safetensors::tensor::serialize(views, meta).map_err(|e| file_err_from(path, format!("cannot serialise: {e}"), e))?;
     write_atomically(path, &bytes)
 }
 
@@ -105,7 +113,7 @@ pub fn save(path: &Path, tensors: &BTreeMap<String, Stored>, metadata: &HashMap<
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| file_err(dir, format!("cannot create directory: {e}")))?;
+    std::fs::create_dir_all(dir).map_err(|e| file_err_from(dir, format!("cannot create directory: {e}"), e))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
@@ -116,7 +124,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     })();
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        file_err(path, format!("cannot write: {e}"))
+        file_err_from(path, format!("cannot write: {e}"), e)
     })
 }
 
@@ -134,9 +142,9 @@ mod tests {
         let meta = HashMap::from([("config".to_string(), "{\"a\":1}".to_string())]);
         save(&path, &tensors, &meta).unwrap();
         let f = TensorFile::load(&path).unwrap();
-        assert_eq!(f.get("w").unwrap().to_vec(), vec![1.0, -2.5, 3.0, 4.0]);
+        assert_eq!(f.get("w").unwrap().to_vec().unwrap(), vec![1.0, -2.5, 3.0, 4.0]);
         assert_eq!(f.get("w").unwrap().shape(), &[2, 2]);
-        assert_eq!(f.get("n").unwrap().to_vec(), vec![7.0]);
+        assert_eq!(f.get("n").unwrap().to_vec().unwrap(), vec![7.0]);
         assert_eq!(f.metadata["config"], "{\"a\":1}");
         assert!(f.get("missing").unwrap_err().to_string().contains("`missing`"));
         std::fs::remove_dir_all(&dir).ok();

@@ -75,27 +75,53 @@ pub fn for_each_mapped(out: &[usize], src_strides: &[usize], mut f: impl FnMut(u
     }
 }
 
-/// Sums a gradient of broadcast shape `out` down to the shape `shape` it was broadcast from.
-pub fn sum_to_shape(grad: &[f32], out: &[usize], shape: &[usize]) -> Vec<f32> {
-    if out == shape {
-        return grad.to_vec();
+/// A view of contiguous storage as another shape: element `i` (a multi-index over `shape`) is
+/// source element `offset + Σ i_d·strides_d`. Broadcasting (stride 0), permutations and slices are
+/// all views; [`crate::storage::Storage::copy_strided`] makes one contiguous.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StridedView {
+    pub shape: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub offset: usize,
+}
+
+impl StridedView {
+    /// The contiguous layout of `shape` itself.
+    pub fn contiguous(shape: &[usize]) -> Self {
+        Self { shape: shape.to_vec(), strides: strides(shape), offset: 0 }
     }
-    let n: usize = shape.iter().product();
-    let mut acc = vec![0.0f32; n];
-    // Fast path: `shape` is a trailing block of `out` (bias over rows).
-    if trailing_match(out, shape) {
-        for chunk in grad.chunks_exact(n.max(1)) {
-            acc.iter_mut().zip(chunk).for_each(|(a, g)| *a += g);
+
+    /// `source` (of its own shape) broadcast to `out` (NumPy rules, already checked).
+    pub fn broadcast(source: &[usize], out: &[usize]) -> Self {
+        Self { shape: out.to_vec(), strides: broadcast_strides(source, out), offset: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One past the largest source index the view reads (0 when empty).
+    pub fn extent(&self) -> usize {
+        if self.is_empty() {
+            return 0;
         }
-        return acc;
+        self.offset + self.shape.iter().zip(&self.strides).map(|(d, s)| (d - 1) * s).sum::<usize>() + 1
     }
-    let st = broadcast_strides(shape, out);
-    for_each_mapped(out, &st, |o, s| acc[s] += grad[o]);
-    acc
+}
+
+/// `shape` with the leading 1s that make it `rank` long (the broadcast alignment).
+pub fn left_pad(shape: &[usize], rank: usize) -> Vec<usize> {
+    let mut out = vec![1; rank.saturating_sub(shape.len())];
+    out.extend_from_slice(shape);
+    out
 }
 
 /// True when `shape`, with leading 1s stripped, equals the trailing dims of `out`.
-fn trailing_match(out: &[usize], shape: &[usize]) -> bool {
+pub fn trailing_match(out: &[usize], shape: &[usize]) -> bool {
     let first = shape.iter().position(|&d| d != 1).unwrap_or(shape.len());
     out.ends_with(&shape[first..])
 }
@@ -112,10 +138,12 @@ mod tests {
     }
 
     #[test]
-    fn sum_to_shape_reduces_broadcast_dims() {
-        let g: Vec<f32> = (0..12).map(|x| x as f32).collect();
-        assert_eq!(sum_to_shape(&g, &[2, 2, 3], &[3]), vec![18.0, 22.0, 26.0]);
-        assert_eq!(sum_to_shape(&g, &[2, 2, 3], &[1, 2, 1]), vec![0. + 1. + 2. + 6. + 7. + 8., 3. + 4. + 5. + 9. + 10. + 11.]);
-        assert_eq!(sum_to_shape(&g, &[2, 2, 3], &[2, 1, 1]), vec![15.0, 51.0]);
+    fn views_know_their_extent() {
+        let v = StridedView { shape: vec![2, 3], strides: vec![1, 2], offset: 4 };
+        assert_eq!(v.extent(), 4 + 1 + 4 + 1);
+        assert_eq!(StridedView::broadcast(&[3], &[2, 3]).strides, vec![0, 1]);
+        assert_eq!(StridedView::contiguous(&[2, 0, 3]).extent(), 0);
+        assert!(trailing_match(&[4, 2, 3], &[1, 3]));
+        assert_eq!(left_pad(&[3], 3), vec![1, 1, 3]);
     }
 }

@@ -30,19 +30,20 @@ pub struct Extras {
 }
 
 impl Extras {
-    /// Stores named flat vectors (e.g. `Optimizer::state()`) as 1-D tensors `<group>.<name>`.
-    pub fn insert_group(&mut self, group: &str, values: BTreeMap<String, Vec<f32>>) -> Result<()> {
-        for (name, v) in values {
-            let len = v.len();
-            self.tensors.insert(format!("{group}.{name}"), Tensor::from_vec(v, &[len])?);
+    /// Stores named tensors (e.g. `Optimizer::state()`, on any device) as 1-D tensors
+    /// `<group>.<name>`.
+    pub fn insert_group(&mut self, group: &str, values: BTreeMap<String, Tensor>) -> Result<()> {
+        for (name, t) in values {
+            let len = t.len();
+            self.tensors.insert(format!("{group}.{name}"), t.reshape(&[len])?);
         }
         Ok(())
     }
 
-    /// The vectors stored under `group` by [`Extras::insert_group`], without the prefix.
-    pub fn group(&self, group: &str) -> BTreeMap<String, Vec<f32>> {
+    /// The tensors stored under `group` by [`Extras::insert_group`], without the prefix (flat).
+    pub fn group(&self, group: &str) -> BTreeMap<String, Tensor> {
         let prefix = format!("{group}.");
-        self.tensors.iter().filter_map(|(k, t)| k.strip_prefix(&prefix).map(|name| (name.to_string(), t.to_vec()))).collect()
+        self.tensors.iter().filter_map(|(k, t)| k.strip_prefix(&prefix).map(|name| (name.to_string(), t.clone()))).collect()
     }
 }
 
@@ -64,7 +65,7 @@ impl Model {
         for e in self.params().entries() {
             let stored = match e.kind {
                 Kind::Counter => {
-                    Stored::I64 { shape: e.tensor.shape().to_vec(), values: e.tensor.data().iter().map(|v| *v as i64).collect() }
+                    Stored::I64 { shape: e.tensor.shape().to_vec(), values: e.tensor.to_vec()?.iter().map(|v| *v as i64).collect() }
                 }
                 _ => Stored::F32(e.tensor.clone()),
             };

@@ -1,21 +1,24 @@
-//! The state of one forward pass: how LWTA picks winners, where its noise comes from, which layer
-//! outputs to record (taps) and whether to count active units (sparsity).
+//! The state of one forward pass: how LWTA picks winners, where its noise comes from, the autocast
+//! dtype, which layer outputs to record (taps) and whether to count active units (sparsity).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cvn_autograd::{LwtaMode, Noise, Tensor};
+use cvn_autograd::{DType, LwtaMode, Noise, Tensor};
+
+use crate::error::Result;
 
 /// Noise slots per step: the Philox offset of a stochastic layer is `step · NOISE_SLOTS + slot`,
 /// `slot` being fixed per layer when the model is built, so every layer and every step (or
 /// stochastic evaluation pass) draws fresh noise and a run is reproducible from its seed.
 pub const NOISE_SLOTS: u64 = 1 << 16;
 
-/// A recorded layer output.
+/// A recorded layer output (on the model's device; copy it to the host with `to_vec`).
 #[derive(Debug, Clone)]
 pub struct Tap {
     pub output: Tensor,
-    /// For LWTA layers, the winner index (0..U) of every competition block (see `lwta_kernels`).
-    pub winners: Option<Vec<u8>>,
+    /// For LWTA layers, the winner index (0..U) of every competition block (a `u8` tensor, see
+    /// `lwta_kernels`).
+    pub winners: Option<Tensor>,
 }
 
 /// Active (non-zero) outputs of one activation layer, summed over the passes that counted them,
@@ -56,7 +59,46 @@ impl Activity {
     }
 }
 
-/// Settings and recordings of a forward pass. Reuse one across batches to accumulate sparsity.
+/// Active-output and argmax-win counts of one activation layer, on the device where they were
+/// counted (read with [`ActivityCounters::read`]).
+#[derive(Debug, Clone)]
+struct LayerCounters {
+    active: Tensor,
+    total: u64,
+    competitions: u64,
+    argmax_won: Option<Tensor>,
+}
+
+/// Device-side [`Activity`] counts per activation layer, accumulated over the passes that carry them
+/// ([`Forward::with_counters`]); nothing is copied to the host until [`ActivityCounters::read`].
+#[derive(Debug, Clone, Default)]
+pub struct ActivityCounters {
+    layers: BTreeMap<String, LayerCounters>,
+}
+
+impl ActivityCounters {
+    /// The counts, copied to the host.
+    pub fn read(&self) -> Result<BTreeMap<String, Activity>> {
+        let count = |t: &Tensor| -> Result<u64> { Ok(t.to_vec_u64()?[0]) };
+        self.layers
+            .iter()
+            .map(|(layer, c)| {
+                let argmax_won = c.argmax_won.as_ref().map(count).transpose()?.unwrap_or(0);
+                Ok((layer.clone(), Activity { active: count(&c.active)?, total: c.total, competitions: c.competitions, argmax_won }))
+            })
+            .collect()
+    }
+
+    fn layer(&mut self, layer: &str, like: &Tensor) -> Result<&mut LayerCounters> {
+        if !self.layers.contains_key(layer) {
+            let fresh = LayerCounters { active: Tensor::counter(&like.device())?, total: 0, competitions: 0, argmax_won: None };
+            self.layers.insert(layer.to_string(), fresh);
+        }
+        Ok(self.layers.get_mut(layer).expect("inserted above"))
+    }
+}
+
+/// Settings and recordings of a forward pass.
 #[derive(Debug, Clone)]
 pub struct Forward {
     /// `Train`: batch statistics (and running-stat updates) in BatchNorm, dropout, LWTA sampled at
@@ -68,13 +110,14 @@ pub struct Forward {
     pub step: u64,
     requested: BTreeSet<String>,
     taps: BTreeMap<String, Tap>,
-    sparsity: Option<BTreeMap<String, Activity>>,
+    sparsity: Option<ActivityCounters>,
     recalibrating: bool,
+    autocast: Option<DType>,
 }
 
 impl Forward {
     pub fn new(mode: LwtaMode, seed: u64, step: u64) -> Self {
-        Self { mode, seed, step, requested: BTreeSet::new(), taps: BTreeMap::new(), sparsity: None, recalibrating: false }
+        Self { mode, seed, step, requested: BTreeSet::new(), taps: BTreeMap::new(), sparsity: None, recalibrating: false, autocast: None }
     }
 
     pub fn train(seed: u64, step: u64) -> Self {
@@ -92,9 +135,27 @@ impl Forward {
     }
 
     /// Counts active outputs of every activation layer.
-    pub fn with_sparsity(mut self) -> Self {
-        self.sparsity = Some(BTreeMap::new());
+    pub fn with_sparsity(self) -> Self {
+        self.with_counters(ActivityCounters::default())
+    }
+
+    /// Counts active outputs into `counters` (carried from earlier passes; take them back with
+    /// [`Forward::take_counters`]).
+    pub fn with_counters(mut self, counters: ActivityCounters) -> Self {
+        self.sparsity = Some(counters);
         self
+    }
+
+    /// Mixed precision (PyTorch's autocast): matrix products and convolutions run in `dtype`
+    /// (bf16) over f32 master weights; normalisations, softmax and the loss stay f32.
+    pub fn with_autocast(mut self, dtype: DType) -> Self {
+        self.autocast = Some(dtype);
+        self
+    }
+
+    /// The autocast dtype of this pass, if any.
+    pub fn autocast(&self) -> Option<DType> {
+        self.autocast
     }
 
     pub fn training(&self) -> bool {
@@ -126,9 +187,15 @@ impl Forward {
         std::mem::take(&mut self.taps)
     }
 
-    /// Active-unit counts per activation layer, when enabled with [`Forward::with_sparsity`].
-    pub fn sparsity(&self) -> Option<&BTreeMap<String, Activity>> {
-        self.sparsity.as_ref()
+    /// Active-unit counts per activation layer (copied to the host), when enabled with
+    /// [`Forward::with_sparsity`] or [`Forward::with_counters`].
+    pub fn sparsity(&self) -> Result<Option<BTreeMap<String, Activity>>> {
+        self.sparsity.as_ref().map(ActivityCounters::read).transpose()
+    }
+
+    /// The device-side counters, to carry into the next pass.
+    pub fn take_counters(&mut self) -> Option<ActivityCounters> {
+        self.sparsity.take()
     }
 
     pub(crate) fn wants(&self, layer: &str) -> bool {
@@ -141,19 +208,19 @@ impl Forward {
         }
     }
 
-    pub(crate) fn record_winners(&mut self, layer: &str, output: &Tensor, winners: Vec<u8>) {
+    pub(crate) fn record_winners(&mut self, layer: &str, output: &Tensor, winners: Tensor) {
         if self.wants(layer) {
             self.taps.insert(layer.to_string(), Tap { output: output.clone(), winners: Some(winners) });
         }
     }
 
-    pub(crate) fn count_activity(&mut self, layer: &str, output: &Tensor) {
-        if let Some(map) = &mut self.sparsity {
-            let active = output.data().iter().filter(|v| **v != 0.0).count() as u64;
-            let entry = map.entry(layer.to_string()).or_default();
-            entry.active += active;
+    pub(crate) fn count_activity(&mut self, layer: &str, output: &Tensor) -> Result<()> {
+        if let Some(counters) = &mut self.sparsity {
+            let entry = counters.layer(layer, output)?;
+            output.count_nonzero_into(&mut entry.active)?;
             entry.total += output.len() as u64;
         }
+        Ok(())
     }
 
     /// Whether this pass counts activity (see [`Forward::with_sparsity`]).
@@ -162,12 +229,17 @@ impl Forward {
     }
 
     /// Counts how many of a sampled LWTA layer's competitions the argmax unit won.
-    pub(crate) fn count_argmax_wins(&mut self, layer: &str, sampled: &[u8], argmax: &[u8]) {
-        if let Some(map) = &mut self.sparsity {
-            let entry = map.entry(layer.to_string()).or_default();
+    pub(crate) fn count_argmax_wins(&mut self, layer: &str, sampled: &Tensor, argmax: &Tensor) -> Result<()> {
+        if let Some(counters) = &mut self.sparsity {
+            let entry = counters.layer(layer, sampled)?;
             entry.competitions += sampled.len() as u64;
-            entry.argmax_won += sampled.iter().zip(argmax).filter(|(s, a)| s == a).count() as u64;
+            let won = match &mut entry.argmax_won {
+                Some(won) => won,
+                None => entry.argmax_won.insert(Tensor::counter(&sampled.device())?),
+            };
+            sampled.count_equal_into(argmax, won)?;
         }
+        Ok(())
     }
 
     /// The Philox offset of the stochastic layer with noise slot `slot` in this pass.

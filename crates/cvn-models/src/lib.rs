@@ -47,7 +47,7 @@ mod vit;
 pub use checkpoint::Extras;
 pub use config::{Competition, ModelConfig, ResNetConfig, Stem, VitConfig, PRESETS};
 pub use error::{Error, Result};
-pub use forward::{Activity, Forward, Tap, NOISE_SLOTS};
+pub use forward::{Activity, ActivityCounters, Forward, Tap, NOISE_SLOTS};
 pub use model::Model;
 pub use params::{Entry, Kind, Params};
 pub use parity::parity_checks;

@@ -1,7 +1,7 @@
 //! [`Model`]: a configuration, its tensors and its layers — what training, evaluation, parity and
 //! dissection handle.
 
-use cvn_autograd::{LwtaMode, Tensor};
+use cvn_autograd::{Device, LwtaMode, Tensor};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -75,6 +75,20 @@ impl Model {
         }
     }
 
+    /// Where the model's tensors live (all on one device).
+    pub fn device(&self) -> Device {
+        self.params.entries().first().map_or(Device::Cpu, |e| e.tensor.device())
+    }
+
+    /// Moves every tensor to `device` (trainable ones stay trainable). Inputs must then be on
+    /// `device` too.
+    pub fn to_device(&mut self, device: &Device) -> Result<()> {
+        for entry in self.params.entries_mut() {
+            entry.tensor = entry.tensor.to_device(device)?;
+        }
+        Ok(())
+    }
+
     /// Whether the model has BatchNorm layers (whose running statistics depend on the LWTA mode).
     pub fn has_batch_norm(&self) -> bool {
         matches!(self.net, Net::ResNet(_))
@@ -95,7 +109,7 @@ impl Model {
             return Ok(0);
         }
         for entry in self.params.entries_mut().iter_mut().filter(|e| e.kind == Kind::Counter) {
-            entry.tensor.update_data(|n| n.fill(0.0));
+            entry.tensor.set_values(&vec![0.0; entry.tensor.len()])?;
         }
         let mut used = 0;
         for (step, x) in batches.into_iter().enumerate() {

@@ -1,12 +1,27 @@
 //! The layers both architectures are made of. Each knows its checkpoint name, records its output
 //! when tapped, and keeps its tensors in the model's [`Params`].
 
-use cvn_autograd::{LwtaLayout, LwtaMode, Noise, Statistics, Tensor};
+use cvn_autograd::{DType, LwtaLayout, LwtaMode, Noise, Statistics, Tensor};
 
 use crate::config::Competition;
 use crate::error::Result;
 use crate::forward::Forward;
 use crate::params::{Builder, Init, Kind, ParamId, Params};
+
+/// The tensor in the dtype matrix products run in: the autocast dtype (bf16) when the pass has one
+/// (weights are f32 masters; the cast is differentiable, so they receive f32 gradients — which is
+/// why the layers trace a weight on its input's tape before casting it).
+fn for_matmul(t: &Tensor, ctx: &Forward) -> Result<Tensor> {
+    Ok(match ctx.autocast() {
+        Some(dtype) => t.to_dtype(dtype)?,
+        None => t.clone(),
+    })
+}
+
+/// The tensor in f32, what normalisations run in under autocast (as PyTorch's autocast lists them).
+fn for_norm(t: &Tensor, ctx: &Forward) -> Result<Tensor> {
+    Ok(if ctx.autocast().is_some() { t.to_dtype(DType::F32)? } else { t.clone() })
+}
 
 /// `nn.Linear` (`weight [out, in]`, optional `bias [out]`).
 #[derive(Debug, Clone)]
@@ -25,7 +40,8 @@ impl Linear {
     }
 
     pub fn forward(&self, p: &Params, x: &Tensor, ctx: &mut Forward) -> Result<Tensor> {
-        let y = x.linear(p.at(self.weight), self.bias.map(|b| p.at(b)))?;
+        let bias = self.bias.map(|b| for_matmul(&p.at(b).with_tape_of(x), ctx)).transpose()?;
+        let y = for_matmul(x, ctx)?.linear(&for_matmul(&p.at(self.weight).with_tape_of(x), ctx)?, bias.as_ref())?;
         ctx.record(&self.name, &y);
         Ok(y)
     }
@@ -59,7 +75,9 @@ impl Conv2d {
     }
 
     pub fn forward(&self, p: &Params, x: &Tensor, ctx: &mut Forward) -> Result<Tensor> {
-        let y = x.conv2d(p.at(self.weight), self.bias.map(|b| p.at(b)), self.stride, self.padding)?;
+        let bias = self.bias.map(|b| for_matmul(&p.at(b).with_tape_of(x), ctx)).transpose()?;
+        let weight = for_matmul(&p.at(self.weight).with_tape_of(x), ctx)?;
+        let y = for_matmul(x, ctx)?.conv2d(&weight, bias.as_ref(), self.stride, self.padding)?;
         ctx.record(&self.name, &y);
         Ok(y)
     }
@@ -82,7 +100,7 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, p: &Params, x: &Tensor, ctx: &mut Forward) -> Result<Tensor> {
-        let y = x.layer_norm(p.at(self.weight), p.at(self.bias), self.eps)?;
+        let y = for_norm(x, ctx)?.layer_norm(p.at(self.weight), p.at(self.bias), self.eps)?;
         ctx.record(&self.name, &y);
         Ok(y)
     }
@@ -120,16 +138,21 @@ impl BatchNorm2d {
     /// uses the running statistics. Recalibration normalises like training but makes the running
     /// statistics the plain average over the batches since `num_batches_tracked` was reset.
     pub fn forward(&self, p: &mut Params, x: &Tensor, ctx: &mut Forward) -> Result<Tensor> {
+        let x = for_norm(x, ctx)?;
         let (weight, bias) = (p.at(self.weight), p.at(self.bias));
         let y = if ctx.training() || ctx.recalibrating() {
             let (y, stats) = x.batch_norm2d(weight, bias, Statistics::Batch, self.eps)?;
             if let Some(stats) = stats {
-                let momentum = if ctx.recalibrating() { 1.0 / (p.at(self.num_batches_tracked).data()[0] + 1.0) } else { BN_MOMENTUM };
+                // Recalibration starts from reset counters and runs one batch per step, so
+                // `num_batches_tracked` is the step: the running statistics become the plain
+                // average of the batches' (without reading the counter back from the device).
+                let momentum = if ctx.recalibrating() { 1.0 / (ctx.step as f32 + 1.0) } else { BN_MOMENTUM };
                 let (mut mean, mut var) = (p.at(self.running_mean).clone(), p.at(self.running_var).clone());
-                stats.update_running(&mut mean, &mut var, momentum);
+                stats.update_running(&mut mean, &mut var, momentum)?;
                 *p.at_mut(self.running_mean) = mean;
                 *p.at_mut(self.running_var) = var;
-                p.at_mut(self.num_batches_tracked).update_data(|n| n[0] += 1.0);
+                let counter = p.at(self.num_batches_tracked).affine(1.0, 1.0)?;
+                p.at_mut(self.num_batches_tracked).assign(&counter)?;
             }
             y
         } else {
@@ -169,8 +192,8 @@ impl Activation {
         let c = self.competition;
         let y = if c.competitors == 1 {
             let y = match self.conventional {
-                Conventional::Gelu => x.gelu(),
-                Conventional::Relu => x.relu(),
+                Conventional::Gelu => x.gelu()?,
+                Conventional::Relu => x.relu()?,
             };
             ctx.record(&self.name, &y);
             y
@@ -179,12 +202,12 @@ impl Activation {
             let (y, winners) = x.lwta(self.layout, c.competitors, tau, ctx.noise(self.slot), &self.name)?;
             if ctx.mode == LwtaMode::Sample && ctx.counting() {
                 let argmax = x.lwta_winners(self.layout, c.competitors, Noise::None, &self.name)?;
-                ctx.count_argmax_wins(&self.name, &winners, &argmax);
+                ctx.count_argmax_wins(&self.name, &winners, &argmax)?;
             }
             ctx.record_winners(&self.name, &y, winners);
             y
         };
-        ctx.count_activity(&self.name, &y);
+        ctx.count_activity(&self.name, &y)?;
         Ok(y)
     }
 }

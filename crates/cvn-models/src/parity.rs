@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use cvn_autograd::io::TensorFile;
-use cvn_autograd::Tensor;
+use cvn_autograd::{Device, Tensor};
 use lwta_kernels::parity::{max_rel_err, Check};
 
 use crate::checkpoint::config_of;
@@ -22,16 +22,21 @@ const TOLERANCE: f64 = 1e-5;
 /// included), which is 1e-4 of itself but 2e-7 of the tensor's scale.
 const FLOOR: f64 = 1e-1;
 
-/// All model parity checks, for `cargo xtask parity` and `tests/model_parity.rs`.
+/// All model parity checks on the CPU, for `cargo xtask parity` and `tests/model_parity.rs`.
 pub fn parity_checks(fixtures: &Path) -> Result<Vec<Check>> {
+    parity_checks_on(fixtures, &Device::Cpu)
+}
+
+/// The same checks with the models and inputs on `device` (a GPU held to the reference stacks).
+pub fn parity_checks_on(fixtures: &Path, device: &Device) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
     for name in ["tiny_vit", "tiny_resnet"] {
-        checks.extend(fixture_checks(name, &fixtures.join(name))?);
+        checks.extend(fixture_checks(name, &fixtures.join(name), device)?);
     }
     Ok(checks)
 }
 
-fn fixture_checks(fixture: &str, dir: &Path) -> Result<Vec<Check>> {
+fn fixture_checks(fixture: &str, dir: &Path, device: &Device) -> Result<Vec<Check>> {
     let model_path = dir.join("model.safetensors");
     let io_path = dir.join("io.safetensors");
     let bytes = std::fs::read(&model_path)
@@ -44,7 +49,7 @@ fn fixture_checks(fixture: &str, dir: &Path) -> Result<Vec<Check>> {
             detail: format!("tensor `{key}` is missing (has: {})", io.tensors.keys().cloned().collect::<Vec<_>>().join(", ")),
         })
     };
-    let x = expected("x")?;
+    let x = &expected("x")?.to_device(device)?;
     let u = config.competition().competitors;
     let conventional = match config {
         ModelConfig::Vit(_) => "logits_gelu",
@@ -56,16 +61,18 @@ fn fixture_checks(fixture: &str, dir: &Path) -> Result<Vec<Check>> {
     for (competitors, key) in [(1, conventional.to_string()), (u, format!("logits_lwta_u{u}_argmax"))] {
         let mut model = Model::new(config.clone().with_competitors(competitors)?, 0)?;
         model.load_weights(&model_path)?;
+        model.to_device(device)?;
         let lwta = competitors > 1;
         let mut ctx = Forward::deterministic().with_taps(if lwta { taps.clone() } else { Vec::new() });
         let logits = model.forward(x, &mut ctx)?;
-        checks.push(compare(&format!("{fixture} {key}"), &logits, expected(&key)?));
+        checks.push(compare(&format!("{fixture} {key}"), &logits, expected(&key)?)?);
         for (layer, tap) in ctx.taps() {
             let reference = expected(&format!("act.{layer}"))?;
-            let mut check = compare(&format!("{fixture} act.{layer} (U={u})"), &tap.output, reference);
+            let mut check = compare(&format!("{fixture} act.{layer} (U={u})"), &tap.output, reference)?;
             if tap.winners.is_some() && tap.output.len() == reference.len() {
                 // A different winner shows up as a unit that is silent in one output only.
-                let flipped = tap.output.data().iter().zip(reference.data()).filter(|(a, b)| (**a == 0.0) != (**b == 0.0)).count();
+                let (ours, theirs) = (tap.output.to_vec()?, reference.to_vec()?);
+                let flipped = ours.iter().zip(&theirs).filter(|(a, b)| (**a == 0.0) != (**b == 0.0)).count();
                 check = check.require(flipped == 0, format!("{flipped} units silent in only one of the outputs"));
             }
             checks.push(check);
@@ -74,16 +81,14 @@ fn fixture_checks(fixture: &str, dir: &Path) -> Result<Vec<Check>> {
     Ok(checks)
 }
 
-fn compare(name: &str, actual: &Tensor, expected: &Tensor) -> Check {
+fn compare(name: &str, actual: &Tensor, expected: &Tensor) -> Result<Check> {
     if actual.shape() != expected.shape() {
-        return Check::within(name, f64::INFINITY, TOLERANCE)
-            .require(false, format!("shape {:?}, expected {:?}", actual.shape(), expected.shape()));
+        return Ok(Check::within(name, f64::INFINITY, TOLERANCE)
+            .require(false, format!("shape {:?}, expected {:?}", actual.shape(), expected.shape())));
     }
-    let scale = expected.data().iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
-    let err = max_rel_err(
-        actual.data().iter().map(|&v| v as f64),
-        expected.data().iter().map(|&v| v as f64),
-        (FLOOR * scale).max(f64::MIN_POSITIVE),
-    );
-    Check::within(name, err, TOLERANCE).require(true, format!("shape {:?}, floor {FLOOR}·max|expected|", expected.shape()))
+    let (actual, expected_values) = (actual.to_vec()?, expected.to_vec()?);
+    let scale = expected_values.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
+    let err =
+        max_rel_err(actual.iter().map(|&v| v as f64), expected_values.iter().map(|&v| v as f64), (FLOOR * scale).max(f64::MIN_POSITIVE));
+    Ok(Check::within(name, err, TOLERANCE).require(true, format!("shape {:?}, floor {FLOOR}·max|expected|", expected.shape())))
 }

@@ -20,14 +20,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cvn_autograd::optim::{AdamW, Optimizer, Schedule, Sgd};
-use cvn_autograd::{LwtaMode, Tape, Tensor};
+use cvn_autograd::{DType, Device, LwtaMode, Tape, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::checkpoint::Extras;
 use crate::config::ModelConfig;
 use crate::data::{Batch, BatchLoader, Dataset, FashionMnist, FolderTransform, ImageFolder, LoaderConfig, PadCropFlip, Spread};
-use crate::forward::{Activity, Forward};
+use crate::forward::{ActivityCounters, Forward};
 use crate::model::Model;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
@@ -480,6 +480,8 @@ pub struct Trainer {
     /// When this process took the run over, and the run's wall time before that.
     session_start: Instant,
     wall_before: f64,
+    /// Mixed precision of the training passes (see [`Trainer::with_autocast`]).
+    autocast: Option<DType>,
 }
 
 /// The configuration a run folder's checkpoint was trained with (to load its data before resuming).
@@ -558,6 +560,7 @@ impl Trainer {
             state,
             session_start: Instant::now(),
             wall_before: 0.0,
+            autocast: None,
         })
     }
 
@@ -589,13 +592,28 @@ impl Trainer {
         optimizer.load_state(extras.group(OPTIMIZER_GROUP))?;
         state.config = config;
         let wall_before = state.wall_seconds;
-        let trainer = Self { dir: dir.to_path_buf(), model, optimizer, data, state, session_start: Instant::now(), wall_before };
+        let trainer =
+            Self { dir: dir.to_path_buf(), model, optimizer, data, state, session_start: Instant::now(), wall_before, autocast: None };
         trainer.truncate_metrics()?;
         Ok(trainer)
     }
 
     pub fn config(&self) -> &TrainConfig {
         &self.state.config
+    }
+
+    /// Trains (and evaluates) on `device`: the model moves there now, the optimiser state at its
+    /// first update. Checkpoints are the same whatever the device, so a run may resume elsewhere.
+    pub fn on_device(mut self, device: &Device) -> Result<Self> {
+        self.model.to_device(device)?;
+        Ok(self)
+    }
+
+    /// Mixed precision for the training passes: `Some(DType::BF16)` runs matrix products and
+    /// convolutions in bf16 over the f32 master weights (see `Forward::with_autocast`).
+    pub fn with_autocast(mut self, dtype: Option<DType>) -> Self {
+        self.autocast = dtype;
+        self
     }
 
     pub fn model(&self) -> &Model {
@@ -695,30 +713,45 @@ impl Trainer {
         let epoch = self.state.epochs_done + 1;
         let loader = BatchLoader::new(self.data.train.clone(), LoaderConfig::train(config.batch_size, config.seed), epoch as u64 - 1, 0)?;
         progress(Progress::EpochStart { epoch, batches });
+        let device = self.model.device();
+        // The loss is read on the host only at these steps (every step on the CPU, where reading
+        // it costs nothing; at the log interval on a GPU, so the device never waits for the host).
+        let read_every = if device.is_cpu() { 1 } else { config.log_every as u64 };
         let started = Instant::now();
-        let (mut images, mut correct, mut loss_sum, mut lr) = (0usize, 0usize, 0.0f64, config.lr);
+        let mut loss_sum = Tensor::zeros_on(&[], DType::F32, &device)?;
+        let mut correct = Tensor::counter(&device)?;
+        let (mut images, mut lr, mut last_loss) = (0usize, config.lr, f32::NAN);
         for (b, batch) in loader.enumerate() {
+            let batch = batch?;
             lr = schedule.lr(self.state.step);
-            let n = batch.as_ref().map_or(0, |b| b.labels.len());
-            let (loss, right) = self.step(batch?, lr)?;
+            let n = batch.labels.len();
+            let logged = (self.state.step + 1).is_multiple_of(config.log_every as u64);
+            let read = logged || self.state.step.is_multiple_of(read_every);
+            let (loss, value) = self.step(&batch, lr, read, &mut correct)?;
+            loss_sum = loss_sum.add(&loss.scale(n as f32)?)?;
             self.state.step += 1;
             images += n;
-            correct += right;
-            loss_sum += loss as f64 * n as f64;
+            last_loss = value.unwrap_or(last_loss);
             let images_per_sec = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            if self.state.step.is_multiple_of(config.log_every as u64) {
-                let line = json!({"epoch": epoch, "step": self.state.step, "loss": loss, "lr": lr, "images_per_sec": images_per_sec});
+            if logged {
+                let line = json!({"epoch": epoch, "step": self.state.step, "loss": last_loss, "lr": lr, "images_per_sec": images_per_sec});
                 self.append_metrics("step", line)?;
             }
-            progress(Progress::Step { epoch, batch: b + 1, batches, loss, lr, images_per_sec });
+            progress(Progress::Step { epoch, batch: b + 1, batches, loss: last_loss, lr, images_per_sec });
         }
+        let loss_total = loss_sum.item()?;
+        if !loss_total.is_finite() {
+            // A GPU run notices a non-finite loss here at the latest, before any checkpoint.
+            return Err(self.stop_on_non_finite(loss_total));
+        }
+        let correct = correct.to_vec_u64()?[0] as usize;
         let seconds = started.elapsed().as_secs_f64();
         self.state.train_seconds += seconds;
         self.state.train_images += images as u64;
         Ok(EpochMetrics {
             epoch,
             step: self.state.step,
-            train_loss: loss_sum / images.max(1) as f64,
+            train_loss: loss_total as f64 / images.max(1) as f64,
             train_top1: correct as f64 / images.max(1) as f64,
             test_top1: None,
             lr,
@@ -727,17 +760,24 @@ impl Trainer {
         })
     }
 
-    /// One optimiser step on `batch`; returns the loss and the number of correct predictions.
-    fn step(&mut self, batch: Batch, lr: f32) -> Result<(f32, usize)> {
+    /// One optimiser step on `batch`: the loss (a 0-d tensor on the model's device), its value when
+    /// `read` (then a non-finite loss stops training before the update), and the correct
+    /// predictions added into `correct`.
+    fn step(&mut self, batch: &Batch, lr: f32, read: bool, correct: &mut Tensor) -> Result<(Tensor, Option<f32>)> {
         let config = &self.state.config;
+        let device = self.model.device();
         let tape = Tape::new();
-        let x = Tensor::from_vec(batch.images, &batch.shape)?.traced(&tape);
-        let logits = self.model.forward(&x, &mut Forward::train(config.seed, self.state.step))?;
-        let correct = count_correct(logits.data(), &batch.labels);
+        let x = Tensor::from_slice_on(&batch.images, &batch.shape, DType::F32, &device)?.traced(&tape);
+        let mut ctx = Forward::train(config.seed, self.state.step);
+        if let Some(dtype) = self.autocast {
+            ctx = ctx.with_autocast(dtype);
+        }
+        let logits = self.model.forward(&x, &mut ctx)?;
+        logits.count_correct_into(&batch.labels, correct)?;
         let loss = logits.cross_entropy(&batch.labels, config.label_smoothing)?;
-        let value = loss.item()?;
-        if !value.is_finite() {
-            return Err(self.stop_on_non_finite(value));
+        let value = if read { Some(loss.item()?) } else { None };
+        if let Some(v) = value.filter(|v| !v.is_finite()) {
+            return Err(self.stop_on_non_finite(v));
         }
         let grads = loss.backward()?;
         let Self { model, optimizer, .. } = self;
@@ -746,7 +786,7 @@ impl Trainer {
                 optimizer.update(name, param, g, lr, decay)?;
             }
         }
-        Ok((value, correct))
+        Ok((loss.detach(), value))
     }
 
     /// The error for a non-finite loss, saying which checkpoint survives.
@@ -798,20 +838,6 @@ impl Trainer {
     }
 }
 
-/// Index of the largest value (the first one on ties).
-fn argmax(row: &[f32]) -> usize {
-    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) }).0
-}
-
-/// Rows of `scores` (`[N, C]`, row-major) whose largest entry is the label.
-fn count_correct(scores: &[f32], labels: &[usize]) -> usize {
-    if labels.is_empty() {
-        return 0;
-    }
-    let classes = scores.len() / labels.len();
-    scores.chunks(classes.max(1)).zip(labels).filter(|(row, &label)| argmax(row) == label).count()
-}
-
 /// Test-set top-1 of `model` in deterministic mode and, for LWTA models, averaged over
 /// `options.samples` stochastic passes, with the active fraction of every activation layer.
 /// Each batch is loaded once and run through every pass.
@@ -823,16 +849,17 @@ pub fn evaluate(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Evaluation> {
     let started = Instant::now();
+    let device = model.device();
     let competitive = model.config().competition().competitors > 1;
     let samples = if competitive { options.samples } else { 0 };
     let seed = options.seed ^ EVAL_SEED_SALT;
+    let upload = |b: &Batch| Tensor::from_slice_on(&b.images, &b.shape, DType::F32, &device);
     // The deterministic pass of a BatchNorm CVN runs on a copy whose statistics match argmax winners.
     let mut recalibrated = match recalibration {
         Some(r) if competitive && model.has_batch_norm() => {
             let mut copy = model.clone();
             let loader = BatchLoader::new(r.data.clone(), LoaderConfig::train(r.batch_size, seed), 0, 0)?;
-            let batches =
-                loader.take(r.images.div_ceil(r.batch_size.max(1))).map(|b| b.and_then(|b| Ok(Tensor::from_vec(b.images, &b.shape)?)));
+            let batches = loader.take(r.images.div_ceil(r.batch_size.max(1))).map(|b| b.and_then(|b| Ok(upload(&b)?)));
             let used = copy.recalibrate_batch_norm(batches, LwtaMode::Deterministic, seed)?;
             Some((copy, (used * r.batch_size).min(r.data.len())))
         }
@@ -840,45 +867,51 @@ pub fn evaluate(
     };
     let total = data.len();
     let loader = BatchLoader::new(data, LoaderConfig::eval(options.batch_size), 0, 0)?;
-    let mut activity: BTreeMap<String, Activity> = BTreeMap::new();
-    let (mut deterministic, mut averaged, mut per_pass, mut done) = (0usize, 0usize, vec![0usize; samples], 0usize);
+    // Counts stay on the device until the end.
+    let mut counters = Some(ActivityCounters::default());
+    let mut deterministic = Tensor::counter(&device)?;
+    let mut averaged = Tensor::counter(&device)?;
+    let mut per_pass = (0..samples).map(|_| Tensor::counter(&device)).collect::<cvn_autograd::Result<Vec<_>>>()?;
+    let mut done = 0usize;
     for (b, batch) in loader.enumerate() {
         let batch = batch?;
-        let x = Tensor::from_vec(batch.images, &batch.shape)?;
+        let x = upload(&batch)?;
         let mut pass = |net: &mut Model, mode: LwtaMode, step: u64| -> Result<Tensor> {
-            let mut ctx = Forward::new(mode, seed, step).with_sparsity();
-            let logits = net.forward(&x, &mut ctx)?;
-            for (layer, a) in ctx.sparsity().into_iter().flatten() {
-                activity.entry(layer.clone()).or_default().add(a);
-            }
-            Ok(logits)
+            let mut ctx = Forward::new(mode, seed, step).with_counters(counters.take().unwrap_or_default());
+            let logits = net.forward(&x, &mut ctx);
+            counters = ctx.take_counters();
+            Ok(logits?)
         };
         let deterministic_net = recalibrated.as_mut().map_or(&mut *model, |(copy, _)| copy);
-        deterministic += count_correct(pass(deterministic_net, LwtaMode::Deterministic, 0)?.data(), &batch.labels);
+        pass(deterministic_net, LwtaMode::Deterministic, 0)?.count_correct_into(&batch.labels, &mut deterministic)?;
         if samples > 0 {
             let mut probabilities: Option<Tensor> = None;
             for (p, right) in per_pass.iter_mut().enumerate() {
                 // Every (batch, pass) pair draws its own noise.
                 let logits = pass(model, LwtaMode::Sample, (b * samples + p) as u64)?;
-                *right += count_correct(logits.data(), &batch.labels);
-                let probs = logits.softmax()?;
+                logits.count_correct_into(&batch.labels, right)?;
+                let probs = logits.to_dtype(DType::F32)?.softmax()?;
                 probabilities = Some(match probabilities {
                     Some(sum) => sum.add(&probs)?,
                     None => probs,
                 });
             }
-            averaged += probabilities.map_or(0, |sum| count_correct(sum.data(), &batch.labels));
+            if let Some(sum) = probabilities {
+                sum.count_correct_into(&batch.labels, &mut averaged)?;
+            }
         }
         done += batch.labels.len();
         progress(Progress::Evaluating { done, total });
     }
+    let count = |t: &Tensor| -> Result<usize> { Ok(t.to_vec_u64()?[0] as usize) };
     let top1 = |correct: usize| correct as f64 / done.max(1) as f64;
+    let activity = counters.map(|c| c.read()).transpose()?.unwrap_or_default();
     Ok(Evaluation {
         images: done,
         samples,
-        top1_sampled: (samples > 0).then(|| top1(averaged)),
-        top1_per_pass: per_pass.into_iter().map(top1).collect(),
-        top1_deterministic: top1(deterministic),
+        top1_sampled: (samples > 0).then(|| count(&averaged).map(top1)).transpose()?,
+        top1_per_pass: per_pass.iter().map(|c| count(c).map(top1)).collect::<Result<_>>()?,
+        top1_deterministic: top1(count(&deterministic)?),
         deterministic_bn_recalibrated_on: recalibrated.map(|(_, images)| images),
         active_fraction: activity.iter().map(|(layer, a)| (layer.clone(), a.fraction())).collect(),
         argmax_win_rate: activity.iter().filter_map(|(layer, a)| Some((layer.clone(), a.argmax_win_rate()?))).collect(),

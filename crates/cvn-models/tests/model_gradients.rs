@@ -40,7 +40,8 @@ fn perturbed(config: ModelConfig) -> Model {
     let mut model = Model::new(config, 3).unwrap();
     for (i, (_, tensor, _)) in model.params_mut().trainable_mut().enumerate() {
         let noise = test_values(tensor.len(), 100 + i as u64);
-        tensor.update_data(|d| d.iter_mut().zip(noise).for_each(|(v, r)| *v += 0.1 * r));
+        let perturbed: Vec<f32> = tensor.to_vec().unwrap().iter().zip(noise).map(|(v, r)| v + 0.1 * r).collect();
+        tensor.set_values(&perturbed).unwrap();
     }
     model
 }
@@ -48,7 +49,9 @@ fn perturbed(config: ModelConfig) -> Model {
 /// Adds `delta` to element `j` of the `index`-th trainable tensor.
 fn nudge(model: &mut Model, index: usize, j: usize, delta: f32) {
     let (_, tensor, _) = model.params_mut().trainable_mut().nth(index).unwrap();
-    tensor.update_data(|d| d[j] += delta);
+    let mut d = tensor.to_vec().unwrap();
+    d[j] += delta;
+    tensor.set_values(&d).unwrap();
 }
 
 fn loss(model: &mut Model, mode: LwtaMode, x: &Tensor, labels: &[usize], tape: Option<&Tape>) -> Tensor {
@@ -77,7 +80,7 @@ fn check(config: ModelConfig, mode: LwtaMode, input: [usize; 4]) {
         .entries()
         .iter()
         .filter(|e| e.kind.trainable())
-        .map(|e| (e.name.clone(), grads.get(&e.tensor).map(<[f32]>::to_vec)))
+        .map(|e| (e.name.clone(), grads.get(&e.tensor).map(|g| g.to_vec().unwrap())))
         .collect();
 
     let (mut failures, mut checked, mut kinked) = (Vec::new(), 0usize, 0usize);

@@ -28,10 +28,10 @@ fn forward_shapes_and_taps() {
     assert_eq!(taps["patch_embed"].output.shape(), [2, 49, 96]);
     assert_eq!(taps["blocks.1"].output.shape(), [2, 50, 96]);
     assert_eq!(taps["norm"].output.shape(), [2, 50, 96]);
-    assert_eq!(taps["head"].output.data(), logits.data());
+    assert_eq!(taps["head"].output.to_vec().unwrap(), logits.to_vec().unwrap());
     let act = &taps["blocks.3.mlp.act"];
     assert_eq!(act.output.shape(), [2, 50, 384]);
-    assert_eq!(act.winners.as_ref().map(Vec::len), Some(2 * 50 * 384 / 4));
+    assert_eq!(act.winners.as_ref().map(|w| w.to_vec_u8().unwrap().len()), Some(2 * 50 * 384 / 4));
     assert!(taps["norm"].winners.is_none());
 
     let mut resnet = Model::preset("resnet18-fmnist", 2, 1).unwrap();
@@ -99,7 +99,7 @@ fn sparsity_is_one_over_u_and_noise_is_fresh_per_step() {
         model.forward(&x, &mut ctx).unwrap();
         ctx.step = 1;
         model.forward(&x, &mut ctx).unwrap();
-        let sparsity = ctx.sparsity().unwrap();
+        let sparsity = ctx.sparsity().unwrap().unwrap();
         assert_eq!(sparsity.len(), 4);
         for (layer, a) in sparsity {
             assert_eq!(a.total, 2 * 2 * 50 * 384, "{layer}");
@@ -111,7 +111,7 @@ fn sparsity_is_one_over_u_and_noise_is_fresh_per_step() {
     let winners = |model: &mut Model, mode, step| {
         let mut ctx = Forward::new(mode, 11, step).with_taps(["layer2.1.act2"]);
         model.forward(&x, &mut ctx).unwrap();
-        ctx.take_taps().remove("layer2.1.act2").unwrap().winners.unwrap()
+        ctx.take_taps().remove("layer2.1.act2").unwrap().winners.unwrap().to_vec_u8().unwrap()
     };
     assert_eq!(winners(&mut model, LwtaMode::Sample, 0), winners(&mut model, LwtaMode::Sample, 0));
     assert_ne!(winners(&mut model, LwtaMode::Sample, 0), winners(&mut model, LwtaMode::Sample, 1));
@@ -157,8 +157,8 @@ fn training_steps_reduce_the_loss() {
         let (first, last) = (mean(&losses[..3]), mean(&losses[losses.len() - 3..]));
         assert!(last < 0.85 * first, "{config:?}: loss {first} → {last} ({losses:?})");
         if let Some(n) = model.params().get("layer1.0.bn1.num_batches_tracked") {
-            assert_eq!(n.data(), [steps as f32]);
-            assert!(model.params().get("layer1.0.bn1.running_var").unwrap().data().iter().any(|v| *v != 1.0));
+            assert_eq!(n.to_vec().unwrap(), [steps as f32]);
+            assert!(model.params().get("layer1.0.bn1.running_var").unwrap().to_vec().unwrap().iter().any(|v| *v != 1.0));
         }
     }
 }
@@ -177,9 +177,10 @@ fn batch_norm_recalibration_averages_batch_statistics() {
         model.forward(x, &mut ctx).unwrap();
         let conv = &ctx.taps()["conv1"].output;
         let [n, c, h, w] = conv.shape() else { panic!("conv1 is 4-d") };
+        let conv_values = conv.to_vec().unwrap();
         for ch in 0..*c {
             let values: Vec<f64> =
-                (0..*n).flat_map(|i| conv.data()[(i * c + ch) * h * w..(i * c + ch + 1) * h * w].iter().map(|&v| v as f64)).collect();
+                (0..*n).flat_map(|i| conv_values[(i * c + ch) * h * w..(i * c + ch + 1) * h * w].iter().map(|&v| v as f64)).collect();
             let mean = values.iter().sum::<f64>() / values.len() as f64;
             let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64;
             expected_mean[ch] += mean / batches.len() as f64;
@@ -190,13 +191,13 @@ fn batch_norm_recalibration_averages_batch_statistics() {
     assert_eq!(used, 2);
     let params = model.params();
     let close = |got: &[f32], want: &[f64]| got.iter().zip(want).all(|(&g, &w)| (g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()));
-    assert!(close(params.get("bn1.running_mean").unwrap().data(), &expected_mean), "running_mean is not the average");
-    assert!(close(params.get("bn1.running_var").unwrap().data(), &expected_var), "running_var is not the average");
-    assert_eq!(params.get("bn1.num_batches_tracked").unwrap().data(), [2.0]);
+    assert!(close(&params.get("bn1.running_mean").unwrap().to_vec().unwrap(), &expected_mean), "running_mean is not the average");
+    assert!(close(&params.get("bn1.running_var").unwrap().to_vec().unwrap(), &expected_var), "running_var is not the average");
+    assert_eq!(params.get("bn1.num_batches_tracked").unwrap().to_vec().unwrap(), [2.0]);
 
     // A ViT has no BatchNorm: nothing to do, nothing changes.
     let mut vit = Model::preset("vit-fmnist", 4, 1).unwrap();
-    let before = vit.params().entries().iter().map(|e| e.tensor.data().to_vec()).collect::<Vec<_>>();
+    let before = vit.params().entries().iter().map(|e| e.tensor.to_vec().unwrap()).collect::<Vec<_>>();
     assert_eq!(vit.recalibrate_batch_norm([Ok(input(&[2, 1, 28, 28], 3))], LwtaMode::Deterministic, 0).unwrap(), 0);
-    assert!(vit.params().entries().iter().zip(&before).all(|(e, b)| e.tensor.data() == b.as_slice()));
+    assert!(vit.params().entries().iter().zip(&before).all(|(e, b)| &e.tensor.to_vec().unwrap() == b));
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use clip_encoder::Clip;
-use cvn_autograd::{LwtaMode, Tensor};
+use cvn_autograd::{DType, Device, LwtaMode, Tensor};
 use cvn_models::data::{Dataset, IdxDataset, ImageFolder};
 use cvn_models::rng::CounterRng;
 use cvn_models::{Forward, Model, ModelConfig};
@@ -66,6 +66,11 @@ impl ModelSource {
         &self.model
     }
 
+    /// Records on `device` (the probe batches are copied there, the recordings back).
+    pub fn to_device(&mut self, device: &Device) -> Result<()> {
+        self.model.to_device(device).map_err(|e| upstream(format!("moving the model to {device}"))(e.to_string()))
+    }
+
     fn is_vit(&self) -> bool {
         matches!(self.model.config(), ModelConfig::Vit(_))
     }
@@ -97,7 +102,8 @@ impl ActivationSource for ModelSource {
         let per_image = c * h * w;
         let mut inputs = vec![0.0f32; indices.len() * per_image];
         inputs.par_chunks_mut(per_image).zip(indices.par_iter()).try_for_each(|(out, &i)| probe.load_input(i, out))?;
-        let x = Tensor::from_vec(inputs, &[indices.len(), c, h, w]).map_err(|e| upstream("building the probe batch")(e.to_string()))?;
+        let x = Tensor::from_slice_on(&inputs, &[indices.len(), c, h, w], DType::F32, &self.model.device())
+            .map_err(|e| upstream("building the probe batch")(e.to_string()))?;
         let (mode, seed, step) = match self.sampling {
             Sampling::Deterministic => (LwtaMode::Deterministic, 0, 0),
             Sampling::Sample { seed, batch_size } => {
@@ -116,7 +122,8 @@ impl ActivationSource for ModelSource {
                 let tap = taps
                     .get(layer)
                     .ok_or_else(|| upstream(format!("recording `{layer}`"))("the model did not produce this layer's output".into()))?;
-                Ok(LayerOutput { shape: tap.output.shape().to_vec(), data: tap.output.to_vec() })
+                let data = tap.output.to_vec().map_err(|e| upstream(format!("copying `{layer}` to the host"))(e.to_string()))?;
+                Ok(LayerOutput { shape: tap.output.shape().to_vec(), data })
             })
             .collect()
     }
@@ -128,7 +135,7 @@ impl ActivationSource for ModelSource {
         Some(Head {
             layer: layer.to_string(),
             inputs: inputs.into_iter().map(String::from).collect(),
-            weight: Array2::from_shape_vec((rows, cols), weight.to_vec()).ok()?,
+            weight: Array2::from_shape_vec((rows, cols), weight.to_vec().ok()?).ok()?,
         })
     }
 }
@@ -214,16 +221,19 @@ pub struct ClipModelEncoder {
 }
 
 impl ClipModelEncoder {
-    /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir`.
-    pub fn load(dir: &Path) -> Result<Self> {
-        let clip = Clip::load(dir).map_err(|e| upstream(format!("loading CLIP from {}", dir.display()))(e.to_string()))?;
+    /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir`, the towers on
+    /// `device` in `dtype`.
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let clip =
+            Clip::load_on(dir, device, dtype).map_err(|e| upstream(format!("loading CLIP from {}", dir.display()))(e.to_string()))?;
         Ok(Self { clip, fingerprint: file_sha256(&dir.join("model.safetensors"))? })
     }
 }
 
 fn to_array(t: &Tensor, what: &str) -> Result<Array2<f32>> {
     let [rows, cols] = <[usize; 2]>::try_from(t.shape()).map_err(|_| DissectError::shape(what, "[N, D]", format!("{:?}", t.shape())))?;
-    Array2::from_shape_vec((rows, cols), t.to_vec()).map_err(|e| DissectError::shape(what, "[N, D]", e.to_string()))
+    let values = t.to_vec().map_err(|e| upstream(format!("copying {what} to the host"))(e.to_string()))?;
+    Array2::from_shape_vec((rows, cols), values).map_err(|e| DissectError::shape(what, "[N, D]", e.to_string()))
 }
 
 impl TextEncoder for ClipModelEncoder {

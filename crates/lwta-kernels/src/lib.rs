@@ -49,6 +49,13 @@ pub enum LwtaError {
     Length { name: &'static str, got: usize, expected: usize },
     #[error("CUDA: {0}")]
     Cuda(String),
+    /// A driver call that failed; the driver's error is the `source()`.
+    #[error("CUDA: {what}")]
+    Driver {
+        what: String,
+        #[source]
+        source: cudarc::driver::DriverError,
+    },
     #[error("{file}: {what}")]
     FixtureFile { file: String, what: String },
     #[error("{file}: tensor `{tensor}`: {what}")]

@@ -30,9 +30,13 @@ use half::bf16;
 use crate::{expect_len, BlockGeometry, LwtaError, Noise, Result};
 
 pub mod parity;
+pub mod plan;
 
-const PTX_F32: &str = include_str!("../../../../kernels/lwta_f32.ptx");
-const PTX_BF16: &str = include_str!("../../../../kernels/lwta_bf16.ptx");
+use plan::{Kernel, KernelArg, Occupancy};
+
+/// The embedded kernels (`kernels/lwta_f32.ptx`, `kernels/lwta_bf16.ptx`).
+pub const PTX_F32: &str = include_str!("../../../../kernels/lwta_f32.ptx");
+pub const PTX_BF16: &str = include_str!("../../../../kernels/lwta_bf16.ptx");
 
 /// The `.version` the PTX files declare, and the first driver (`cuDriverGetVersion` encoding,
 /// 1000·major + 10·minor) that JIT-compiles it: PTX ISA 7.8 shipped with CUDA 11.8.
@@ -45,14 +49,6 @@ const DEFAULT_WAVES: u32 = 8;
 
 /// Most competitors a GPU block may have (the backward's shared-memory stash is sized for it).
 pub const MAX_COMPETITORS: usize = 32;
-
-/// Threads per CTA when shared memory does not limit it.
-const THREADS: u32 = 128;
-/// Dynamic shared memory a CTA may use without opting in to more.
-const STASH_BYTES: u32 = 48 * 1024;
-
-/// Philox4x32 Weyl key increments (see [`crate::philox`]).
-const KEY_STEP: [u32; 2] = [0x9E37_79B9, 0xBB67_AE85];
 
 /// A storage type the kernels read and write: `f32` or `half::bf16` (arithmetic is f32).
 pub trait Element: DeviceRepr + Copy + Send + Sync + sealed::Sealed {
@@ -108,6 +104,17 @@ pub struct DtypeKernels {
     bwd_quad: CudaFunction,
     fwd_scalar: CudaFunction,
     bwd_scalar: CudaFunction,
+}
+
+impl DtypeKernels {
+    fn function(&self, kernel: Kernel) -> &CudaFunction {
+        match kernel {
+            Kernel::ForwardQuad => &self.fwd_quad,
+            Kernel::BackwardQuad => &self.bwd_quad,
+            Kernel::ForwardScalar => &self.fwd_scalar,
+            Kernel::BackwardScalar => &self.bwd_scalar,
+        }
+    }
 }
 
 /// Both modules, loaded into one context.
@@ -180,42 +187,23 @@ impl LwtaCuda {
         expect_len("x", x.len(), geom.len())?;
         expect_len("y", y.len(), geom.len())?;
         expect_len("winners", winners.len(), geom.blocks(u))?;
-        let stream = &*self.stream;
-        let (keys, offset, use_noise) = philox_args(noise)?;
+        let blocks_per_sm = self.blocks_per_sm::<T>();
+        let occupancy = Occupancy { sm_slots: self.kernels.sm_count.saturating_mul(self.waves), blocks_per_sm: &blocks_per_sm };
         if geom.is_empty() {
-            return Ok(());
+            // nothing to launch; the plan still checks the arguments
+            return plan::forward::<T>(geom, u, noise, 0, 0, 0, &occupancy).map(drop);
         }
+        let stream = &*self.stream;
         let (x_ptr, _x_sync) = x.device_ptr(stream);
         let (y_ptr, _y_sync) = y.device_ptr_mut(stream);
         let (w_ptr, _w_sync) = winners.device_ptr_mut(stream);
-        let functions = T::kernels(&self.kernels);
-        let plan = Plan::new::<T>(geom, u, &[x_ptr, y_ptr], Some(w_ptr))?;
-        let (off_lo, off_hi) = (offset as u32, (offset >> 32) as u32);
-        let mut launch = match &plan {
-            Plan::Quad(q) => {
-                let mut b = stream.launch_builder(&functions.fwd_quad);
-                b.arg(&x_ptr).arg(&y_ptr).arg(&w_ptr);
-                q.push(&mut b);
-                b
-            }
-            Plan::Scalar(s) => {
-                let mut b = stream.launch_builder(&functions.fwd_scalar);
-                b.arg(&x_ptr).arg(&y_ptr).arg(&w_ptr);
-                s.push(&mut b);
-                b
-            }
+        let Some(launch) = plan::forward::<T>(geom, u, noise, x_ptr, y_ptr, w_ptr, &occupancy)? else {
+            return Ok(());
         };
-        launch.arg(&use_noise).arg(&keys).arg(&off_lo).arg(&off_hi);
-        let function = match &plan {
-            Plan::Quad(_) => &functions.fwd_quad,
-            Plan::Scalar(_) => &functions.fwd_scalar,
-        };
-        let cfg = plan.config(function, self.kernels.sm_count.saturating_mul(self.waves), THREADS, 0)?;
         // SAFETY: the argument list matches the entry's .param list (types and order), every
         // pointer covers the `geom.len()` elements / `geom.blocks(u)` bytes the plan addresses
         // (lengths checked above), and the pointers stay alive until the guards drop after launch.
-        unsafe { launch.launch(cfg) }.map_err(|e| cuda_err(&format!("launching lwta_fwd_{}_{}", plan.shape(), T::SUFFIX), e))?;
-        Ok(())
+        unsafe { self.launch::<T>(&launch) }
     }
 
     /// Backward pass (asynchronous on the stream) at temperature `tau`, regenerating the
@@ -238,165 +226,58 @@ impl LwtaCuda {
         expect_len("x", x.len(), geom.len())?;
         expect_len("dy", dy.len(), geom.len())?;
         expect_len("dx", dx.len(), geom.len())?;
-        let stream = &*self.stream;
-        let (keys, offset, use_noise) = philox_args(noise)?;
+        let blocks_per_sm = self.blocks_per_sm::<T>();
+        let occupancy = Occupancy { sm_slots: self.kernels.sm_count.saturating_mul(self.waves), blocks_per_sm: &blocks_per_sm };
         if geom.is_empty() {
-            return Ok(());
+            // nothing to launch; the plan still checks the arguments
+            return plan::backward::<T>(geom, u, tau, noise, 0, 0, 0, &occupancy).map(drop);
         }
+        let stream = &*self.stream;
         let (x_ptr, _x_sync) = x.device_ptr(stream);
         let (dy_ptr, _dy_sync) = dy.device_ptr(stream);
         let (dx_ptr, _dx_sync) = dx.device_ptr_mut(stream);
-        let functions = T::kernels(&self.kernels);
-        let plan = Plan::new::<T>(geom, u, &[x_ptr, dy_ptr, dx_ptr], None)?;
-        let (off_lo, off_hi) = (offset as u32, (offset >> 32) as u32);
-        // The kernels round (v - max)·(1/τ) exactly as the CPU reference does.
-        let inv_tau = 1.0 / tau;
-        let (mut launch, stash_per_thread) = match &plan {
-            Plan::Quad(q) => {
-                let mut b = stream.launch_builder(&functions.bwd_quad);
-                b.arg(&x_ptr).arg(&dy_ptr).arg(&dx_ptr);
-                q.push(&mut b);
-                (b, 2 * 16 * q.chunks)
-            }
-            Plan::Scalar(s) => {
-                let mut b = stream.launch_builder(&functions.bwd_scalar);
-                b.arg(&x_ptr).arg(&dy_ptr).arg(&dx_ptr);
-                s.push(&mut b);
-                (b, 2 * 4 * s.u)
-            }
+        let Some(launch) = plan::backward::<T>(geom, u, tau, noise, x_ptr, dy_ptr, dx_ptr, &occupancy)? else {
+            return Ok(());
         };
-        launch.arg(&use_noise).arg(&keys).arg(&off_lo).arg(&off_hi).arg(&inv_tau);
-        // Largest multiple of 32 threads whose stash fits; U ≤ 32 keeps it ≥ 32.
-        let threads = (STASH_BYTES / stash_per_thread / 32 * 32).clamp(32, THREADS);
-        let function = match &plan {
-            Plan::Quad(_) => &functions.bwd_quad,
-            Plan::Scalar(_) => &functions.bwd_scalar,
-        };
-        let cfg = plan.config(function, self.kernels.sm_count.saturating_mul(self.waves), threads, threads * stash_per_thread)?;
         // SAFETY: as in `forward`; the dynamic shared memory is the stash the entry addresses
         // (2 · slots · ntid · slot bytes).
-        unsafe { launch.launch(cfg) }.map_err(|e| cuda_err(&format!("launching lwta_bwd_{}_{}", plan.shape(), T::SUFFIX), e))?;
+        unsafe { self.launch::<T>(&launch) }
+    }
+
+    /// How many CTAs of a kernel one SM holds at `(threads, dynamic shared bytes)`.
+    fn blocks_per_sm<T: Element>(&self) -> impl Fn(Kernel, u32, u32) -> Result<u32> + '_ {
+        let functions = T::kernels(&self.kernels);
+        move |kernel, threads, shared| {
+            functions
+                .function(kernel)
+                .occupancy_max_active_blocks_per_multiprocessor(threads, shared as usize, None)
+                .map_err(|e| cuda_err("querying the kernels' occupancy", e))
+        }
+    }
+
+    /// Launches a plan on the stream.
+    ///
+    /// # Safety
+    /// The plan's pointers must address live device memory covering what its kernel touches.
+    unsafe fn launch<T: Element>(&self, launch: &plan::Launch) -> Result<()> {
+        let function = T::kernels(&self.kernels).function(launch.kernel);
+        let mut builder = self.stream.launch_builder(function);
+        for arg in &launch.args {
+            match arg {
+                KernelArg::U32(v) => builder.arg(v),
+                KernelArg::U64(v) => builder.arg(v),
+                KernelArg::F32(v) => builder.arg(v),
+                KernelArg::RoundKeys(v) => builder.arg(v),
+            };
+        }
+        let cfg = LaunchConfig { grid_dim: (launch.grid, 1, 1), block_dim: (launch.threads, 1, 1), shared_mem_bytes: launch.shared_bytes };
+        // SAFETY: the caller guarantees the pointers; the plan's arguments match the entry.
+        unsafe { builder.launch(cfg) }.map_err(|e| cuda_err(&format!("launching {}", launch.kernel.entry::<T>()), e))?;
         Ok(())
     }
 }
 
-/// Which kernel shape runs, with its geometry parameters (see the PTX entry comments).
-enum Plan {
-    Quad(QuadArgs),
-    Scalar(ScalarArgs),
-}
-
-struct QuadArgs {
-    items: u32,
-    plane_quads: u32,
-    plane_elems: u64,
-    chunk_stride: u64,
-    chunks: u32,
-    tokens: u32,
-}
-
-struct ScalarArgs {
-    items: u32,
-    inner: u32,
-    plane_elems: u64,
-    u: u32,
-}
-
-impl Plan {
-    /// The quad kernels when the layout allows 4-element chunks and every pointer is aligned for
-    /// them (NCHW also writes its 4 winners as one u32); the scalar kernels otherwise.
-    fn new<T: Element>(geom: BlockGeometry, u: usize, data: &[u64], winners: Option<u64>) -> Result<Self> {
-        let too_big = || LwtaError::Cuda(format!("{} blocks exceed the kernels' 32-bit block index", geom.blocks(u)));
-        let (inner, blocks) = (geom.inner as u64, geom.blocks(u) as u64);
-        let aligned = data.iter().all(|p| p.is_multiple_of(4 * T::BYTES));
-        let tokens = geom.inner == 1;
-        if aligned && tokens && u.is_multiple_of(4) {
-            return Ok(Plan::Quad(QuadArgs {
-                items: u32::try_from(blocks).map_err(|_| too_big())?,
-                plane_quads: 1,
-                plane_elems: u as u64,
-                chunk_stride: 4,
-                chunks: (u / 4) as u32,
-                tokens: 1,
-            }));
-        }
-        if aligned && !tokens && inner.is_multiple_of(4) && winners.is_none_or(|w| w.is_multiple_of(4)) {
-            return Ok(Plan::Quad(QuadArgs {
-                items: u32::try_from(blocks / 4).map_err(|_| too_big())?,
-                plane_quads: u32::try_from(inner / 4).map_err(|_| too_big())?,
-                plane_elems: u as u64 * inner,
-                chunk_stride: inner,
-                chunks: u as u32,
-                tokens: 0,
-            }));
-        }
-        Ok(Plan::Scalar(ScalarArgs {
-            items: u32::try_from(blocks).map_err(|_| too_big())?,
-            inner: u32::try_from(inner).map_err(|_| too_big())?,
-            plane_elems: u as u64 * inner,
-            u: u as u32,
-        }))
-    }
-
-    fn shape(&self) -> &'static str {
-        match self {
-            Plan::Quad(_) => "quad",
-            Plan::Scalar(_) => "scalar",
-        }
-    }
-
-    /// One CTA per item batch up to what is resident on the GPU at once (the kernels stride
-    /// over the rest), so the per-thread prologue is paid once and no partial wave trails.
-    fn config(&self, function: &CudaFunction, sm_slots: u32, threads: u32, shared_mem_bytes: u32) -> Result<LaunchConfig> {
-        let items = match self {
-            Plan::Quad(q) => q.items,
-            Plan::Scalar(s) => s.items,
-        };
-        let per_sm = function
-            .occupancy_max_active_blocks_per_multiprocessor(threads, shared_mem_bytes as usize, None)
-            .map_err(|e| cuda_err("querying the kernels' occupancy", e))?
-            .max(1);
-        let ctas = items.div_ceil(threads).min(sm_slots.saturating_mul(per_sm).max(1));
-        // The kernels step a 32-bit item index by the grid's thread count: it must not wrap.
-        if u64::from(items) + u64::from(ctas) * u64::from(threads) > u64::from(u32::MAX) {
-            return Err(LwtaError::Cuda(format!("{items} work items exceed the kernels' 32-bit index")));
-        }
-        Ok(LaunchConfig { grid_dim: (ctas, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes })
-    }
-}
-
-impl QuadArgs {
-    fn push<'a>(&'a self, b: &mut cudarc::driver::LaunchArgs<'a>) {
-        b.arg(&self.items).arg(&self.plane_quads).arg(&self.plane_elems).arg(&self.chunk_stride).arg(&self.chunks).arg(&self.tokens);
-    }
-}
-
-impl ScalarArgs {
-    fn push<'a>(&'a self, b: &mut cudarc::driver::LaunchArgs<'a>) {
-        b.arg(&self.items).arg(&self.inner).arg(&self.plane_elems).arg(&self.u);
-    }
-}
-
-/// `(round keys, offset, noise flag)`: the 10 Philox round keys `seed + r·(W0, W1)` as the PTX
-/// reads them, so the key schedule costs the kernels nothing.
-fn philox_args(noise: Noise) -> Result<([u32; 20], u64, u32)> {
-    match noise {
-        Noise::None => Ok(([0; 20], 0, 0)),
-        Noise::Philox { seed, offset } => {
-            let mut keys = [0u32; 20];
-            for round in 0..10u32 {
-                keys[2 * round as usize] = (seed as u32).wrapping_add(round.wrapping_mul(KEY_STEP[0]));
-                keys[2 * round as usize + 1] = ((seed >> 32) as u32).wrapping_add(round.wrapping_mul(KEY_STEP[1]));
-            }
-            Ok((keys, offset, 1))
-        }
-        Noise::Uniforms(_) => Err(LwtaError::Cuda(
-            "the GPU kernels draw their noise from the Philox stream; supplied uniforms (Noise::Uniforms) are CPU-only".into(),
-        )),
-    }
-}
-
-fn check_call(geom: BlockGeometry, u: usize, layer: &str) -> Result<()> {
+pub(crate) fn check_call(geom: BlockGeometry, u: usize, layer: &str) -> Result<()> {
     geom.check(u, layer)?;
     if u > MAX_COMPETITORS {
         return Err(LwtaError::Competitors(u));
@@ -405,7 +286,7 @@ fn check_call(geom: BlockGeometry, u: usize, layer: &str) -> Result<()> {
 }
 
 fn cuda_err(what: &str, err: cudarc::driver::DriverError) -> LwtaError {
-    LwtaError::Cuda(format!("{what}: {err}"))
+    LwtaError::Driver { what: what.to_string(), source: err }
 }
 
 /// Fails, before any other CUDA call, when no driver library can be loaded or the driver is
@@ -517,6 +398,7 @@ mod tests {
         match LwtaCuda::new(0) {
             Ok(cuda) => assert_eq!(cuda.stream().context().ordinal(), 0),
             Err(LwtaError::Cuda(message)) => assert!(!message.is_empty()),
+            Err(LwtaError::Driver { what, .. }) => assert!(!what.is_empty()),
             Err(other) => panic!("unexpected error kind: {other}"),
         }
     }
@@ -529,43 +411,5 @@ mod tests {
         }
         let err = LwtaCuda::new(0).unwrap_err().to_string();
         assert!(err.contains("no NVIDIA driver library"), "{err}");
-    }
-
-    #[test]
-    fn round_keys_follow_the_philox_key_schedule() {
-        let seed = 0x0123_4567_89ab_cdef_u64;
-        let (keys, offset, flag) = philox_args(Noise::Philox { seed, offset: 7 }).unwrap();
-        assert_eq!((offset, flag), (7, 1));
-        let (mut k0, mut k1) = (seed as u32, (seed >> 32) as u32);
-        for round in 0..10 {
-            assert_eq!([keys[2 * round], keys[2 * round + 1]], [k0, k1]);
-            k0 = k0.wrapping_add(KEY_STEP[0]);
-            k1 = k1.wrapping_add(KEY_STEP[1]);
-        }
-        assert!(philox_args(Noise::Uniforms(&[0.5])).is_err());
-    }
-
-    #[test]
-    fn plans_pick_vector_kernels_only_when_layout_and_alignment_allow() {
-        let nchw = BlockGeometry::nchw(2, 8, 4, 3);
-        assert!(matches!(
-            Plan::new::<f32>(nchw, 4, &[256, 512], Some(1024)).unwrap(),
-            Plan::Quad(QuadArgs { items: 12, plane_quads: 3, chunks: 4, tokens: 0, .. })
-        ));
-        // a view starting 1 element in is not 16-byte aligned
-        assert!(matches!(Plan::new::<f32>(nchw, 4, &[260, 512], Some(1024)).unwrap(), Plan::Scalar(_)));
-        // NCHW writes 4 winner bytes at once
-        assert!(matches!(Plan::new::<f32>(nchw, 4, &[256, 512], Some(1025)).unwrap(), Plan::Scalar(_)));
-        let odd_pixels = BlockGeometry::nchw(2, 8, 7, 7);
-        assert!(matches!(
-            Plan::new::<bf16>(odd_pixels, 2, &[256, 512], Some(1024)).unwrap(),
-            Plan::Scalar(ScalarArgs { items: 392, inner: 49, .. })
-        ));
-        let tokens = BlockGeometry::tokens(5, 24);
-        assert!(matches!(
-            Plan::new::<bf16>(tokens, 12, &[256, 264], None).unwrap(),
-            Plan::Quad(QuadArgs { items: 10, chunks: 3, tokens: 1, .. })
-        ));
-        assert!(matches!(Plan::new::<f32>(tokens, 6, &[256, 512], None).unwrap(), Plan::Scalar(_)));
     }
 }

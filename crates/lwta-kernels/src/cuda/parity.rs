@@ -10,12 +10,16 @@
 //! * `dx` to 1e-6 (f32) or bf16 rounding (2^-8), relative to the size of the terms that make up
 //!   each element, `|dy·h| + s/τ·(|dy·x| + Σ|dy·x|·s)`, so the cancellation in
 //!   `dy·x − Σ dy·x·s` is not counted as error.
+//!
+//! The same cases and checks run wherever the kernels do: [`Backend`] is a GPU through
+//! [`LwtaCuda`] here, and the PTX emulator in `tests/emulated_ptx.rs`.
 
 use cudarc::driver::{CudaSlice, DriverError};
 use half::bf16;
 use rayon::prelude::*;
 
-use super::{Element, LwtaCuda, Plan};
+use super::plan::{self, Occupancy};
+use super::{Element, LwtaCuda};
 use crate::parity::Check;
 use crate::philox::{gumbel_noise, uniforms_of_group};
 use crate::{cpu, BlockGeometry, LwtaConfig, LwtaError, LwtaMode, Noise, Result};
@@ -31,22 +35,55 @@ const TOLERANCE_BF16: f64 = 1.0 / 256.0 + 1e-6;
 
 /// One parity case: a geometry, its U and mode, and how far into its buffers the tensors start
 /// (1 element makes a misaligned view that must take the scalar kernels).
-struct Case {
-    label: String,
-    geom: BlockGeometry,
-    u: usize,
-    mode: LwtaMode,
-    view_offset: usize,
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub label: String,
+    pub geom: BlockGeometry,
+    pub u: usize,
+    pub mode: LwtaMode,
+    pub view_offset: usize,
 }
 
-fn cases() -> Vec<Case> {
+/// The GPU's case list.
+pub fn cases() -> Vec<Case> {
+    case_list(
+        &COMPETITORS,
+        &Sizes { rows: 301, batch: 3, channels_per_u: 3, maps: [(6, 10), (7, 5)], many_tokens: (2053, 192, 8), many_nchw: (8, 64, 28, 4) },
+    )
+}
+
+/// The same coverage at sizes the PTX emulator runs in seconds: every layout and kernel shape,
+/// odd and 7×7 maps, each mode, misaligned views, and grid-stride loops over many items.
+pub fn small_cases() -> Vec<Case> {
+    case_list(
+        &[1, 2, 3, 4, 8, 12, 32],
+        &Sizes { rows: 37, batch: 2, channels_per_u: 2, maps: [(4, 6), (7, 7)], many_tokens: (301, 96, 8), many_nchw: (2, 16, 14, 4) },
+    )
+}
+
+/// Shapes of a case list: per U, `rows` tokens and two `batch`-image NCHW maps of
+/// `channels_per_u · U` channels; then a large token and a large NCHW case `(rows/n, channels,
+/// size, U)`, and the misaligned views.
+struct Sizes {
+    rows: usize,
+    batch: usize,
+    channels_per_u: usize,
+    maps: [(usize, usize); 2],
+    many_tokens: (usize, usize, usize),
+    many_nchw: (usize, usize, usize, usize),
+}
+
+fn case_list(competitors: &[usize], sizes: &Sizes) -> Vec<Case> {
     let modes = [LwtaMode::Train, LwtaMode::Sample, LwtaMode::Deterministic];
+    let (rows, batch) = (sizes.rows, sizes.batch);
     let mut cases = Vec::new();
-    for u in COMPETITORS {
+    for &u in competitors {
+        let c = sizes.channels_per_u * u;
+        let [(h0, w0), (h1, w1)] = sizes.maps;
         let shapes = [
-            (format!("tokens301x{}", 3 * u), BlockGeometry::tokens(301, 3 * u)),
-            (format!("nchw3x{}x6x10", 3 * u), BlockGeometry::nchw(3, 3 * u, 6, 10)),
-            (format!("nchw3x{}x7x5", 3 * u), BlockGeometry::nchw(3, 3 * u, 7, 5)),
+            (format!("tokens{rows}x{c}"), BlockGeometry::tokens(rows, c)),
+            (format!("nchw{batch}x{c}x{h0}x{w0}"), BlockGeometry::nchw(batch, c, h0, w0)),
+            (format!("nchw{batch}x{c}x{h1}x{w1}"), BlockGeometry::nchw(batch, c, h1, w1)),
         ];
         for (label, geom) in shapes {
             for mode in modes {
@@ -55,24 +92,33 @@ fn cases() -> Vec<Case> {
         }
     }
     // Many CTAs, and views that start one element into their buffers.
+    let (many_rows, many_channels, many_u) = sizes.many_tokens;
     cases.push(Case {
-        label: "tokens2053x192".into(),
-        geom: BlockGeometry::tokens(2053, 192),
+        label: format!("tokens{many_rows}x{many_channels}"),
+        geom: BlockGeometry::tokens(many_rows, many_channels),
+        u: many_u,
+        mode: LwtaMode::Train,
+        view_offset: 0,
+    });
+    let (n, c, side, u) = sizes.many_nchw;
+    cases.push(Case {
+        label: format!("nchw{n}x{c}x{side}x{side}"),
+        geom: BlockGeometry::nchw(n, c, side, side),
+        u,
+        mode: LwtaMode::Train,
+        view_offset: 0,
+    });
+    let (h, w) = sizes.maps[0];
+    cases.push(Case {
+        label: format!("tokens{rows}x48+1"),
+        geom: BlockGeometry::tokens(rows, 48),
         u: 8,
         mode: LwtaMode::Train,
-        view_offset: 0,
+        view_offset: 1,
     });
     cases.push(Case {
-        label: "nchw8x64x28x28".into(),
-        geom: BlockGeometry::nchw(8, 64, 28, 28),
-        u: 4,
-        mode: LwtaMode::Train,
-        view_offset: 0,
-    });
-    cases.push(Case { label: "tokens301x48+1".into(), geom: BlockGeometry::tokens(301, 48), u: 8, mode: LwtaMode::Train, view_offset: 1 });
-    cases.push(Case {
-        label: "nchw3x24x6x10+1".into(),
-        geom: BlockGeometry::nchw(3, 24, 6, 10),
+        label: format!("nchw{batch}x24x{h}x{w}+1"),
+        geom: BlockGeometry::nchw(batch, 24, h, w),
         u: 12,
         mode: LwtaMode::Sample,
         view_offset: 1,
@@ -82,12 +128,89 @@ fn cases() -> Vec<Case> {
 
 /// Runs every case in f32 and bf16 on `cuda`; `seed` picks the inputs and the noise streams.
 pub fn gpu_checks(cuda: &LwtaCuda, seed: u64) -> Result<Vec<Check>> {
+    checks(&mut Gpu(cuda), &cases(), seed)
+}
+
+/// Runs `cases` in f32 and bf16 on `backend`; `seed` picks the inputs and the noise streams.
+pub fn checks<B: Backend>(backend: &mut B, cases: &[Case], seed: u64) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
-    for (index, case) in cases().iter().enumerate() {
-        checks.push(check_case::<f32>(cuda, case, seed, index as u64)?);
-        checks.push(check_case::<bf16>(cuda, case, seed, index as u64)?);
+    for (index, case) in cases.iter().enumerate() {
+        checks.push(check_case::<f32, B>(backend, case, seed, index as u64)?);
+        checks.push(check_case::<bf16, B>(backend, case, seed, index as u64)?);
     }
     Ok(checks)
+}
+
+/// What a backend runs for one case and storage type.
+pub struct CaseRun<'a, T> {
+    pub case: &'a Case,
+    pub noise: Noise<'static>,
+    pub tau: f32,
+    pub x: &'a [T],
+    pub dy: &'a [T],
+}
+
+/// The kernels' outputs, widened to f32, and the kernel shape (`quad` / `scalar`) that ran.
+pub struct KernelOutputs {
+    pub y: Vec<f32>,
+    pub dx: Vec<f32>,
+    pub winners: Vec<u8>,
+    pub shape: &'static str,
+}
+
+/// Something that runs the PTX kernels.
+pub trait Backend {
+    /// Prefix of the check names (`cuda`).
+    fn name(&self) -> &'static str;
+    /// Runs the forward and the backward pass of `run` on views starting `case.view_offset`
+    /// elements into their buffers. Output elements the kernels do not write must come back as
+    /// NaN (winners as 0xFF).
+    fn run<T: Element>(&mut self, run: &CaseRun<T>) -> Result<KernelOutputs>;
+}
+
+/// The kernel shape [`plan::forward`] picks for a case whose buffers start at `base` (a
+/// 256-byte-aligned address) plus the view offset.
+pub fn forward_shape<T: Element>(case: &Case, noise: Noise, base: u64) -> Result<&'static str> {
+    let one = |_, _, _| Ok(1);
+    let occupancy = Occupancy { sm_slots: 1, blocks_per_sm: &one };
+    let view = base + case.view_offset as u64 * T::BYTES;
+    let launch = plan::forward::<T>(case.geom, case.u, noise, view, view, base, &occupancy)?;
+    Ok(launch.map_or("no", |l| l.kernel.shape()))
+}
+
+struct Gpu<'a>(&'a LwtaCuda);
+
+impl Backend for Gpu<'_> {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn run<T: Element>(&mut self, run: &CaseRun<T>) -> Result<KernelOutputs> {
+        let (cuda, case) = (self.0, run.case);
+        let (geom, u, off, label) = (case.geom, case.u, case.view_offset, &case.label);
+        let (n, blocks) = (geom.len(), geom.blocks(u));
+        // Device buffers, `off` elements of padding in front, outputs poisoned.
+        let stream = cuda.stream();
+        let padded = |v: &[T]| -> Vec<T> { std::iter::repeat_n(T::from_f32(0.0), off).chain(v.iter().copied()).collect() };
+        let poison = vec![T::from_f32(f32::NAN); n + off];
+        let x_dev: CudaSlice<T> = stream.clone_htod(&padded(run.x)).map_err(dev("uploading x", label))?;
+        let dy_dev: CudaSlice<T> = stream.clone_htod(&padded(run.dy)).map_err(dev("uploading dy", label))?;
+        let mut y_dev: CudaSlice<T> = stream.clone_htod(&poison).map_err(dev("allocating y", label))?;
+        let mut dx_dev: CudaSlice<T> = stream.clone_htod(&poison).map_err(dev("allocating dx", label))?;
+        let mut w_dev: CudaSlice<u8> = stream.clone_htod(&vec![0xffu8; blocks]).map_err(dev("allocating winners", label))?;
+        let shape = {
+            use cudarc::driver::DevicePtr;
+            let (base, _x) = x_dev.device_ptr(stream);
+            forward_shape::<T>(case, run.noise, base)?
+        };
+        cuda.forward(&x_dev.slice(off..), &mut y_dev.slice_mut(off..), &mut w_dev, geom, u, run.noise)?;
+        cuda.backward(&x_dev.slice(off..), &dy_dev.slice(off..), &mut dx_dev.slice_mut(off..), geom, u, run.tau, run.noise)?;
+        stream.synchronize().map_err(dev("running the kernels", label))?;
+        let y = stream.clone_dtoh(&y_dev).map_err(dev("downloading y", label))?[off..].iter().map(|v| v.to_f32()).collect();
+        let dx = stream.clone_dtoh(&dx_dev).map_err(dev("downloading dx", label))?[off..].iter().map(|v| v.to_f32()).collect();
+        let winners = stream.clone_dtoh(&w_dev).map_err(dev("downloading winners", label))?;
+        Ok(KernelOutputs { y, dx, winners, shape })
+    }
 }
 
 /// Standard normal values from the Philox stream `(seed, stream)` (Box–Muller), for test inputs.
@@ -115,9 +238,9 @@ fn dev(what: &'static str, label: &str) -> impl Fn(DriverError) -> LwtaError {
     move |e| LwtaError::Cuda(format!("{what} for parity case {label}: {e}"))
 }
 
-fn check_case<T: Element>(cuda: &LwtaCuda, case: &Case, seed: u64, index: u64) -> Result<Check> {
-    let Case { label, geom, u, mode, view_offset } = case;
-    let (geom, u, off) = (*geom, *u, *view_offset);
+fn check_case<T: Element, B: Backend>(backend: &mut B, case: &Case, seed: u64, index: u64) -> Result<Check> {
+    let Case { label, geom, u, mode, .. } = case;
+    let (geom, u) = (*geom, *u);
     let (n, blocks) = (geom.len(), geom.blocks(u));
     let config = LwtaConfig::default();
     let (noise, tau) = match mode {
@@ -136,29 +259,7 @@ fn check_case<T: Element>(cuda: &LwtaCuda, case: &Case, seed: u64, index: u64) -
     cpu::forward(&x32, &mut y_ref, &mut w_ref, geom, u, noise)?;
     cpu::backward(&x32, &dy32, &mut dx_ref, geom, u, tau, noise)?;
 
-    // Device buffers, `off` elements of padding in front, outputs poisoned.
-    let stream = cuda.stream();
-    let padded = |v: &[T]| -> Vec<T> { std::iter::repeat_n(T::from_f32(0.0), off).chain(v.iter().copied()).collect() };
-    let poison = vec![T::from_f32(f32::NAN); n + off];
-    let x_dev: CudaSlice<T> = stream.clone_htod(&padded(&x)).map_err(dev("uploading x", label))?;
-    let dy_dev: CudaSlice<T> = stream.clone_htod(&padded(&dy)).map_err(dev("uploading dy", label))?;
-    let mut y_dev: CudaSlice<T> = stream.clone_htod(&poison).map_err(dev("allocating y", label))?;
-    let mut dx_dev: CudaSlice<T> = stream.clone_htod(&poison).map_err(dev("allocating dx", label))?;
-    let mut w_dev: CudaSlice<u8> = stream.clone_htod(&vec![0xffu8; blocks]).map_err(dev("allocating winners", label))?;
-    let kernel = {
-        use cudarc::driver::DevicePtr;
-        let (x_view, y_view) = (x_dev.slice(off..), y_dev.slice(off..));
-        let (x_ptr, _x) = x_view.device_ptr(stream);
-        let (y_ptr, _y) = y_view.device_ptr(stream);
-        let (w_ptr, _w) = w_dev.device_ptr(stream);
-        Plan::new::<T>(geom, u, &[x_ptr, y_ptr], Some(w_ptr))?.shape()
-    };
-    cuda.forward(&x_dev.slice(off..), &mut y_dev.slice_mut(off..), &mut w_dev, geom, u, noise)?;
-    cuda.backward(&x_dev.slice(off..), &dy_dev.slice(off..), &mut dx_dev.slice_mut(off..), geom, u, tau, noise)?;
-    stream.synchronize().map_err(dev("running the kernels", label))?;
-    let y: Vec<f32> = stream.clone_dtoh(&y_dev).map_err(dev("downloading y", label))?[off..].iter().map(|v| v.to_f32()).collect();
-    let dx: Vec<f32> = stream.clone_dtoh(&dx_dev).map_err(dev("downloading dx", label))?[off..].iter().map(|v| v.to_f32()).collect();
-    let w: Vec<u8> = stream.clone_dtoh(&w_dev).map_err(dev("downloading winners", label))?;
+    let KernelOutputs { y, dx, winners: w, shape: kernel } = backend.run(&CaseRun { case, noise, tau, x: &x, dy: &dy })?;
 
     // The logits both sides compared (the noise is the CPU's own stream).
     let mut logits = vec![0.0f32; n];
@@ -178,7 +279,7 @@ fn check_case<T: Element>(cuda: &LwtaCuda, case: &Case, seed: u64, index: u64) -
         Outputs { y: &y_ref, dx: &dx_ref, winners: &w_ref },
     );
     let tolerance = if T::BYTES == 4 { TOLERANCE_F32 } else { TOLERANCE_BF16 };
-    let name = format!("cuda/{label}/U{u}/{}/{}", T::SUFFIX, mode_name(*mode));
+    let name = format!("{}/{label}/U{u}/{}/{}", backend.name(), T::SUFFIX, mode_name(*mode));
     let detail = format!(
         "{kernel} kernels; winners wrong {}/{blocks} (near-ties in data: {}); y max_rel_err {:.3e}; dx max_rel_err {:.3e}; unwritten {}",
         stats.wrong_winners, stats.near_ties, stats.y_err, stats.dx_err, stats.unwritten
@@ -377,12 +478,19 @@ mod tests {
 
     #[test]
     fn every_competitor_count_and_layout_is_covered() {
-        let cases = cases();
-        for u in COMPETITORS {
-            assert!(cases.iter().any(|c| c.u == u && c.geom.inner == 1));
-            assert!(cases.iter().any(|c| c.u == u && c.geom.inner % 4 == 0 && c.geom.inner > 1));
-            assert!(cases.iter().any(|c| c.u == u && c.geom.inner % 4 != 0));
+        for (cases, competitors) in [(cases(), &COMPETITORS[..]), (small_cases(), &[1, 2, 3, 4, 8, 12, 32][..])] {
+            for &u in competitors {
+                assert!(cases.iter().any(|c| c.u == u && c.geom.inner == 1));
+                assert!(cases.iter().any(|c| c.u == u && c.geom.inner % 4 == 0 && c.geom.inner > 1));
+                assert!(cases.iter().any(|c| c.u == u && c.geom.inner % 4 != 0));
+            }
+            assert!(cases.iter().any(|c| c.view_offset == 1));
         }
-        assert!(cases.iter().any(|c| c.view_offset == 1));
+        let gpu = cases();
+        assert_eq!(gpu.len(), 9 * 9 + 4);
+        assert_eq!(
+            (gpu[0].label.as_str(), gpu[82].label.as_str(), gpu[84].label.as_str()),
+            ("tokens301x3", "nchw8x64x28x28", "nchw3x24x6x10+1")
+        );
     }
 }
