@@ -47,8 +47,11 @@ pub enum TrainError {
     Model(#[from] crate::Error),
     #[error(transparent)]
     Tensor(#[from] cvn_autograd::Error),
-    #[error("{path}: {detail}")]
-    Io { path: String, detail: String },
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    /// A JSON file of the run (`summary.json`, the trainer state) that cannot be read or written.
+    #[error("{path}: {what}: {source}")]
+    Json { path: String, what: &'static str, source: serde_json::Error },
     /// A setting that cannot work (the field is named).
     #[error("training setting `{field}`: {detail}")]
     Config { field: &'static str, detail: String },
@@ -61,8 +64,12 @@ pub enum TrainError {
 
 pub type Result<T> = std::result::Result<T, TrainError>;
 
-fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError::Io { path: path.display().to_string(), detail: e.to_string() }
+fn io_err(path: &Path, source: std::io::Error) -> TrainError {
+    TrainError::Io { path: path.display().to_string(), source }
+}
+
+fn json_err(path: &Path, what: &'static str, source: serde_json::Error) -> TrainError {
+    TrainError::Json { path: path.display().to_string(), what, source }
 }
 
 fn run_err<T>(dir: &Path, detail: impl Into<String>) -> Result<T> {
@@ -466,7 +473,7 @@ impl Summary {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(SUMMARY_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
-        serde_json::from_str(&text).map_err(|e| io_err(&path, format!("not a run summary: {e}")))
+        serde_json::from_str(&text).map_err(|e| json_err(&path, "not a run summary", e))
     }
 }
 
@@ -698,7 +705,7 @@ impl Trainer {
             checkpoint: self.dir.join(CHECKPOINT_FILE),
         };
         let path = self.dir.join(SUMMARY_FILE);
-        let text = serde_json::to_string_pretty(&summary).map_err(|e| io_err(&path, e))?;
+        let text = serde_json::to_string_pretty(&summary).map_err(|e| json_err(&path, "cannot encode the run summary", e))?;
         cvn_autograd::io::write_atomically(&path, text.as_bytes())?;
         Ok(summary)
     }
@@ -804,7 +811,7 @@ impl Trainer {
         let mut extras = Extras::default();
         extras.insert_group(OPTIMIZER_GROUP, self.optimizer.state())?;
         let path = self.dir.join(CHECKPOINT_FILE);
-        let state = serde_json::to_string(&self.state).map_err(|e| io_err(&path, e))?;
+        let state = serde_json::to_string(&self.state).map_err(|e| json_err(&path, "cannot encode the trainer state", e))?;
         extras.metadata.insert(TRAINER_KEY.to_string(), state);
         Ok(self.model.save(&path, &extras)?)
     }

@@ -35,7 +35,6 @@ mod error;
 pub mod explain;
 pub mod integration;
 pub mod label;
-mod linalg;
 pub mod parity;
 pub mod pipeline;
 pub mod record;

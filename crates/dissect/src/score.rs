@@ -15,8 +15,8 @@ use rayon::prelude::*;
 use crate::cache::{hex_sha256, Cache, CacheKey, Entry};
 use crate::concepts::ConceptSet;
 use crate::error::{DissectError, Result};
-use crate::linalg::{matmul, Operand};
 use crate::source::{ClipEncoder, ProbeSet, Progress};
+use cvn_autograd::cpu::gemm::{matmul, Mat};
 
 /// Which backend produced P (and so the labels); written into every output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,7 +149,8 @@ pub fn cosine_matrix(a: &Array2<f32>, b: &Array2<f32>) -> Result<Array2<f32>> {
     }
     let d = a.ncols();
     let (a_rows, b_rows) = (normalised_rows(a), normalised_rows(b));
-    let out = matmul(Operand::matrix(&a_rows, a.nrows(), d), Operand::transposed(&b_rows, b.nrows(), d));
+    let out = matmul(Mat::new(&a_rows, a.nrows(), d), Mat::new(&b_rows, b.nrows(), d).t())
+        .map_err(|e| DissectError::shape("cosine matrix", "rows of equal width", e.to_string()))?;
     Array2::from_shape_vec((a.nrows(), b.nrows()), out).map_err(|e| DissectError::shape("cosine matrix", "rows × rows", e.to_string()))
 }
 

@@ -21,7 +21,7 @@
 //!   factors of the (on average top_k·K/N) neurons that use each row;
 //! * the hot loops are compiled for AVX-512 or AVX2 when the CPU has them (see `simd`).
 //!
-//! `cos` and `cos-cubed` are one GEMM (`matrixmultiply::sgemm`, threaded) scaled by column norms.
+//! `cos` and `cos-cubed` are one GEMM (the workspace's checked `cvn_autograd::cpu::gemm`, threaded) scaled by column norms.
 //! `rank-reorder` draws its shuffled baseline from a seeded Philox stream (CLIP-Dissect uses torch's
 //! unseeded global `randperm`, which cannot be reproduced), so its result is deterministic per seed.
 
@@ -34,8 +34,10 @@ use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
 use crate::error::{DissectError, Result};
-use crate::linalg::{matmul, Operand};
-use crate::simd::{exp_f32, multiversion};
+use cvn_autograd::cpu::gemm::{matmul, Mat};
+use lwta_kernels::simd::exp_f32;
+
+use crate::simd::multiversion;
 
 /// Parameters of `soft_wpmi` (CLIP-Dissect defaults: `top_k=100, a=10, lam=1, min_prob=1e-7,
 /// p_start=0.998, p_end=0.97`). Kept as f64 because they are Python floats in the reference.
@@ -214,7 +216,7 @@ pub fn cos(clip: ArrayView2<f32>, target: ArrayView2<f32>) -> Result<Array2<f32>
     let (c, t) = (row_major(&clip), row_major(&target));
     let scale_c = inverse_column_norms(&c, d.concepts, 0.0);
     let scale_t = inverse_column_norms(&t, d.neurons, 0.0);
-    to_array(d.neurons, d.concepts, scaled_gram(&t, &c, d, &scale_t, &scale_c))
+    to_array(d.neurons, d.concepts, scaled_gram(&t, &c, d, &scale_t, &scale_c)?)
 }
 
 /// `cos_similarity_cubed`: columns centred, cubed, normalised (norm clipped below at `min_norm`),
@@ -225,18 +227,19 @@ pub fn cos_cubed(clip: ArrayView2<f32>, target: ArrayView2<f32>, params: &CosCub
     let t = centred_cubes(&row_major(&target), d.neurons);
     let scale_c = inverse_column_norms(&c, d.concepts, params.min_norm);
     let scale_t = inverse_column_norms(&t, d.neurons, params.min_norm);
-    to_array(d.neurons, d.concepts, scaled_gram(&t, &c, d, &scale_t, &scale_c))
+    to_array(d.neurons, d.concepts, scaled_gram(&t, &c, d, &scale_t, &scale_c)?)
 }
 
 /// `out[k, m] = scale_t[k] · scale_c[m] · Σ_n t[n, k] c[n, m]`.
-fn scaled_gram(t: &[f32], c: &[f32], d: Dims, scale_t: &[f32], scale_c: &[f32]) -> Vec<f32> {
-    let mut out = matmul(Operand::transposed(t, d.images, d.neurons), Operand::matrix(c, d.images, d.concepts));
+fn scaled_gram(t: &[f32], c: &[f32], d: Dims, scale_t: &[f32], scale_c: &[f32]) -> Result<Vec<f32>> {
+    let mut out = matmul(Mat::new(t, d.images, d.neurons).t(), Mat::new(c, d.images, d.concepts))
+        .map_err(|e| DissectError::shape("similarity product", "neuron and concept columns over the same images", e.to_string()))?;
     out.par_chunks_mut(d.concepts).zip(scale_t).for_each(|(row, &st)| {
         for (value, &sc) in row.iter_mut().zip(scale_c) {
             *value *= st * sc;
         }
     });
-    out
+    Ok(out)
 }
 
 /// Per-column sums of `f(x)` over a row-major matrix with `cols` columns, in f64.
