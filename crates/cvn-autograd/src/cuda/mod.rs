@@ -624,3 +624,63 @@ impl BackendDevice for CudaDevice {
         CudaStorage::upload(self, DType::U32, data.len(), &bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Tensor;
+
+    #[test]
+    fn without_a_driver_opening_a_gpu_is_one_clear_error() {
+        match Device::cuda(0) {
+            Ok(d) => assert_eq!(d.to_string(), "cuda:0"),
+            Err(Error::DeviceUnavailable { device, reason }) => {
+                assert_eq!(device, "cuda:0");
+                assert!(!reason.is_empty());
+            }
+            // a driver without a usable GPU fails later, in the driver calls
+            Err(other) => assert!(matches!(other, Error::Cuda { .. }), "{other}"),
+        }
+    }
+
+    #[test]
+    fn the_emulated_device_is_one_device() {
+        assert_eq!(CudaDevice::emulated().unwrap(), CudaDevice::emulated().unwrap());
+    }
+
+    #[test]
+    fn steady_state_steps_allocate_nothing_new() {
+        // a private emulated device, so no other test shares its allocator
+        let dev = CudaDevice {
+            inner: Arc::new(Inner { gpu: Box::new(emulated::EmulatedGpu::new()), pool: Allocator::default(), label: "test".into() }),
+        };
+        let device = Device::Cuda(dev.clone());
+        let x = Tensor::from_slice_on(&[1.0, -2.0, 3.0], &[3], DType::F32, &device).unwrap();
+        let step = || x.relu().unwrap().scale(2.0).unwrap().to_vec().unwrap();
+        assert_eq!(step(), vec![2.0, 0.0, 6.0]);
+        let warm = dev.memory_stats();
+        for _ in 0..3 {
+            assert_eq!(step(), vec![2.0, 0.0, 6.0]);
+        }
+        let after = dev.memory_stats();
+        assert_eq!(after.misses, warm.misses, "{warm:?} -> {after:?}");
+        assert_eq!(after.hits, warm.hits + 6);
+        drop(x);
+        dev.empty_cache().unwrap();
+        assert_eq!(dev.memory_stats().cached_bytes, 0);
+    }
+
+    #[test]
+    fn row_major_views_map_to_cublas_operands() {
+        // row-major 3×4: Cᵀ operand not transposed, ld = row stride
+        assert_eq!(column_major(3, 4, 4, 1), Some((false, 4)));
+        // its transpose view (4×3, strides 1, 4): transposed, ld 4
+        assert_eq!(column_major(4, 3, 1, 4), Some((true, 4)));
+        // a head inside wider rows: ld is the full row
+        assert_eq!(column_major(5, 8, 24, 1), Some((false, 24)));
+        // single rows and columns take any stride
+        assert_eq!(column_major(1, 6, 0, 1), Some((false, 6)));
+        assert_eq!(column_major(6, 1, 3, 7), Some((false, 3)));
+        assert_eq!(column_major(3, 4, 2, 2), None);
+    }
+}
