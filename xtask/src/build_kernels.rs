@@ -104,14 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             for r in parse_resources(&log) {
                 println!(
                     "{:<28} {:<6} {:<26} {:>5} {:>8} {:>7} {:>6}/{:<6}",
-                    name,
-                    arch,
-                    r.kernel,
-                    r.registers,
-                    r.shared_bytes,
-                    r.stack_bytes,
-                    r.spill_stores,
-                    r.spill_loads
+                    name, arch, r.kernel, r.registers, r.shared_bytes, r.stack_bytes, r.spill_stores, r.spill_loads
                 );
                 if r.spill_stores + r.spill_loads > 0 || r.stack_bytes > 0 {
                     problems.push(format!(

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use half::bf16;
 use ptx_emu::{Arg, LaunchConfig, Memory, Module as PtxModule};
 
-use super::gpu::{GemmCall, GemmMat, GemmType, Grid, Gpu, KArg, Module};
+use super::gpu::{GemmCall, GemmMat, GemmType, Gpu, Grid, KArg, Module};
 use crate::cpu::gemm::{matmul, Mat};
 use crate::error::{Error, Result};
 
@@ -154,8 +154,9 @@ impl Gpu for EmulatedGpu {
                 } else {
                     widen(&mem.read(col_addr, m * c.ty.bytes()).map_err(|e| emu_err("reading C", e))?, c.ty)
                 };
-                let col: Vec<f32> =
-                    (0..m).map(|i| if beta == 0.0 { alpha * product[i * n + j] } else { alpha * product[i * n + j] + beta * old[i] }).collect();
+                let col: Vec<f32> = (0..m)
+                    .map(|i| if beta == 0.0 { alpha * product[i * n + j] } else { alpha * product[i * n + j] + beta * old[i] })
+                    .collect();
                 mem.write(col_addr, &narrow(&col, c.ty)).map_err(|e| emu_err("writing C", e))?;
             }
         }

@@ -50,8 +50,8 @@ mod real;
 
 pub use alloc::MemoryStats;
 use alloc::{Allocator, RawAlloc};
-pub(crate) use gpu::{GemmCall, GemmMat, GemmType, Grid, KArg, Module};
 use gpu::Gpu;
+pub(crate) use gpu::{GemmCall, GemmMat, GemmType, Grid, KArg, Module};
 
 /// Most dimensions a strided view passed to a kernel may have (`MAX_DIMS` in `common.cuh`).
 pub(crate) const MAX_DIMS: usize = 8;
@@ -105,8 +105,10 @@ impl fmt::Display for CudaDevice {
 
 /// Devices opened so far, one per GPU (and one emulated), kept for the process: tensors of two
 /// handles of one GPU must meet.
-fn opened() -> &'static Mutex<Vec<(Option<usize>, CudaDevice)>> {
-    static OPENED: OnceLock<Mutex<Vec<(Option<usize>, CudaDevice)>>> = OnceLock::new();
+type Opened = Mutex<Vec<(Option<usize>, CudaDevice)>>;
+
+fn opened() -> &'static Opened {
+    static OPENED: OnceLock<Opened> = OnceLock::new();
     OPENED.get_or_init(|| Mutex::new(Vec::new()))
 }
 
@@ -186,18 +188,26 @@ impl CudaDevice {
     /// `Cᵀ = Bᵀ·Aᵀ`: the operands swap and each row-major view becomes a (transposed)
     /// column-major one.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn gemm(&self, batch: usize, m: usize, n: usize, k: usize, a: RowMajor<'_>, b: RowMajor<'_>, c: RowMajorMut<'_>, beta: f32) -> Result<()> {
+    pub(crate) fn gemm(
+        &self,
+        batch: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: RowMajor<'_>,
+        b: RowMajor<'_>,
+        c: RowMajorMut<'_>,
+        beta: f32,
+    ) -> Result<()> {
         let too_small = |what: &str, s: &CudaStorage, o: &Operand, rows, cols| {
             let extent = o.extent(batch, rows, cols);
-            (extent > s.len).then(|| Error::Shape { op: "gemm", detail: format!("{what} view {o:?} reaches {extent} of {} elements", s.len) })
+            (extent > s.len)
+                .then(|| Error::Shape { op: "gemm", detail: format!("{what} view {o:?} reaches {extent} of {} elements", s.len) })
         };
-        if let Some(e) = too_small("A", a.storage, &a.view, m, k).or(too_small("B", b.storage, &b.view, k, n)).or(too_small(
-            "C",
-            c.storage,
-            &c.view,
-            m,
-            n,
-        )) {
+        if let Some(e) = too_small("A", a.storage, &a.view, m, k)
+            .or(too_small("B", b.storage, &b.view, k, n))
+            .or(too_small("C", c.storage, &c.view, m, n))
+        {
             return Err(e);
         }
         if c.view.col_stride != 1 && n > 1 {
@@ -355,9 +365,12 @@ pub(crate) mod arg {
     /// A [`StridedView`] as the `View` struct of `common.cuh` (rank, shape[8], strides[8], offset).
     pub(crate) fn view(op: &'static str, v: &StridedView) -> Result<KArg> {
         if v.shape.len() > MAX_DIMS {
-            return Err(Error::Shape { op, detail: format!("the CUDA kernels take views of at most {MAX_DIMS} dimensions, got {:?}", v.shape) });
+            return Err(Error::Shape {
+                op,
+                detail: format!("the CUDA kernels take views of at most {MAX_DIMS} dimensions, got {:?}", v.shape),
+            });
         }
-        let mut words = vec![0u64; 2 + 2 * MAX_DIMS];
+        let mut words = [0u64; 2 + 2 * MAX_DIMS];
         words[0] = v.shape.len() as u64;
         for (d, (&size, &stride)) in v.shape.iter().zip(&v.strides).enumerate() {
             words[1 + d] = size as u64;
@@ -434,7 +447,10 @@ impl CudaStorage {
     /// Copies `len` elements from `src` at element `src_offset` into `self` at `dst_offset`.
     pub(crate) fn copy_range_from(&mut self, dst_offset: usize, src: &CudaStorage, src_offset: usize, len: usize) -> Result<()> {
         if self.dtype != src.dtype || dst_offset + len > self.len || src_offset + len > src.len {
-            return Err(Error::Shape { op: "copy", detail: format!("{len} elements from {src:?}@{src_offset} into {self:?}@{dst_offset}") });
+            return Err(Error::Shape {
+                op: "copy",
+                detail: format!("{len} elements from {src:?}@{src_offset} into {self:?}@{dst_offset}"),
+            });
         }
         let size = self.dtype.size();
         if len > 0 {

@@ -14,7 +14,7 @@ use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
 use cudarc::driver::{result as drv, sys, CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 
-use super::gpu::{GemmCall, GemmType, Grid, Gpu, KArg, Module};
+use super::gpu::{GemmCall, GemmType, Gpu, Grid, KArg, Module};
 use crate::error::{Error, Result};
 
 /// PTX ISA of the embedded kernels' oldest file (kernels/lwta_*.ptx, 7.8) and NVRTC 12.4's

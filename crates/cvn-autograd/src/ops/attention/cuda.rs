@@ -74,7 +74,10 @@ impl AttentionOps for CudaStorage {
         let mut out = dev.alloc(DType::F32, b * t * g.c)?;
         let [pq, pk, pv] = g.parts;
         for h in 0..g.heads {
-            let (q, k) = (RowMajor { storage: &wide[pq.input], view: g.head(pq, h) }, RowMajor { storage: &wide[pk.input], view: g.head(pk, h).t() });
+            let (q, k) = (
+                RowMajor { storage: &wide[pq.input], view: g.head(pq, h) },
+                RowMajor { storage: &wide[pk.input], view: g.head(pk, h).t() },
+            );
             dev.gemm(b, t, t, hd, q, k, RowMajorMut { storage: &mut probs, view: g.scores(h) }, 0.0)?;
         }
         probs.softmax_rows(&probs, b * g.heads * t, t, false, scale, g.causal_t())?;
@@ -116,7 +119,8 @@ impl AttentionOps for CudaStorage {
             }
             if need[pk.input] {
                 // dK = dSᵀ·Q
-                let (ds, q) = (RowMajor { storage: &dp, view: g.scores(h).t() }, RowMajor { storage: &wide[pq.input], view: g.head(pq, h) });
+                let (ds, q) =
+                    (RowMajor { storage: &dp, view: g.scores(h).t() }, RowMajor { storage: &wide[pq.input], view: g.head(pq, h) });
                 dev.gemm(b, t, hd, t, ds, q, RowMajorMut { storage: &mut d[pk.input], view: g.head(pk, h) }, 1.0)?;
             }
         }

@@ -34,8 +34,15 @@ impl BinaryOps for CudaStorage {
         let n = check_layout(op, self, rhs, layout)?;
         let out = self.alloc_like(self.dtype(), n)?;
         let name = entry(op.name(), "binary", self.dtype())?;
-        let args =
-            [arg::ptr(self), arg::ptr(rhs), arg::ptr(&out), arg::view(op.name(), &layout.lhs)?, arg::view(op.name(), &layout.rhs)?, arg::n(n), op_code(op)];
+        let args = [
+            arg::ptr(self),
+            arg::ptr(rhs),
+            arg::ptr(&out),
+            arg::view(op.name(), &layout.lhs)?,
+            arg::view(op.name(), &layout.rhs)?,
+            arg::n(n),
+            op_code(op),
+        ];
         // SAFETY: the views lie inside the inputs (checked) and `out` holds the n outputs.
         unsafe { self.launch_elementwise(Module::Binary, &name, n, &args) }?;
         Ok(out)
@@ -49,7 +56,15 @@ impl BinaryOps for CudaStorage {
         }
         let name = entry(op.name(), "binary", self.dtype())?;
         let own = StridedView::contiguous(&layout.out);
-        let args = [arg::ptr(self), arg::ptr(rhs), arg::ptr(self), arg::view(op.name(), &own)?, arg::view(op.name(), &layout.rhs)?, arg::n(n), op_code(op)];
+        let args = [
+            arg::ptr(self),
+            arg::ptr(rhs),
+            arg::ptr(self),
+            arg::view(op.name(), &own)?,
+            arg::view(op.name(), &layout.rhs)?,
+            arg::n(n),
+            op_code(op),
+        ];
         // SAFETY: as in `binary`; the kernel reads each element of `self` before writing it.
         unsafe { self.launch_elementwise(Module::Binary, &name, n, &args) }
     }

@@ -58,7 +58,8 @@ impl ConvOps for CudaStorage {
                 continue;
             }
             self.im2col(g, start, b, &col)?;
-            let (w, c) = (RowMajor { storage: weight, view: Operand::rows(g.ckk(), 0) }, RowMajor { storage: &col, view: Operand::rows(cols, 0) });
+            let (w, c) =
+                (RowMajor { storage: weight, view: Operand::rows(g.ckk(), 0) }, RowMajor { storage: &col, view: Operand::rows(cols, 0) });
             if g.ckk() == 0 {
                 tmp.zero()?;
             } else {
@@ -101,7 +102,8 @@ impl ConvOps for CudaStorage {
                 continue;
             }
             // [b, O, HWo] → [O, b·HWo]
-            let view = StridedView { shape: vec![g.o, b, g.hwo()], strides: vec![g.hwo(), g.o * g.hwo(), 1], offset: start * g.o * g.hwo() };
+            let view =
+                StridedView { shape: vec![g.o, b, g.hwo()], strides: vec![g.hwo(), g.o * g.hwo(), 1], offset: start * g.o * g.hwo() };
             grad.copy_view_into(&view, &mut gt)?;
             let gmat = RowMajor { storage: &gt, view: Operand::rows(cols, 0) };
             if let Some(gw) = gw.as_mut() {

@@ -44,7 +44,15 @@ impl LossOps for CudaStorage {
 
     fn dropout(&self, p: f32, seed: u64, offset: u64) -> Result<Self> {
         let out = self.alloc_like(self.dtype(), self.len())?;
-        let args = [arg::ptr(self), arg::ptr(&out), arg::n(self.len()), KArg::F32(p), KArg::F32(1.0 / (1.0 - p)), KArg::U64(seed), KArg::U64(offset)];
+        let args = [
+            arg::ptr(self),
+            arg::ptr(&out),
+            arg::n(self.len()),
+            KArg::F32(p),
+            KArg::F32(1.0 / (1.0 - p)),
+            KArg::U64(seed),
+            KArg::U64(offset),
+        ];
         // SAFETY: both hold len elements.
         unsafe { self.launch_elementwise(Module::Loss, &entry("dropout", "dropout", self.dtype())?, self.len(), &args) }?;
         Ok(out)

@@ -15,7 +15,14 @@ impl MetricOps for CudaStorage {
     fn add_nonzero(&mut self, x: &Self) -> Result<()> {
         check_counter(self)?;
         // SAFETY: x holds len elements; the counter one u64.
-        unsafe { x.launch_elementwise(Module::Metrics, &entry("count_nonzero", "count_nonzero", x.dtype())?, x.len(), &[arg::ptr(x), arg::ptr(self), arg::n(x.len())]) }
+        unsafe {
+            x.launch_elementwise(
+                Module::Metrics,
+                &entry("count_nonzero", "count_nonzero", x.dtype())?,
+                x.len(),
+                &[arg::ptr(x), arg::ptr(self), arg::n(x.len())],
+            )
+        }
     }
 
     fn add_equal(&mut self, a: &Self, b: &Self) -> Result<()> {
@@ -24,7 +31,9 @@ impl MetricOps for CudaStorage {
             return dtype_err("count_equal", format!("needs two u8 tensors of one length, got {a:?} and {b:?}"));
         }
         // SAFETY: a and b hold len bytes; the counter one u64.
-        unsafe { a.launch_elementwise(Module::Metrics, "count_equal_u8", a.len(), &[arg::ptr(a), arg::ptr(b), arg::ptr(self), arg::n(a.len())]) }
+        unsafe {
+            a.launch_elementwise(Module::Metrics, "count_equal_u8", a.len(), &[arg::ptr(a), arg::ptr(b), arg::ptr(self), arg::n(a.len())])
+        }
     }
 
     fn add_correct(&mut self, logits: &Self, labels: &Self, n: usize, c: usize) -> Result<()> {

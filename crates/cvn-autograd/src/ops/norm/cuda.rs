@@ -40,7 +40,16 @@ impl NormOps for CudaStorage {
         let y = self.alloc_like(self.dtype(), rows * n)?;
         let (mean, rstd) = (self.alloc_like(DType::F32, rows)?, self.alloc_like(DType::F32, rows)?);
         if rows > 0 {
-            let args = [arg::ptr(self), arg::ptr(weight), arg::ptr(bias), arg::ptr(&y), arg::ptr(&mean), arg::ptr(&rstd), arg::n(n), KArg::F32(eps)];
+            let args = [
+                arg::ptr(self),
+                arg::ptr(weight),
+                arg::ptr(bias),
+                arg::ptr(&y),
+                arg::ptr(&mean),
+                arg::ptr(&rstd),
+                arg::n(n),
+                KArg::F32(eps),
+            ];
             // SAFETY: rows·n inputs and outputs, n weights, rows statistics (checked and allocated).
             unsafe { self.dev().launch(Module::Norm, &entry(op, "layer_norm", self.dtype())?, CudaDevice::rows(rows, n), &args) }?;
         }
@@ -164,7 +173,17 @@ impl NormOps for CudaStorage {
         // sums[ch] = Σg, sums[C + ch] = Σg·x̂
         let sums = self.alloc_like(DType::F32, 2 * g.c)?;
         if g.c > 0 {
-            let args = [arg::ptr(self), arg::ptr(grad), arg::ptr(mean), arg::ptr(var), arg::ptr(&sums), arg::n(g.n), arg::n(g.c), arg::n(g.hw), KArg::F32(eps)];
+            let args = [
+                arg::ptr(self),
+                arg::ptr(grad),
+                arg::ptr(mean),
+                arg::ptr(var),
+                arg::ptr(&sums),
+                arg::n(g.n),
+                arg::n(g.c),
+                arg::n(g.hw),
+                KArg::F32(eps),
+            ];
             // SAFETY: sizes checked above; 2·C sums.
             unsafe { self.dev().launch(Module::Norm, &entry(op, "bn_sums", self.dtype())?, CudaDevice::rows(g.c, g.count()), &args) }?;
         }
@@ -208,7 +227,8 @@ impl NormOps for CudaStorage {
         expect(op, "the batch mean", mean, c, DType::F32)?;
         expect(op, "the batch variance", var, c, DType::F32)?;
         let unbiased = count as f64 / (count as f64 - 1.0).max(1.0);
-        let args = [arg::ptr(self), arg::ptr(running_var), arg::ptr(mean), arg::ptr(var), arg::n(c), KArg::F32(momentum), KArg::F64(unbiased)];
+        let args =
+            [arg::ptr(self), arg::ptr(running_var), arg::ptr(mean), arg::ptr(var), arg::n(c), KArg::F32(momentum), KArg::F64(unbiased)];
         // SAFETY: four buffers of C elements (checked).
         unsafe { self.launch_elementwise(Module::Norm, &entry(op, "bn_running", self.dtype())?, c, &args) }
     }
@@ -220,12 +240,12 @@ impl NormOps for CudaStorage {
         if rows > 0 {
             // SAFETY: rows·n values, rows norms.
             unsafe {
-                self.dev().launch(Module::Norm, &entry(op, "l2_normalize", self.dtype())?, CudaDevice::rows(rows, n), &[
-                    arg::ptr(self),
-                    arg::ptr(&y),
-                    arg::ptr(&norms),
-                    arg::n(n),
-                ])
+                self.dev().launch(
+                    Module::Norm,
+                    &entry(op, "l2_normalize", self.dtype())?,
+                    CudaDevice::rows(rows, n),
+                    &[arg::ptr(self), arg::ptr(&y), arg::ptr(&norms), arg::n(n)],
+                )
             }?;
         }
         Ok((y, norms))

@@ -23,7 +23,14 @@ impl PoolOps for CudaStorage {
         let n = g.planes * g.ho * g.wo;
         let out = self.alloc_like(self.dtype(), n)?;
         // SAFETY: planes·H·W inputs, planes·Ho·Wo outputs.
-        unsafe { self.launch_elementwise(Module::Pool, &entry("max_pool2d", "max_pool", self.dtype())?, n, &[arg::ptr(self), arg::ptr(&out), g.arg()]) }?;
+        unsafe {
+            self.launch_elementwise(
+                Module::Pool,
+                &entry("max_pool2d", "max_pool", self.dtype())?,
+                n,
+                &[arg::ptr(self), arg::ptr(&out), g.arg()],
+            )
+        }?;
         Ok(out)
     }
 

@@ -20,7 +20,15 @@ impl CudaStorage {
     }
 
     /// `dx ← y ⊙ (g − Σ g·y)·scale` (or the log-softmax gradient), `self` being `y`; `dx` may be `g`.
-    pub(crate) fn softmax_rows_backward(&self, g: &CudaStorage, dx: &CudaStorage, rows: usize, n: usize, log: bool, scale: f32) -> Result<()> {
+    pub(crate) fn softmax_rows_backward(
+        &self,
+        g: &CudaStorage,
+        dx: &CudaStorage,
+        rows: usize,
+        n: usize,
+        log: bool,
+        scale: f32,
+    ) -> Result<()> {
         if [self, g, dx].iter().any(|s| s.len() != rows * n || s.dtype() != self.dtype()) {
             return shape_err("softmax", format!("{rows} rows of {n}: {self:?}, {g:?}, {dx:?}"));
         }

@@ -26,7 +26,9 @@ impl UnaryOps for CudaStorage {
         let out = self.alloc_like(self.dtype(), self.len())?;
         let name = entry(op.name(), "unary", self.dtype())?;
         // SAFETY: both buffers hold len elements.
-        unsafe { self.launch_elementwise(Module::Unary, &name, self.len(), &[arg::ptr(self), arg::ptr(&out), arg::n(self.len()), op_code(op)]) }?;
+        unsafe {
+            self.launch_elementwise(Module::Unary, &name, self.len(), &[arg::ptr(self), arg::ptr(&out), arg::n(self.len()), op_code(op)])
+        }?;
         Ok(out)
     }
 
