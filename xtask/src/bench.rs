@@ -112,6 +112,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (Some(path), _) => read_json::<Report>(path)?,
         (None, Device::Cuda) => measure(args.gpu, args.iters, &args.sweep_waves)?,
         (None, Device::Cpu) => return criterion(),
+        (None, Device::CudaEmulated) => anyhow::bail!("bench times real hardware: --device cpu or cuda, not the emulator"),
     };
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;

@@ -1,6 +1,13 @@
-//! `cargo xtask build-kernels`: assembles every `kernels/*.ptx` with `ptxas` for each target
-//! architecture (default sm_80 and sm_90), prints registers, shared memory, stack and spills per
-//! kernel, and fails on any assembler error, spill or stack frame (local memory). Needs no GPU.
+//! `cargo xtask build-kernels`: every GPU kernel of the repository, checked without a GPU.
+//!
+//! 1. The CUDA backend's CUDA C (`crates/cvn-autograd/src/**/kernels.cu`) against its checked-in
+//!    PTX: `xtask/nvrtc.py` compiles each file with NVRTC 12.4 and the build fails when a
+//!    `kernels.ptx` differs from what NVRTC makes (stale); `--regenerate` writes them instead.
+//!    Without NVRTC (`pip install --target /tmp/nvrtc124 nvidia-cuda-nvrtc-cu12==12.4.127`) this
+//!    step says so and is skipped, unless `--require-nvrtc` (CI) makes that an error.
+//! 2. Every PTX file — the handwritten `kernels/*.ptx` and the generated ones — assembled with
+//!    `ptxas` for each target architecture (default sm_80 and sm_90): registers, shared memory,
+//!    stack and spills per kernel, failing on any assembler error, spill or stack frame.
 //!
 //! `ptxas` is looked up on PATH, then in Python's site-packages as installed by
 //! `pip install nvidia-cuda-nvcc` (`nvidia/cu13/bin/ptxas`, or `cu12`).
@@ -20,9 +27,15 @@ pub struct Args {
     /// The ptxas binary (default: PATH, then the nvidia-cuda-nvcc wheel).
     #[arg(long)]
     ptxas: Option<PathBuf>,
-    /// Directory of the .ptx files (default: the repository's kernels/).
+    /// Directory of handwritten .ptx files (default: the repository's kernels/).
     #[arg(long)]
     kernels: Option<PathBuf>,
+    /// Write the PTX NVRTC makes from each kernels.cu instead of failing when it is stale.
+    #[arg(long)]
+    regenerate: bool,
+    /// Fail when NVRTC is not installed (CI), rather than skipping the staleness check.
+    #[arg(long)]
+    require_nvrtc: bool,
     /// Keep the assembled cubins here (for cuobjdump -sass); default: a temporary directory.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -61,16 +74,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if files.is_empty() {
         bail!("no .ptx files in {}", dir.display());
     }
+    let backend = repo_path("crates/cvn-autograd/src").context("cannot find crates/cvn-autograd/src")?;
+    let mut sources = Vec::new();
+    find_files(&backend, "kernels.cu", &mut sources)?;
+    sources.sort();
+    check_generated(&sources, &backend.join("cuda"), args.regenerate, args.require_nvrtc)?;
+    files.extend(sources.iter().map(|cu| cu.with_extension("ptx")));
     let version = Command::new(&ptxas).arg("--version").output().with_context(|| format!("running {}", ptxas.display()))?;
     let version = String::from_utf8_lossy(&version.stdout);
     println!("ptxas: {} ({})", ptxas.display(), version.lines().last().unwrap_or("").trim());
-    println!("{:<16} {:<6} {:<22} {:>5} {:>8} {:>7} {:>13}", "file", "arch", "kernel", "regs", "smem B", "stack B", "spill st/ld");
+    println!("{:<28} {:<6} {:<26} {:>5} {:>8} {:>7} {:>13}", "file", "arch", "kernel", "regs", "smem B", "stack B", "spill st/ld");
 
     let mut problems = Vec::new();
     for file in &files {
-        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("kernel");
+        let name = display_name(file);
         for arch in &args.archs {
-            let cubin = out.join(format!("{stem}.{arch}.cubin"));
+            let cubin = out.join(format!("{}.{arch}.cubin", name.replace('/', "_").trim_end_matches(".ptx")));
             let output = Command::new(&ptxas)
                 .args(["-v", "--warn-on-spills", &format!("-arch={arch}"), "-o"])
                 .arg(&cubin)
@@ -84,15 +103,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             for r in parse_resources(&log) {
                 println!(
-                    "{:<16} {:<6} {:<22} {:>5} {:>8} {:>7} {:>6}/{:<6}",
-                    file.file_name().and_then(|s| s.to_str()).unwrap_or(""),
-                    arch,
-                    r.kernel,
-                    r.registers,
-                    r.shared_bytes,
-                    r.stack_bytes,
-                    r.spill_stores,
-                    r.spill_loads
+                    "{:<28} {:<6} {:<26} {:>5} {:>8} {:>7} {:>6}/{:<6}",
+                    name, arch, r.kernel, r.registers, r.shared_bytes, r.stack_bytes, r.spill_stores, r.spill_loads
                 );
                 if r.spill_stores + r.spill_loads > 0 || r.stack_bytes > 0 {
                     problems.push(format!(
@@ -113,6 +125,46 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("cubins in {}", out.display());
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
+    }
+    Ok(())
+}
+
+/// `ops/conv/kernels.ptx` for a generated file, `lwta_f32.ptx` for a handwritten one.
+fn display_name(file: &Path) -> String {
+    let parts: Vec<&str> = file.iter().filter_map(|c| c.to_str()).collect();
+    match parts.iter().rposition(|c| *c == "src") {
+        Some(i) => parts[i + 1..].join("/"),
+        None => parts.last().unwrap_or(&"").to_string(),
+    }
+}
+
+/// Every file named `name` below `dir`.
+fn find_files(dir: &Path, name: &str, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            find_files(&path, name, out)?;
+        } else if path.file_name().is_some_and(|n| n == name) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Step 1: the checked-in PTX against NVRTC 12.4's output for `sources` (see the module docs).
+fn check_generated(sources: &[PathBuf], include: &Path, regenerate: bool, require: bool) -> anyhow::Result<()> {
+    let script = repo_path("xtask/nvrtc.py").context("cannot find xtask/nvrtc.py")?;
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script).arg("--include").arg(include);
+    if !regenerate {
+        cmd.arg("--check");
+    }
+    let status = cmd.args(sources).status().with_context(|| format!("running python3 {}", script.display()))?;
+    match status.code() {
+        Some(0) if regenerate => println!("nvrtc: regenerated {} PTX files from their kernels.cu", sources.len()),
+        Some(0) => println!("nvrtc: {} checked-in PTX files match NVRTC 12.4's output", sources.len()),
+        Some(3) if !require => println!("nvrtc: NVRTC 12.4 not found; the checked-in PTX was not compared with its CUDA C"),
+        _ => bail!("the CUDA C kernels and their checked-in PTX disagree or NVRTC failed (see above); `cargo xtask build-kernels --regenerate` rewrites the PTX"),
     }
     Ok(())
 }

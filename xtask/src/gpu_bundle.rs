@@ -1,7 +1,8 @@
 //! `cargo xtask gpu-bundle`: packs what a GPU machine without a Rust toolchain needs to check
 //! and time the kernels into the git-ignored `.device-bundle/`: this (release) xtask binary, the
 //! kernels (for reference: the binary embeds them), the reference fixtures, the PyTorch baseline
-//! script and `run.sh`, which runs parity (CPU fixtures, then GPU vs CPU, then under
+//! script and `run.sh`, which runs parity (CPU fixtures, then GPU vs CPU — the LWTA kernels and
+//! cvn-autograd's conformance suite on its CUDA backend —, then under
 //! compute-sanitizer), the bench, the PyTorch baseline and a short Nsight Compute look, logging to `$OUT`.
 //!
 //! On the device tool: `run` with `carry: [".device-bundle"]`, command `bash .device-bundle/run.sh`.
@@ -31,6 +32,12 @@ mkdir -p "$OUT"
 X="$HERE/xtask"
 # the driver library, wherever the image keeps it (cudarc dlopens libcuda.so.1)
 export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:/usr/local/nvidia/lib64:/usr/local/nvidia/lib:/usr/lib/x86_64-linux-gnu"
+# cuBLAS for cvn-autograd's CUDA backend: a CUDA toolkit, or the wheels PyTorch brings
+for d in /usr/local/cuda/lib64 $(python3 -c "import site; print(' '.join(site.getsitepackages()))" 2>/dev/null); do
+  [ -d "$d/nvidia/cublas/lib" ] && LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d/nvidia/cublas/lib"
+  [ -d "$d" ] && ls "$d"/libcublas.so* > /dev/null 2>&1 && LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
+done
+export LD_LIBRARY_PATH
 status=0
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv 2>&1 | tee "$OUT/gpu.txt"
 
@@ -38,10 +45,11 @@ echo "== parity: CPU implementations vs reference fixtures"
 "$X" parity --device cpu --fixtures "$HERE/tests/fixtures" > "$OUT/parity_cpu.log" 2>&1 || status=1
 grep -E "^FAIL|passed|error" "$OUT/parity_cpu.log"
 
-echo "== parity: PTX kernels vs CPU reference"
+echo "== parity: LWTA PTX kernels vs CPU reference, then the cvn-autograd conformance suite on CUDA"
 "$X" parity --device cuda > "$OUT/parity_cuda.log" 2>&1 || status=1
 grep -E "^FAIL|passed|error" "$OUT/parity_cuda.log"
 grep -E "^PASS cuda/(tokens2053|nchw8x64)" "$OUT/parity_cuda.log"
+echo "conformance on CUDA: $(grep -c '^PASS conformance' "$OUT/parity_cuda.log") passed, $(grep -c '^FAIL conformance' "$OUT/parity_cuda.log") failed"
 
 echo "== compute-sanitizer: memcheck, racecheck, initcheck over the GPU parity checks"
 if command -v compute-sanitizer > /dev/null; then

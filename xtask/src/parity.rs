@@ -3,8 +3,11 @@
 //!
 //! * `cpu`: every library crate's `parity_checks` against the reference fixtures in DIR (default:
 //!   the repository's `tests/fixtures`).
-//! * `cuda`: the PTX kernels against the CPU reference on fresh random inputs
-//!   ([`lwta_kernels::cuda::parity`]).
+//! * `cuda`: the LWTA PTX kernels against the CPU reference on fresh random inputs
+//!   ([`lwta_kernels::cuda::parity`]), then the conformance suite of cvn-autograd's CUDA backend
+//!   (every op, forward and backward, f32 and bf16, against its float64 reference).
+//! * `cuda-emulated`: the conformance suite on the emulated CUDA device (the same kernels on the
+//!   PTX interpreter; no GPU needed).
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +19,7 @@ use lwta_kernels::parity::Check;
 pub enum Device {
     Cpu,
     Cuda,
+    CudaEmulated,
 }
 
 #[derive(clap::Args)]
@@ -48,7 +52,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Device::Cuda => {
             let cuda = LwtaCuda::new(args.gpu).context("the cuda parity checks need a GPU")?;
-            gpu_checks(&cuda, args.seed)?
+            let mut checks = gpu_checks(&cuda, args.seed)?;
+            let device = cvn_autograd::Device::cuda(args.gpu).context("the conformance suite needs the CUDA backend")?;
+            checks.extend(conformance(&device));
+            checks
+        }
+        Device::CudaEmulated => {
+            let device = cvn_autograd::Device::cuda_emulated().context("opening the emulated CUDA device")?;
+            conformance(&device)
         }
     };
     let failed = checks.iter().filter(|c| !c.passed).count();
@@ -62,6 +73,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("{failed} parity check(s) failed");
     }
     Ok(())
+}
+
+/// cvn-autograd's conformance suite on `device`, as parity checks (`error / tolerance` ≤ 1 passes).
+fn conformance(device: &cvn_autograd::Device) -> Vec<Check> {
+    cvn_autograd::conformance::run(device)
+        .into_iter()
+        .map(|o| Check {
+            name: format!("conformance {device} {}", o.case),
+            max_rel_err: o.worst,
+            tolerance: 1.0,
+            passed: o.passed,
+            detail: if o.passed { String::new() } else { o.detail },
+        })
+        .collect()
 }
 
 fn print_check(check: &Check) {

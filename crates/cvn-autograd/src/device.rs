@@ -2,8 +2,9 @@
 //!
 //! A [`Device`] is a cheap-to-clone handle. `Device::Cpu` needs no state; `Device::Cuda` carries
 //! its context — the CUDA context and stream, the cuBLAS handle, the loaded kernel modules and the
-//! stream-ordered allocator — or, for machines without a GPU, the PTX emulator standing in for the
-//! driver (see [`crate::cuda`]). Tensors made on a device stay there; ops on tensors of different
+//! caching allocator — or, for machines without a GPU, the PTX emulator standing in for the driver
+//! and cuBLAS (see [`crate::cuda`]). Opening the same GPU twice gives the same device (one
+//! context, one allocator). Tensors made on a device stay there; ops on tensors of different
 //! devices are an error, and [`crate::Tensor::to_device`] moves data explicitly.
 
 use std::fmt;
@@ -20,15 +21,17 @@ pub enum Device {
 }
 
 impl Device {
-    /// Opens GPU `ordinal` (loads the driver, cuBLAS and the kernels). A machine without an NVIDIA
-    /// driver gets an error saying so, never a panic.
+    /// Opens GPU `ordinal` (loads the driver and cuBLAS; kernels load on first use). A machine
+    /// without an NVIDIA driver or cuBLAS gets [`Error::DeviceUnavailable`] saying which, never a
+    /// panic; the CPU is unaffected.
     pub fn cuda(ordinal: usize) -> Result<Self> {
         Ok(Device::Cuda(CudaDevice::new(ordinal)?))
     }
 
     /// The CUDA backend on the PTX emulator: every kernel of the CUDA backend runs interpreted on
-    /// the CPU (GEMMs on the CPU with cuBLAS's semantics). Slow; for tests and kernel development
-    /// on machines without a GPU.
+    /// the CPU (`ptx-emu`), GEMMs on the host with cuBLAS's contract. Slow (tens of millions of
+    /// emulated instructions per second); for tests and kernel development on machines without a
+    /// GPU. One per process.
     pub fn cuda_emulated() -> Result<Self> {
         Ok(Device::Cuda(CudaDevice::emulated()?))
     }

@@ -9,9 +9,19 @@
 //! rayon, SIMD, `matrixmultiply`) and `Cuda` ([`cuda`]: device buffers, cuBLAS, PTX kernels) —
 //! as candle does it. Every op family lives in a folder `ops/<op>/` holding, side by side, the op
 //! (`mod.rs`: shape and dtype checks, tape recording, written once), the trait of kernels it needs,
-//! and that trait's CPU and CUDA implementations (`cpu.rs`, `cuda.rs`, plus the `.cu` source of the
-//! CUDA kernels) — dfdx's layout. [`storage`] explains the dispatch. Host memory is reached only
-//! through explicit copies: [`Tensor::to_vec`], [`Tensor::item`], [`Tensor::to_device`].
+//! and that trait's CPU and CUDA implementations (`cpu.rs`, `cuda.rs`, plus `kernels.cu`, the CUDA C
+//! of its kernels, and `kernels.ptx`, what NVRTC makes of it, embedded) — dfdx's layout.
+//! [`storage`] explains the dispatch. Host memory is reached only through explicit copies:
+//! [`Tensor::to_vec`], [`Tensor::item`], [`Tensor::to_device`].
+//!
+//! ## CUDA
+//! [`Device::cuda`] opens a GPU through cudarc (driver and cuBLAS loaded at run time; without them
+//! a clear error); [`Device::cuda_emulated`] runs the same backend — the same PTX, the same cuBLAS
+//! calls — on the `ptx-emu` interpreter, so `cargo test` checks every CUDA kernel without a GPU.
+//! GEMMs are `cublasGemmStridedBatchedEx` (bf16 or f32 in, f32 accumulation), convolution is
+//! im2col + GEMM, LWTA runs the fused kernels of `lwta_kernels`; memory comes from a caching
+//! allocator. [`cuda`] has the layout. **The CUDA backend has been tested on the PTX emulator
+//! only, not on a real GPU** (no GPU was available while it was written).
 //!
 //! ## Autograd
 //! Gradients are recorded on a [`Tape`] (a list of backward closures run in reverse, as dfdx

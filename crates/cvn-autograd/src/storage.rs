@@ -9,6 +9,11 @@
 //! storages on different devices).
 //!
 //! Host memory is reached only through explicit copies ([`Storage::to_f32_vec`] and friends).
+//!
+//! The CUDA storage ([`crate::cuda::CudaStorage`]) is a buffer from its device's caching
+//! allocator plus a dtype and length; its kernels are the PTX embedded from each op's
+//! `kernels.cu`, launched through the device's gpu layer (a real GPU, or the PTX emulator for
+//! `Device::cuda_emulated`).
 
 use crate::cpu::CpuStorage;
 use crate::cuda::CudaStorage;

@@ -50,7 +50,7 @@ impl std::ops::DerefMut for Scratch {
 
 impl ConvGeom {
     /// Images per chunk (see [`COL_BUDGET`]).
-    fn chunk(&self) -> usize {
+    pub(super) fn chunk(&self) -> usize {
         (COL_BUDGET / (self.ckk() * self.hwo()).max(1)).clamp(1, self.n.max(1))
     }
 
