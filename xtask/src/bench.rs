@@ -22,12 +22,13 @@ use lwta_kernels::cuda::{parity::random_normals, Element, LwtaCuda};
 use lwta_kernels::{BlockGeometry, LwtaConfig, Noise};
 use serde::{Deserialize, Serialize};
 
-use crate::parity::Device;
+use cvn_autograd::Device;
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    device: Device,
+    /// cpu (the criterion benches) or cuda / cuda:N (the LWTA kernels on that GPU).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Write the measurements as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -40,9 +41,6 @@ pub struct Args {
     /// Baseline JSON: fail when a ratio to the floor is more than 10% above it.
     #[arg(long)]
     check: Option<PathBuf>,
-    /// GPU ordinal.
-    #[arg(long, default_value_t = 0)]
-    gpu: usize,
     /// Timed repetitions per measurement (after warm-up); the median is reported.
     #[arg(long, default_value_t = 30)]
     iters: usize,
@@ -108,11 +106,15 @@ fn shapes() -> [Shape; 3] {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let report = match (&args.report, args.device) {
-        (Some(path), _) => read_json::<Report>(path)?,
-        (None, Device::Cuda) => measure(args.gpu, args.iters, &args.sweep_waves)?,
-        (None, Device::Cpu) => return criterion(),
-        (None, Device::CudaEmulated) => anyhow::bail!("bench times real hardware: --device cpu or cuda, not the emulator"),
+    let report = match &args.report {
+        Some(path) => read_json::<Report>(path)?,
+        None => match Device::open(&args.device).with_context(|| format!("--device {}", args.device))? {
+            Device::Cpu => return criterion(),
+            Device::Cuda(gpu) => match gpu.ordinal() {
+                Some(ordinal) => measure(ordinal, args.iters, &args.sweep_waves)?,
+                None => bail!("--device {}: bench times real hardware (cpu or cuda:N), not the emulator", args.device),
+            },
+        },
     };
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;

@@ -12,27 +12,20 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use cvn_autograd::Device;
 use lwta_kernels::cuda::{parity::gpu_checks, LwtaCuda};
 use lwta_kernels::parity::Check;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Device {
-    Cpu,
-    Cuda,
-    CudaEmulated,
-}
-
 #[derive(clap::Args)]
 pub struct Args {
-    /// Where the implementation under test runs.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    device: Device,
+    /// Where the implementation under test runs: cpu (the reference fixtures), cuda / cuda:N (the
+    /// LWTA kernels and the conformance suite on that GPU) or cuda-emulated (the suite on the PTX
+    /// emulator).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Reference fixtures (cpu); default: the repository's tests/fixtures.
     #[arg(long)]
     fixtures: Option<PathBuf>,
-    /// GPU ordinal (cuda).
-    #[arg(long, default_value_t = 0)]
-    gpu: usize,
     /// Seed of the random inputs and noise streams (cuda).
     #[arg(long, default_value_t = 0x1f0a_2b3c_4d5e)]
     seed: u64,
@@ -42,7 +35,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let checks = match args.device {
+    let device = Device::open(&args.device).with_context(|| format!("--device {}", args.device))?;
+    let checks = match &device {
         Device::Cpu => {
             let fixtures = match args.fixtures {
                 Some(dir) => dir,
@@ -50,17 +44,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             };
             cpu_checks(&fixtures)?
         }
-        Device::Cuda => {
-            let cuda = LwtaCuda::new(args.gpu).context("the cuda parity checks need a GPU")?;
-            let mut checks = gpu_checks(&cuda, args.seed)?;
-            let device = cvn_autograd::Device::cuda(args.gpu).context("the conformance suite needs the CUDA backend")?;
-            checks.extend(conformance(&device));
-            checks
-        }
-        Device::CudaEmulated => {
-            let device = cvn_autograd::Device::cuda_emulated().context("opening the emulated CUDA device")?;
-            conformance(&device)
-        }
+        Device::Cuda(gpu) => match gpu.ordinal() {
+            Some(ordinal) => {
+                let cuda = LwtaCuda::new(ordinal).context("the cuda parity checks need a GPU")?;
+                let mut checks = gpu_checks(&cuda, args.seed)?;
+                checks.extend(conformance(&device));
+                checks
+            }
+            // The LWTA kernels' own parity runs on the emulator in `cargo test` (emulated_ptx.rs).
+            None => conformance(&device),
+        },
     };
     let failed = checks.iter().filter(|c| !c.passed).count();
     for check in &checks {
@@ -76,7 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// cvn-autograd's conformance suite on `device`, as parity checks (`error / tolerance` ≤ 1 passes).
-fn conformance(device: &cvn_autograd::Device) -> Vec<Check> {
+fn conformance(device: &Device) -> Vec<Check> {
     cvn_autograd::conformance::run(device)
         .into_iter()
         .map(|o| Check {

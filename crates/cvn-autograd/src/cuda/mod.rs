@@ -64,6 +64,8 @@ struct Inner {
     gpu: Box<dyn Gpu>,
     pool: Allocator,
     label: String,
+    /// The GPU's ordinal; `None` for the emulated device.
+    ordinal: Option<usize>,
 }
 
 impl RawAlloc for Inner {
@@ -118,7 +120,7 @@ fn open(ordinal: Option<usize>, make: impl FnOnce() -> Result<(Box<dyn Gpu>, Str
         return Ok(d.clone());
     }
     let (gpu, label) = make()?;
-    let device = CudaDevice { inner: Arc::new(Inner { gpu, pool: Allocator::default(), label }) };
+    let device = CudaDevice { inner: Arc::new(Inner { gpu, pool: Allocator::default(), label, ordinal }) };
     opened.push((ordinal, device.clone()));
     Ok(device)
 }
@@ -136,6 +138,11 @@ impl CudaDevice {
 
     pub(crate) fn synchronize(&self) -> Result<()> {
         self.inner.gpu.synchronize()
+    }
+
+    /// The GPU's ordinal (`cuda:N`), or `None` for the emulated device.
+    pub fn ordinal(&self) -> Option<usize> {
+        self.inner.ordinal
     }
 
     /// The caching allocator's counters.
