@@ -675,7 +675,12 @@ mod tests {
     fn steady_state_steps_allocate_nothing_new() {
         // a private emulated device, so no other test shares its allocator
         let dev = CudaDevice {
-            inner: Arc::new(Inner { gpu: Box::new(emulated::EmulatedGpu::new()), pool: Allocator::default(), label: "test".into() }),
+            inner: Arc::new(Inner {
+                gpu: Box::new(emulated::EmulatedGpu::new()),
+                pool: Allocator::default(),
+                label: "test".into(),
+                ordinal: None,
+            }),
         };
         let device = Device::Cuda(dev.clone());
         let x = Tensor::from_slice_on(&[1.0, -2.0, 3.0], &[3], DType::F32, &device).unwrap();
