@@ -30,6 +30,7 @@ fn tiny(model: &str, competitors: usize, epochs: usize, train: usize, test: usiz
         train: Arc::new(fm.train.with_augment(config.augment).truncated(train)),
         test: Arc::new(fm.test.truncated(test)),
         source: fm.source.to_string(),
+        notes: Vec::new(),
     };
     (config, data)
 }
