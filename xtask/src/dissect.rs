@@ -188,8 +188,9 @@ fn load_probe(args: &Args, run: &Path, source: &ModelSource) -> anyhow::Result<B
         let Some(size) = source.model().config().img_size() else {
             bail!("--probe {}: the model does not say its input size", dir.display());
         };
-        let folder =
-            ImageFolder::open(&dir, FolderTransform::eval(size)).and_then(|f| f.scan(false)).with_context(|| format!("--probe {}", dir.display()))?;
+        let folder = ImageFolder::open(&dir, FolderTransform::eval(size))
+            .and_then(|f| f.scan(false))
+            .with_context(|| format!("--probe {}", dir.display()))?;
         DatasetProbe::image_folder(&args.probe, folder)?
     };
     probe.check_fits(source.model().config()).with_context(|| format!("--probe {}", args.probe))?;

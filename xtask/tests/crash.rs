@@ -22,7 +22,9 @@ fn scratch(name: &str) -> PathBuf {
 /// A tiny Fashion-MNIST-shaped data set: 96 training and 32 test images of 28×28.
 fn write_data(dir: &Path) {
     let image = |i: usize| (0..784).map(move |p| ((p * 7 + i * 13) % 251) as u8);
-    for (images, labels, n) in [("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 96), ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 32)] {
+    for (images, labels, n) in
+        [("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 96), ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 32)]
+    {
         let pixels: Vec<u8> = (0..n).flat_map(image).collect();
         std::fs::write(dir.join(images), encode_idx(&[n, 28, 28], &pixels)).unwrap();
         std::fs::write(dir.join(labels), encode_idx(&[n], &(0..n).map(|i| (i % 10) as u8).collect::<Vec<_>>())).unwrap();
@@ -120,8 +122,11 @@ fn killed_and_resumed_twenty_times_ends_as_an_uninterrupted_run() {
         assert!(x == y, "tensor `{name}` differs after {KILLS} kills");
     }
     assert_eq!(a.1, b.1, "trainer state differs");
-    let leftovers: Vec<String> =
-        std::fs::read_dir(&killed).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".tmp-")).collect();
+    let leftovers: Vec<String> = std::fs::read_dir(&killed)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -142,7 +142,10 @@ pub enum Integrity {
 
 /// The content hash of tensors (`(name, dtype, shape, bytes)`) and metadata (without
 /// [`CONTENT_HASH_KEY`]); see [`CONTENT_HASH_KEY`].
-fn content_sha256<'a>(tensors: impl IntoIterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>, metadata: &HashMap<String, String>) -> String {
+fn content_sha256<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
+    metadata: &HashMap<String, String>,
+) -> String {
     let mut tensors: Vec<_> = tensors.into_iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(b.0));
     let mut hasher = Sha256::new();
@@ -180,8 +183,7 @@ pub fn serialize(tensors: Vec<(String, TensorView<'_>)>, mut metadata: HashMap<S
 /// [`Integrity::Unhashed`] for a file without one; a mismatch is an error (the caller names the
 /// file).
 pub fn verify(bytes: &[u8]) -> Result<Integrity> {
-    let not_safetensors =
-        |e: safetensors::SafeTensorError| file_err_from(Path::new("<bytes>"), format!("not a safetensors file: {e}"), e);
+    let not_safetensors = |e: safetensors::SafeTensorError| file_err_from(Path::new("<bytes>"), format!("not a safetensors file: {e}"), e);
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(not_safetensors)?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let Some(stored) = metadata.get(CONTENT_HASH_KEY) else { return Ok(Integrity::Unhashed) };
@@ -204,7 +206,11 @@ pub fn require_finite(name: &str, t: &Tensor) -> Result<()> {
         None => Ok(()),
         Some(i) => Err(Error::Invalid {
             op: "safetensors",
-            detail: format!("tensor `{name}` holds a non-finite value ({} at flat index {i} of {}): the weights are corrupt", values[i], values.len()),
+            detail: format!(
+                "tensor `{name}` holds a non-finite value ({} at flat index {i} of {}): the weights are corrupt",
+                values[i],
+                values.len()
+            ),
         }),
     }
 }
@@ -293,7 +299,8 @@ pub fn remove_stale_temps(dir: &Path) -> Result<usize> {
         let is_temp = name.starts_with('.')
             && name.rsplit_once(TEMP_MARKER).is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
         if is_temp && entry.file_type().is_ok_and(|t| t.is_file()) {
-            std::fs::remove_file(entry.path()).map_err(|e| file_err_from(&entry.path(), format!("cannot remove a stale temporary file: {e}"), e))?;
+            std::fs::remove_file(entry.path())
+                .map_err(|e| file_err_from(&entry.path(), format!("cannot remove a stale temporary file: {e}"), e))?;
             removed += 1;
         }
     }

@@ -60,7 +60,10 @@ impl RunLock {
                     Ok(pid) => format!("process {pid}"),
                     Err(_) => "another process".to_string(),
                 };
-                return lock_err(dir, format!("{holder} is writing to this run (it holds {}); wait for it to finish or use another folder", path.display()));
+                return lock_err(
+                    dir,
+                    format!("{holder} is writing to this run (it holds {}); wait for it to finish or use another folder", path.display()),
+                );
             }
             Err(TryLockError::Error(e)) => return lock_err(&path, format!("cannot lock the run folder: {e}")),
         }

@@ -26,12 +26,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::checkpoint::Extras;
-use crate::run_lock::RunLock;
-use cvn_autograd::io::Integrity;
 use crate::config::ModelConfig;
 use crate::data::{Batch, BatchLoader, Dataset, FashionMnist, FolderTransform, ImageFolder, LoaderConfig, PadCropFlip, Spread};
 use crate::forward::{ActivityCounters, Forward};
 use crate::model::Model;
+use crate::run_lock::RunLock;
+use cvn_autograd::io::Integrity;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const METRICS_FILE: &str = "metrics.jsonl";
@@ -308,7 +308,11 @@ impl TrainData {
             }
             for (split, set) in [("train", &train), ("val", &test)] {
                 if set.skipped() > 0 {
-                    notes.push(format!("{}/{split}: skipped {} unreadable or truncated images (--skip-bad-images)", dir.display(), set.skipped()));
+                    notes.push(format!(
+                        "{}/{split}: skipped {} unreadable or truncated images (--skip-bad-images)",
+                        dir.display(),
+                        set.skipped()
+                    ));
                 }
             }
             TrainData {
@@ -350,10 +354,7 @@ pub fn check_fits(model: &ModelConfig, split: &str, set: &dyn Dataset) -> Result
         );
     }
     if set.class_names().len() > model.num_classes() {
-        return config_err(
-            "data",
-            format!("{split} split has {} classes, the model {}", set.class_names().len(), model.num_classes()),
-        );
+        return config_err("data", format!("{split} split has {} classes, the model {}", set.class_names().len(), model.num_classes()));
     }
     if set.is_empty() || h == 0 || w == 0 {
         return config_err("data", format!("{split} split holds no images of at least 1×1 pixels"));
@@ -554,10 +555,7 @@ pub fn load_run(dir: &Path, data_dir: Option<&Path>) -> Result<(Model, TrainConf
 /// What to tell the user about a checkpoint read without a content hash (`None` when verified).
 pub fn integrity_note(checkpoint: &Path, integrity: Integrity) -> Option<String> {
     (integrity == Integrity::Unhashed).then(|| {
-        format!(
-            "note: {} has no content hash (written by an older version or another tool): loaded unverified",
-            checkpoint.display()
-        )
+        format!("note: {} has no content hash (written by an older version or another tool): loaded unverified", checkpoint.display())
     })
 }
 

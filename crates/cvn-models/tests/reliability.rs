@@ -106,7 +106,9 @@ fn checkpoints_carry_a_content_hash_checked_on_load() {
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
-        .map(|(name, data, shape)| (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap()))
+        .map(|(name, data, shape)| {
+            (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap())
+        })
         .collect();
     let plain = safetensors::serialize(views, Some(HashMap::from([("config".to_string(), config)]))).unwrap();
     std::fs::write(&path, plain).unwrap();
@@ -203,7 +205,8 @@ fn a_lost_epoch_line_is_restored_and_stale_temporary_files_removed_on_resume() {
     // What a kill right after the checkpoint's rename left before: no line for epoch 2, and the
     // temporary file of a killed write.
     let metrics = std::fs::read_to_string(dir.join(METRICS_FILE)).unwrap();
-    let without: String = metrics.lines().filter(|l| !l.contains(r#""epoch":2"#) || !l.contains(r#""kind":"epoch""#)).map(|l| format!("{l}\n")).collect();
+    let without: String =
+        metrics.lines().filter(|l| !l.contains(r#""epoch":2"#) || !l.contains(r#""kind":"epoch""#)).map(|l| format!("{l}\n")).collect();
     std::fs::write(dir.join(METRICS_FILE), without).unwrap();
     assert_eq!(epochs_logged(&dir), [1]);
     let stale = dir.join(".checkpoint.safetensors.tmp-4242");
@@ -242,7 +245,8 @@ fn image_folder_splits_match_classes_by_name() {
     let data = TrainData::load(&folder_config(&root)).unwrap();
     assert_eq!(data.test.class_names(), ["a", "b", "c"]);
     let mut out = vec![0.0; 3 * 224 * 224];
-    let labels: Vec<usize> = (0..data.test.len()).map(|i| data.test.load_into(i, &mut CounterRng::new(0, 0, 0), &mut out).unwrap()).collect();
+    let labels: Vec<usize> =
+        (0..data.test.len()).map(|i| data.test.load_into(i, &mut CounterRng::new(0, 0, 0), &mut out).unwrap()).collect();
     // val/c is class 2 of the training split, not the second folder of val/.
     assert_eq!(labels, [0, 0, 2, 2]);
     assert!(data.notes.iter().any(|n| n.contains("no images of 1 of the 3 training classes: b")), "{:?}", data.notes);
@@ -259,7 +263,8 @@ fn truncated_and_corrupt_images_are_found_before_training_or_skipped() {
     write_split(&root, "train", &["a", "b"]);
     write_split(&root, "val", &["a", "b"]);
     let jpeg = root.join("train/a/photo.jpg");
-    image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([x as u8 * 8, y as u8 * 8, 0])).save(&jpeg).unwrap();
+    // Large enough that half the file ends inside the entropy-coded data, after the headers.
+    image::RgbImage::from_fn(128, 128, |x, y| image::Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, (x ^ y) as u8])).save(&jpeg).unwrap();
     let full = std::fs::read(&jpeg).unwrap();
     std::fs::write(&jpeg, &full[..full.len() / 2]).unwrap();
     let err = TrainData::load(&folder_config(&root)).err().unwrap().to_string();

@@ -141,8 +141,6 @@ impl Cache {
         cvn_autograd::io::remove_stale_temps(dir).map_err(|err| DissectError::format(dir, err.to_string()))
     }
 
-
-
     /// The entry under `key`, computing and storing it on a miss.
     pub fn get_or_compute(&self, key: &CacheKey, compute: impl FnOnce() -> Result<Entry>) -> Result<(Entry, bool)> {
         if let Some(entry) = self.load(key) {

@@ -84,12 +84,19 @@ impl ConceptSet {
         let mut index = HashMap::new();
         for (number, line) in lines.into_iter().enumerate() {
             if number >= MAX_CONCEPT_LINES {
-                return Err(DissectError::format(&name, format!("more than {MAX_CONCEPT_LINES} lines: a concept set is one short phrase per line")));
+                return Err(DissectError::format(
+                    &name,
+                    format!("more than {MAX_CONCEPT_LINES} lines: a concept set is one short phrase per line"),
+                ));
             }
             if line.len() > MAX_CONCEPT_LINE_BYTES {
                 return Err(DissectError::format(
                     &name,
-                    format!("line {} has {} bytes, more than {MAX_CONCEPT_LINE_BYTES}: a concept is one short phrase", number + 1, line.len()),
+                    format!(
+                        "line {} has {} bytes, more than {MAX_CONCEPT_LINE_BYTES}: a concept is one short phrase",
+                        number + 1,
+                        line.len()
+                    ),
                 ));
             }
             let concept = clean_line(line);

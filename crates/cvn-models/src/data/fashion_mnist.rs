@@ -174,10 +174,9 @@ impl IdxDataset {
         }
         let size: usize = self.shape.iter().product();
         // `new` checked that the data holds `len` images of `size` bytes; `get` keeps it so.
-        self.images.get(index * size..(index + 1) * size).map_or_else(
-            || data_err("Fashion-MNIST", format!("sample {index} lies outside the {} image bytes", self.images.len())),
-            Ok,
-        )
+        self.images
+            .get(index * size..(index + 1) * size)
+            .map_or_else(|| data_err("Fashion-MNIST", format!("sample {index} lies outside the {} image bytes", self.images.len())), Ok)
     }
 }
 

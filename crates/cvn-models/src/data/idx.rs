@@ -42,7 +42,7 @@ pub fn parse_idx(bytes: &[u8], name: &str) -> Result<IdxArray> {
     let mut decoder = GzDecoder::new(bytes);
     // The fixed header, then the dimensions, then exactly the data they announce (plus one byte to
     // notice trailing data): never more than the header's size, itself bounded.
-    let mut out = vec![0u8; 4];
+    let mut out = Vec::new();
     let got = read_up_to(&mut decoder, &mut out, 4).or_else(gzip_err)?;
     if got == 4 {
         let ndim = out[3] as usize;

@@ -125,7 +125,11 @@ impl ImageFolder {
                     None => {
                         return data_err(
                             dir.display(),
-                            format!("class `{name}` is not one of the {} classes of the training split ({})", classes.len(), classes.join(", ")),
+                            format!(
+                                "class `{name}` is not one of the {} classes of the training split ({})",
+                                classes.len(),
+                                classes.join(", ")
+                            ),
                         )
                     }
                 },
