@@ -67,6 +67,17 @@ fn label_backend_dissects_a_competition_vit_and_caches_its_activations() {
     assert_eq!(csv.lines().count(), 1 + 4 * 384 + 10);
     assert!(std::fs::read_to_string(&out.report_html).unwrap().contains("data:image/png;base64,"));
 
+    // A write that fails part-way (as on a full disk: here report.html's temporary file cannot be
+    // created) leaves the previous set whole: nothing was replaced.
+    let before: Vec<Vec<u8>> = [&out.neurons_csv, &out.summary_json, &out.report_html].iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let blocker = cvn_autograd::io::temp_path(&out.report_html);
+    std::fs::create_dir_all(&blocker).unwrap();
+    let err = write_outputs(&dir.join("dissect"), Named { run: "runs/other", dissection: &d }, &probe, None).unwrap_err().to_string();
+    assert!(err.contains("report.html"), "{err}");
+    let after: Vec<Vec<u8>> = [&out.neurons_csv, &out.summary_json, &out.report_html].iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert!(before == after, "a failed write replaced some outputs");
+    std::fs::remove_dir(&blocker).unwrap();
+
     // The same checkpoint, probe and pooling again: served from the cache, same answer.
     let mut again = ModelSource::load(&checkpoint, Sampling::Deterministic).unwrap();
     let second = dissect(&mut again, &probe, Scorer::Labels, &concepts, &options, &cache, &Silent).unwrap();

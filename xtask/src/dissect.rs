@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use anyhow::{bail, Context};
 use cvn_autograd::Device;
 use cvn_models::data::{FashionMnist, FolderTransform, ImageFolder};
-use cvn_models::train::{run_config, CHECKPOINT_FILE};
+use cvn_models::train::{integrity_note, run_config, CHECKPOINT_FILE};
+use cvn_models::RunLock;
 use dissect::cache::Cache;
 use dissect::integration::{ClipModelEncoder, DatasetProbe, ModelSource, Sampling};
 use dissect::pipeline::{dissect, Dissection, Options, Scorer};
@@ -83,6 +84,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Dissects `args.run` (and `--compare`), writes the outputs and prints a summary.
 pub fn dissect_run(args: &Args) -> anyhow::Result<Outputs> {
+    // Outputs and activation caches are written into the runs: one writer per run at a time.
+    let _locks = lock_runs(args)?;
     let device = args.device.open()?;
     let clip = match &args.clip {
         Some(dir) => Some(ClipModelEncoder::load(dir, &device, args.device.dtype()).with_context(|| format!("--clip {}", dir.display()))?),
@@ -105,6 +108,18 @@ pub fn dissect_run(args: &Args) -> anyhow::Result<Outputs> {
     write_outputs(&dir, Named { run: &run_name, dissection }, probe.as_ref(), compare).with_context(|| format!("writing {}", dir.display()))
 }
 
+/// Locks `--run` and `--compare` (once if they are the same folder).
+fn lock_runs(args: &Args) -> anyhow::Result<Vec<RunLock>> {
+    let mut locks = vec![RunLock::existing(&args.run)?];
+    if let Some(other) = &args.compare {
+        let same = std::fs::canonicalize(other).ok().zip(std::fs::canonicalize(&args.run).ok()).is_some_and(|(a, b)| a == b);
+        if !same {
+            locks.push(RunLock::existing(other).with_context(|| format!("--compare {}", other.display()))?);
+        }
+    }
+    Ok(locks)
+}
+
 fn dissect_one(
     args: &Args,
     run: &Path,
@@ -120,6 +135,9 @@ fn dissect_one(
         None => Sampling::Deterministic,
     };
     let mut source = ModelSource::load(&checkpoint, sampling)?;
+    if let Some(note) = integrity_note(&checkpoint, source.integrity()) {
+        println!("{note}");
+    }
     source.to_device(device)?;
     let probe = load_probe(args, run, &source)?;
     let concepts = match (&args.concepts, clip) {
@@ -141,6 +159,9 @@ fn dissect_one(
         ..Options::default()
     };
     let cache = if args.no_cache { Cache::disabled() } else { Cache::at(run.join("dissect").join("cache")) };
+    // The run is locked: temporary files here are a killed writer's.
+    cvn_autograd::io::remove_stale_temps(&run.join("dissect"))?;
+    cache.remove_stale_temps()?;
     println!(
         "dissecting {} on {} ({} images) against {} ({} concepts), {}",
         run.display(),
@@ -167,9 +188,12 @@ fn load_probe(args: &Args, run: &Path, source: &ModelSource) -> anyhow::Result<B
         let Some(size) = source.model().config().img_size() else {
             bail!("--probe {}: the model does not say its input size", dir.display());
         };
-        let folder = ImageFolder::open(&dir, FolderTransform::eval(size)).with_context(|| format!("--probe {}", dir.display()))?;
+        let folder = ImageFolder::open(&dir, FolderTransform::eval(size))
+            .and_then(|f| f.scan(false))
+            .with_context(|| format!("--probe {}", dir.display()))?;
         DatasetProbe::image_folder(&args.probe, folder)?
     };
+    probe.check_fits(source.model().config()).with_context(|| format!("--probe {}", args.probe))?;
     Ok(Box::new(match args.limit {
         Some(n) => probe.truncated(n),
         None => probe,

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use cvn_models::train::{evaluate, load_run, BnRecalibration, EvalOptions};
+use cvn_models::train::{evaluate, integrity_note, load_run, BnRecalibration, EvalOptions, CHECKPOINT_FILE};
+use cvn_models::RunLock;
 
 use crate::device::DeviceArgs;
 use crate::train::{print_evaluation, Bars};
@@ -36,9 +37,15 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device = args.device.open()?;
-    let (mut model, config, data) = load_run(&args.run, args.data.as_deref())?;
+    // eval.json is written into the run: one writer at a time.
+    let _lock = RunLock::existing(&args.run)?;
+    let (mut model, config, data, integrity) = load_run(&args.run, args.data.as_deref())?;
+    if let Some(note) = integrity_note(&args.run.join(CHECKPOINT_FILE), integrity) {
+        println!("{note}");
+    }
     model.to_device(&device)?;
     println!("evaluating {} (U = {}) on {}", config.model, config.competitors, data.source);
+    data.notes.iter().for_each(|note| println!("note: {note}"));
     let options = EvalOptions {
         samples: if args.deterministic { 0 } else { args.samples },
         batch_size: args.batch.unwrap_or(config.eval_batch_size),

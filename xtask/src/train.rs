@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use cvn_models::data::PadCropFlip;
-use cvn_models::train::{run_config, Evaluation, Progress, ScheduleConfig, Summary, TrainConfig, TrainData, Trainer};
+use cvn_models::train::{
+    integrity_note, run_config, Evaluation, Progress, ScheduleConfig, Summary, TrainConfig, TrainData, Trainer, CHECKPOINT_FILE,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::device::DeviceArgs;
@@ -60,6 +62,10 @@ pub struct Args {
     /// Train without augmentation (Fashion-MNIST: no random crop or flip).
     #[arg(long)]
     no_augment: bool,
+    /// ImageFolder data: skip (and count) unreadable or truncated images instead of stopping at the
+    /// first.
+    #[arg(long)]
+    skip_bad_images: bool,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -114,6 +120,9 @@ impl Args {
         if self.no_augment {
             config.augment = PadCropFlip::default();
         }
+        if self.skip_bad_images {
+            config.skip_bad_images = true;
+        }
         Ok(())
     }
 }
@@ -124,13 +133,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut config = run_config(&args.out)?;
         args.apply(&mut config)?;
         let data = TrainData::load(&config)?;
-        Trainer::resume(&args.out, config, data)?
+        data.notes.iter().for_each(|note| println!("note: {note}"));
+        let trainer = Trainer::resume(&args.out, config, data)?;
+        if let Some(note) = integrity_note(&args.out.join(CHECKPOINT_FILE), trainer.checkpoint_integrity()) {
+            println!("{note}");
+        }
+        trainer
     } else {
         let model = args.model.as_deref().unwrap_or("vit-fmnist");
         let mut config = TrainConfig::for_model(model, args.competitors.unwrap_or(4), args.epochs.unwrap_or(10))?;
         args.apply(&mut config)?;
         config.validate()?;
         let data = TrainData::load(&config)?;
+        data.notes.iter().for_each(|note| println!("note: {note}"));
         Trainer::start(config, data, &args.out)?
     };
     let mut trainer = trainer.on_device(&device)?.with_autocast(args.device.autocast());

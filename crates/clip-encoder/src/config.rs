@@ -41,6 +41,25 @@ pub enum TextPooling {
     ArgmaxId,
 }
 
+/// The largest value of each size key of `config.json`: several times the largest published CLIP
+/// (ViT-bigG: width 1664, 48 layers), far below what would exhaust memory before the weights file
+/// is compared with the configuration.
+pub const LIMITS: [(&str, usize); 10] = [
+    ("hidden_size", 8192),
+    ("intermediate_size", 32_768),
+    ("num_hidden_layers", 128),
+    ("num_attention_heads", 256),
+    ("vocab_size", 1 << 20),
+    ("max_position_embeddings", 4096),
+    ("image_size", 2048),
+    ("patch_size", 2048),
+    ("num_channels", 16),
+    ("projection_dim", 8192),
+];
+
+/// Patch tokens plus the class token an image may have (a 128 × 128 patch grid).
+pub const MAX_IMAGE_TOKENS: usize = 128 * 128 + 1;
+
 /// The id `transformers` treats as "legacy config: pool at argmax of the ids".
 const LEGACY_EOS_TOKEN_ID: u32 = 2;
 
@@ -234,9 +253,38 @@ impl ClipConfig {
         Ok(config)
     }
 
-    /// Rejects sizes the towers cannot be built from, naming the key.
+    /// Rejects sizes the towers cannot be built from or that exceed [`LIMITS`], naming the key.
     pub fn validate(&self, file: &Path) -> Result<()> {
         let bad = |detail: String| Err(ClipError::Config { file: file.display().to_string(), detail });
+        let (t, v) = (&self.text, &self.vision);
+        let sizes = [
+            ("text_config.hidden_size", t.encoder.hidden_size),
+            ("text_config.intermediate_size", t.encoder.intermediate_size),
+            ("text_config.num_hidden_layers", t.encoder.num_layers),
+            ("text_config.num_attention_heads", t.encoder.num_heads),
+            ("text_config.vocab_size", t.vocab_size),
+            ("text_config.max_position_embeddings", t.max_position_embeddings),
+            ("vision_config.hidden_size", v.encoder.hidden_size),
+            ("vision_config.intermediate_size", v.encoder.intermediate_size),
+            ("vision_config.num_hidden_layers", v.encoder.num_layers),
+            ("vision_config.num_attention_heads", v.encoder.num_heads),
+            ("vision_config.image_size", v.image_size),
+            ("vision_config.patch_size", v.patch_size),
+            ("vision_config.num_channels", v.num_channels),
+            ("projection_dim", self.projection_dim),
+        ];
+        for (key, value) in sizes {
+            let field = key.rsplit('.').next().unwrap_or(key);
+            let max = LIMITS.iter().find(|(name, _)| *name == field).map_or(usize::MAX, |&(_, max)| max);
+            if value > max {
+                return bad(format!("{key} {value} exceeds the limit {max}"));
+            }
+        }
+        for (key, eps) in [("text_config", t.encoder.layer_norm_eps), ("vision_config", v.encoder.layer_norm_eps)] {
+            if !(eps.is_finite() && eps > 0.0) {
+                return bad(format!("{key}.layer_norm_eps must be finite and > 0, got {eps}"));
+            }
+        }
         for (key, e) in [("text_config", &self.text.encoder), ("vision_config", &self.vision.encoder)] {
             if e.hidden_size == 0 || e.num_heads == 0 || e.hidden_size % e.num_heads != 0 {
                 return bad(format!(
@@ -251,6 +299,14 @@ impl ClipConfig {
         let v = &self.vision;
         if v.patch_size == 0 || v.image_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return bad(format!("vision_config.image_size {} must be a positive multiple of patch_size {}", v.image_size, v.patch_size));
+        }
+        if v.num_positions() > MAX_IMAGE_TOKENS {
+            return bad(format!(
+                "vision_config.image_size {} / patch_size {} makes {} tokens, more than {MAX_IMAGE_TOKENS}",
+                v.image_size,
+                v.patch_size,
+                v.num_positions()
+            ));
         }
         if v.num_channels == 0 {
             return bad("vision_config.num_channels must be positive".into());
@@ -314,5 +370,18 @@ mod tests {
         assert!(err.contains("text_config.hidden_size"), "{err}");
         let err = parse(r#"{"vision_config": {"image_size": 225, "patch_size": 16}}"#).unwrap_err().to_string();
         assert!(err.contains("patch_size"), "{err}");
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_before_anything_is_built() {
+        for (json, key) in [
+            (r#"{"text_config": {"hidden_size": 1000000000, "num_attention_heads": 8}}"#, "text_config.hidden_size"),
+            (r#"{"vision_config": {"num_hidden_layers": 1000000}}"#, "vision_config.num_hidden_layers"),
+            (r#"{"text_config": {"vocab_size": 4000000000}}"#, "text_config.vocab_size"),
+            (r#"{"vision_config": {"image_size": 2048, "patch_size": 1}}"#, "tokens"),
+        ] {
+            let err = parse(json).unwrap_err().to_string();
+            assert!(err.contains(key), "{json}: {err}");
+        }
     }
 }

@@ -35,13 +35,15 @@ impl ClipModel {
     /// Loads `model.safetensors` (f32, f16 or bf16) for `config`. Every missing or mis-shaped
     /// tensor is listed in one error; extra tensors are ignored.
     pub fn load(config: ClipConfig, weights: &Path) -> Result<Self> {
-        Self::build(config, Checkpoint::load(weights)?)
+        let checkpoint = Checkpoint::load_for(weights, &config)?;
+        Self::build(config, checkpoint)
     }
 
     /// [`ClipModel::load`] with the parameters stored as `dtype` (f32 or bf16) on `device`; the
     /// towers then run there, in that dtype (f32 math inside every kernel).
     pub fn load_on(config: ClipConfig, weights: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        Self::build(config, OnDevice::new(Checkpoint::load(weights)?, device.clone(), dtype))
+        let checkpoint = Checkpoint::load_for(weights, &config)?;
+        Self::build(config, OnDevice::new(checkpoint, device.clone(), dtype))
     }
 
     /// A model with deterministic random parameters (benchmarks, tests).
@@ -197,6 +199,36 @@ mod tests {
         assert!(err.contains("`vision_model.pre_layrnorm.weight`: expected [64], found [65]"), "{err}");
         assert!(!err.contains("position_ids"), "{err}");
         std::fs::remove_dir_all(path.parent().unwrap()).ok();
+    }
+
+    #[test]
+    fn a_non_finite_weight_is_an_error_naming_the_tensor() {
+        let mut file = TensorFile::load(&Path::new(TINY).join("model.safetensors")).unwrap();
+        let name = "vision_model.encoder.layers.0.mlp.fc2.weight";
+        let t = &file.tensors[name];
+        let mut values = t.to_vec().unwrap();
+        values[5] = f32::NAN;
+        file.tensors.insert(name.into(), Tensor::from_vec(values, t.shape()).unwrap());
+        let tensors: BTreeMap<String, Stored> = file.tensors.into_iter().map(|(k, v)| (k, Stored::F32(v))).collect();
+        let path = scratch("nan");
+        save(&path, &tensors, &HashMap::new()).unwrap();
+        let err = ClipModel::load(tiny_config(), &path).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()) && err.contains(&format!("`{name}`")) && err.contains("non-finite"), "{err}");
+        std::fs::remove_dir_all(path.parent().unwrap()).ok();
+    }
+
+    #[test]
+    fn a_config_larger_than_its_weights_is_refused_before_building() {
+        // 48 layers of width 1024 would take gigabytes; the file's header says no at once.
+        let json = std::fs::read_to_string(Path::new(TINY).join("config.json")).unwrap();
+        let mut raw: serde_json::Value = serde_json::from_str(&json).unwrap();
+        raw["vision_config"]["num_hidden_layers"] = 48.into();
+        raw["vision_config"]["hidden_size"] = 1024.into();
+        raw["vision_config"]["intermediate_size"] = 16384.into();
+        raw["vision_config"]["num_attention_heads"] = 16.into();
+        let config = ClipConfig::from_json(&raw.to_string(), Path::new("config.json")).unwrap();
+        let err = ClipModel::load(config, &Path::new(TINY).join("model.safetensors")).unwrap_err().to_string();
+        assert!(err.contains("vision_model.encoder.layers.47.mlp.fc1.weight") && err.contains("missing or mis-shaped"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use cvn_autograd::io::TensorFile;
 use cvn_autograd::{DType, Device, Tensor};
 
+use crate::config::ClipConfig;
 use crate::error::{ClipError, Result};
+use crate::model::ClipModel;
 
 /// Hands out parameters by their Hugging Face name and expected shape.
 ///
@@ -28,9 +30,64 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Reads every tensor of `path` (no shape or finiteness checks: see [`Checkpoint::load_for`]).
     pub fn load(path: &Path) -> Result<Self> {
         let file = TensorFile::load(path)?;
         Ok(Self { tensors: file.tensors, file: path.to_path_buf(), problems: Vec::new() })
+    }
+
+    /// Reads the tensors of `path` that a model of `config` takes, after comparing the file's header
+    /// with the names and shapes the configuration implies (so a lying `config.json` is refused
+    /// before anything is sized from it); every tensor taken must be finite.
+    pub fn load_for(path: &Path, config: &ClipConfig) -> Result<Self> {
+        let mut plan = Plan::default();
+        ClipModel::build(config.clone(), &mut plan)?;
+        let weights_err = |detail: String| ClipError::Weights { file: path.display().to_string(), detail };
+        let bytes = std::fs::read(path).map_err(|e| ClipError::io(path, e))?;
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| weights_err(format!("not a safetensors file: {e}")))?;
+        let infos = header.tensors();
+        let problems: Vec<String> = plan
+            .wanted
+            .iter()
+            .filter_map(|(name, shape)| match infos.get(name) {
+                None => Some(format!("`{name}`: expected {shape:?}, missing")),
+                Some(info) if info.shape != *shape => Some(format!("`{name}`: expected {shape:?}, found {:?}", info.shape)),
+                Some(_) => None,
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(weights_err(format!(
+                "{} tensor(s) missing or mis-shaped for this config.json:\n  {}",
+                problems.len(),
+                problems.join("\n  ")
+            )));
+        }
+        let file = TensorFile::from_bytes(&bytes).map_err(|e| weights_err(e.detail()))?;
+        let mut tensors = file.tensors;
+        tensors.retain(|name, _| plan.wanted.iter().any(|(wanted, _)| wanted == name));
+        for (name, t) in &tensors {
+            cvn_autograd::io::require_finite(name, t).map_err(|e| weights_err(e.to_string()))?;
+        }
+        Ok(Self { tensors, file: path.to_path_buf(), problems: Vec::new() })
+    }
+}
+
+/// Records the names and shapes a model asks for, handing out empty placeholders (nothing is
+/// allocated from the shapes).
+#[derive(Debug, Default)]
+struct Plan {
+    wanted: Vec<(String, Vec<usize>)>,
+}
+
+impl WeightSource for &mut Plan {
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Tensor {
+        self.wanted.push((name.to_string(), shape.to_vec()));
+        Tensor::zeros(&[0])
+    }
+
+    fn finish(self) -> Result<()> {
+        Ok(())
     }
 }
 

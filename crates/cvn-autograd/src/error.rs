@@ -38,6 +38,17 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+impl Error {
+    /// The message without the file name of a [`Error::File`] (for callers that name the file
+    /// themselves, e.g. after parsing bytes).
+    pub fn detail(&self) -> String {
+        match self {
+            Error::File { detail, .. } => detail.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 pub(crate) fn shape_err<T>(op: &'static str, detail: impl Into<String>) -> Result<T> {
     Err(Error::Shape { op, detail: detail.into() })
 }

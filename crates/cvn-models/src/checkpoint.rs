@@ -1,13 +1,14 @@
 //! Checkpoints: safetensors files with the model's timm/torchvision tensor names, its
 //! [`ModelConfig`] as JSON in the `config` metadata (so a checkpoint alone rebuilds its model), and
 //! optionally training state ([`Extras`]: optimiser tensors under their own prefix, trainer
-//! metadata). Files are written atomically; loading checks every tensor's presence, shape and dtype
-//! and names everything that is wrong.
+//! metadata). Files are written atomically with a content hash ([`cvn_autograd::io::serialize`]);
+//! loading checks every tensor's presence, shape and dtype against the configuration before the
+//! model is built, then the hash and that every value is finite, and names everything that is wrong.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-use cvn_autograd::io::{save, Stored, TensorFile};
+use cvn_autograd::io::{save, Integrity, Stored, TensorFile};
 use cvn_autograd::Tensor;
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
@@ -27,6 +28,9 @@ pub const CONFIG_KEY: &str = "config";
 pub struct Extras {
     pub tensors: BTreeMap<String, Tensor>,
     pub metadata: BTreeMap<String, String>,
+    /// Read from a checkpoint: whether its content hash was checked ([`Integrity::Unhashed`] for
+    /// files written before checkpoints carried one, or by other tools).
+    pub integrity: Integrity,
 }
 
 impl Extras {
@@ -88,50 +92,32 @@ impl Model {
         Ok(save(path, &tensors, &metadata)?)
     }
 
-    /// Rebuilds a model from a checkpoint: configuration from its metadata, then every tensor.
+    /// Rebuilds a model from a checkpoint: configuration from its metadata; every tensor's
+    /// presence, dtype and shape compared with those the configuration implies *before* the model
+    /// is built (a lying configuration cannot make it allocate more than the file holds); then the
+    /// content hash and every value's finiteness checked, and the tensors filled in.
     pub fn load(path: &Path) -> Result<(Self, Extras)> {
         let bytes = read(path)?;
         let config = config_of(&bytes, path)?;
+        let expected = Model::expected_tensors(&config)?;
+        check_tensors(&bytes, path, expected.iter().map(|(name, shape, kind)| (name.as_str(), shape.as_slice(), *kind)))?;
+        let file = read_verified(&bytes, path)?;
         let mut model = Model::new(config, 0)?;
-        let extras = model.fill(&bytes, path)?;
+        let extras = model.fill(file);
         Ok((model, extras))
     }
 
     /// Replaces this model's tensors with those of a checkpoint (whose configuration may differ in
     /// ways that do not change tensors, e.g. the number of competitors).
     pub fn load_weights(&mut self, path: &Path) -> Result<Extras> {
-        self.fill(&read(path)?, path)
+        let bytes = read(path)?;
+        check_tensors(&bytes, path, self.params().entries().iter().map(|e| (e.name.as_str(), e.tensor.shape(), e.kind)))?;
+        let file = read_verified(&bytes, path)?;
+        Ok(self.fill(file))
     }
 
-    fn fill(&mut self, bytes: &[u8], path: &Path) -> Result<Extras> {
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| ckpt_err(path, format!("not a safetensors file: {e}")))?;
-        let infos = header.tensors();
-        let mut problems = Vec::new();
-        for e in self.params().entries() {
-            let expected = if e.kind == Kind::Counter { Dtype::I64 } else { Dtype::F32 };
-            match infos.get(&e.name) {
-                // PyTorch fills in a missing `num_batches_tracked` too (checkpoints from before it existed).
-                None if e.kind == Kind::Counter => {}
-                None => problems.push(format!("`{}` is missing (expected {expected:?} {:?})", e.name, e.tensor.shape())),
-                Some(info) => {
-                    if info.dtype != expected {
-                        problems.push(format!("`{}` has dtype {:?}, expected {expected:?}", e.name, info.dtype));
-                    }
-                    if info.shape != e.tensor.shape() {
-                        problems.push(format!("`{}` has shape {:?}, expected {:?}", e.name, info.shape, e.tensor.shape()));
-                    }
-                }
-            }
-        }
-        let roots: BTreeSet<&str> = self.params().entries().iter().map(|e| root(&e.name)).collect();
-        let mut unexpected: Vec<&String> =
-            infos.keys().filter(|name| roots.contains(root(name)) && self.params().get(name).is_none()).collect();
-        unexpected.sort();
-        problems.extend(unexpected.iter().map(|name| format!("unexpected tensor `{name}`")));
-        if !problems.is_empty() {
-            return Err(ckpt_err(path, format!("does not match the model: {}", problems.join("; "))));
-        }
-        let mut file = TensorFile::from_bytes(bytes).map_err(|e| ckpt_err(path, e.to_string()))?;
+    /// Moves a checked file's tensors into the model; what is left are the extras.
+    fn fill(&mut self, mut file: TensorFile) -> Extras {
         for e in self.params_mut().entries_mut() {
             e.tensor = match (file.tensors.remove(&e.name), e.kind.trainable()) {
                 (Some(t), true) => t.requiring_grad(),
@@ -140,8 +126,48 @@ impl Model {
             };
         }
         file.metadata.remove(CONFIG_KEY);
-        Ok(Extras { tensors: file.tensors, metadata: file.metadata.into_iter().collect() })
+        Extras { tensors: file.tensors, metadata: file.metadata.into_iter().collect(), integrity: file.integrity }
     }
+}
+
+/// Compares a checkpoint's header with the tensors a model has (`expected`: name, shape, kind);
+/// one error lists every missing, mis-typed, mis-shaped and unexpected tensor.
+fn check_tensors<'a>(bytes: &[u8], path: &Path, expected: impl Iterator<Item = (&'a str, &'a [usize], Kind)> + Clone) -> Result<()> {
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| ckpt_err(path, format!("not a safetensors file: {e}")))?;
+    let infos = header.tensors();
+    let mut problems = Vec::new();
+    for (name, shape, kind) in expected.clone() {
+        let dtype = if kind == Kind::Counter { Dtype::I64 } else { Dtype::F32 };
+        match infos.get(name) {
+            // PyTorch fills in a missing `num_batches_tracked` too (checkpoints from before it existed).
+            None if kind == Kind::Counter => {}
+            None => problems.push(format!("`{name}` is missing (expected {dtype:?} {shape:?})")),
+            Some(info) => {
+                if info.dtype != dtype {
+                    problems.push(format!("`{name}` has dtype {:?}, expected {dtype:?}", info.dtype));
+                }
+                if info.shape != shape {
+                    problems.push(format!("`{name}` has shape {:?}, expected {shape:?}", info.shape));
+                }
+            }
+        }
+    }
+    let names: BTreeSet<&str> = expected.clone().map(|(name, _, _)| name).collect();
+    let roots: BTreeSet<&str> = names.iter().map(|name| root(name)).collect();
+    let mut unexpected: Vec<&String> = infos.keys().filter(|name| roots.contains(root(name)) && !names.contains(name.as_str())).collect();
+    unexpected.sort();
+    problems.extend(unexpected.iter().map(|name| format!("unexpected tensor `{name}`")));
+    if !problems.is_empty() {
+        return Err(ckpt_err(path, format!("does not match the model: {}", problems.join("; "))));
+    }
+    Ok(())
+}
+
+/// Parses a checkpoint, checking its content hash and that every value is finite.
+fn read_verified(bytes: &[u8], path: &Path) -> Result<TensorFile> {
+    let file = TensorFile::from_bytes(bytes).map_err(|e| ckpt_err(path, e.detail()))?;
+    file.require_finite().map_err(|e| ckpt_err(path, e.detail()))?;
+    Ok(file)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {

@@ -10,6 +10,23 @@ use lwta_kernels::LwtaConfig;
 /// The named models of `--model`.
 pub const PRESETS: [&str; 6] = ["vit-fmnist", "deit-tiny", "deit-small", "deit-base", "resnet18", "resnet18-fmnist"];
 
+/// The largest value of each size field a configuration may hold: far above every published ViT,
+/// DeiT and ResNet-18, far below what would exhaust memory before a file is even compared with it.
+pub const LIMITS: [(&str, f64); 9] = [
+    ("img_size", 1024.0),
+    ("patch_size", 1024.0),
+    ("in_chans", 16.0),
+    ("num_classes", 100_000.0),
+    ("embed_dim", 8192.0),
+    ("depth", 128.0),
+    ("num_heads", 256.0),
+    ("mlp_ratio", 16.0),
+    ("widths", 8192.0),
+];
+
+/// Patch tokens plus the class token a ViT may have (a 128 × 128 patch grid).
+pub const MAX_TOKENS: usize = 128 * 128 + 1;
+
 /// The architecture and its sizes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "arch")]
@@ -215,13 +232,50 @@ impl ModelConfig {
         }
     }
 
-    /// Checks sizes and that U divides the channels of every LWTA layer (the error names the first
-    /// layer that does not fit and both numbers).
+    /// Checks sizes against [`LIMITS`] and that U divides the channels of every LWTA layer (the
+    /// error names the first field or layer that does not fit and both numbers). A configuration
+    /// read from a file passes this before anything is sized from it.
     pub fn validate(&self) -> Result<()> {
         let bad = |detail: String| Err(Error::Config { what: "model configuration", detail });
         let comp = self.competition();
         if !(comp.tau_train.is_finite() && comp.tau_train > 0.0 && comp.tau_test.is_finite() && comp.tau_test > 0.0) {
             return bad(format!("temperatures must be finite and > 0, got tau_train {} and tau_test {}", comp.tau_train, comp.tau_test));
+        }
+        let limits: Vec<(&str, f64)> = match self {
+            Self::Vit(c) => vec![
+                ("img_size", c.img_size as f64),
+                ("patch_size", c.patch_size as f64),
+                ("in_chans", c.in_chans as f64),
+                ("num_classes", c.num_classes as f64),
+                ("embed_dim", c.embed_dim as f64),
+                ("depth", c.depth as f64),
+                ("num_heads", c.num_heads as f64),
+                ("mlp_ratio", c.mlp_ratio as f64),
+            ],
+            Self::ResNet18(c) => {
+                let mut fields = vec![("in_chans", c.in_chans as f64), ("num_classes", c.num_classes as f64)];
+                fields.extend(c.widths.iter().map(|&w| ("widths", w as f64)));
+                fields
+            }
+        };
+        for (field, value) in limits {
+            let (_, max) = LIMITS.iter().find(|(name, _)| *name == field).copied().unwrap_or((field, f64::INFINITY));
+            if !(value <= max) {
+                return bad(format!("{field} {value} exceeds the limit {max}"));
+            }
+        }
+        if let Self::Vit(c) = self {
+            if !(c.layer_norm_eps.is_finite() && c.layer_norm_eps > 0.0) {
+                return bad(format!("layer_norm_eps must be finite and > 0, got {}", c.layer_norm_eps));
+            }
+            if c.patch_size > 0 && (c.img_size / c.patch_size).pow(2) + 1 > MAX_TOKENS {
+                return bad(format!("img_size {} / patch_size {} makes more than {MAX_TOKENS} tokens", c.img_size, c.patch_size));
+            }
+        }
+        if let Self::ResNet18(c) = self {
+            if !(c.bn_eps.is_finite() && c.bn_eps > 0.0) {
+                return bad(format!("bn_eps must be finite and > 0, got {}", c.bn_eps));
+            }
         }
         let check_lwta = |layer: &str, channels: usize| -> Result<()> {
             Ok(lwta_kernels::BlockGeometry::tokens(1, channels).check(comp.competitors, layer)?)

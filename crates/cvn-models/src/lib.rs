@@ -41,13 +41,15 @@ mod params;
 pub mod parity;
 mod resnet;
 pub mod rng;
+pub mod run_lock;
 pub mod train;
 mod vit;
 
 pub use checkpoint::Extras;
-pub use config::{Competition, ModelConfig, ResNetConfig, Stem, VitConfig, PRESETS};
+pub use config::{Competition, ModelConfig, ResNetConfig, Stem, VitConfig, LIMITS, MAX_TOKENS, PRESETS};
 pub use error::{Error, Result};
 pub use forward::{Activity, ActivityCounters, Forward, Tap, NOISE_SLOTS};
 pub use model::Model;
 pub use params::{Entry, Kind, Params};
 pub use parity::parity_checks;
+pub use run_lock::RunLock;

@@ -39,6 +39,19 @@ impl Model {
         Ok(Self { config, params: registry.params, layers: registry.layers, activations: registry.activations, net })
     }
 
+    /// The name, shape and kind of every tensor of `config`'s model, without building it (no
+    /// values are allocated): what a checkpoint is checked against before its model is built.
+    pub fn expected_tensors(config: &ModelConfig) -> Result<Vec<(String, Vec<usize>, Kind)>> {
+        config.validate()?;
+        let mut registry = Registry { shapes_only: true, ..Registry::default() };
+        let mut b = Builder::new(&mut registry, 0);
+        match config {
+            ModelConfig::Vit(c) => drop(VisionTransformer::new(&mut b, c)?),
+            ModelConfig::ResNet18(c) => drop(ResNet::new(&mut b, c)?),
+        }
+        Ok(registry.shapes)
+    }
+
     /// A named model (see [`crate::PRESETS`]) with `competitors` per LWTA block.
     pub fn preset(name: &str, competitors: usize, seed: u64) -> Result<Self> {
         Self::new(ModelConfig::preset(name, competitors)?, seed)

@@ -102,6 +102,11 @@ pub(crate) struct Registry {
     pub activations: Vec<String>,
     /// Noise slots handed out to stochastic layers so far.
     pub slots: u64,
+    /// Build without values: every tensor is an empty placeholder and only [`Registry::shapes`]
+    /// is meaningful (the checkpoint loader compares a file with it before allocating a model).
+    pub shapes_only: bool,
+    /// Every tensor's name, shape and kind, in creation order.
+    pub shapes: Vec<(String, Vec<usize>, Kind)>,
 }
 
 /// Creates tensors, layer names and noise slots under a module path while a model is built.
@@ -150,6 +155,13 @@ impl<'a> Builder<'a> {
 
     /// Creates the tensor `<path>.<leaf>`.
     pub fn tensor(&mut self, leaf: &str, shape: &[usize], init: Init, kind: Kind) -> Result<ParamId> {
+        let name = self.path_of(leaf);
+        self.registry.shapes.push((name.clone(), shape.to_vec(), kind));
+        if self.registry.shapes_only {
+            let entries = &mut self.registry.params.entries;
+            entries.push(Entry { name, tensor: Tensor::zeros(&[0]), kind });
+            return Ok(ParamId(entries.len() - 1));
+        }
         let n: usize = shape.iter().product();
         let mut rng = CounterRng::new(self.seed, INIT_DOMAIN, self.registry.params.entries.len() as u64);
         let data: Vec<f32> = match init {
@@ -159,7 +171,6 @@ impl<'a> Builder<'a> {
             Init::Uniform(bound) => (0..n).map(|_| rng.uniform_in(-bound, bound)).collect(),
         };
         let tensor = if kind.trainable() { Tensor::param(data, shape)? } else { Tensor::from_vec(data, shape)? };
-        let name = self.path_of(leaf);
         let entries = &mut self.registry.params.entries;
         entries.push(Entry { name, tensor, kind });
         Ok(ParamId(entries.len() - 1))

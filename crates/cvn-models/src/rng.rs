@@ -1,13 +1,14 @@
 //! Counter-based randomness for data loading and weight initialisation.
 //!
-//! Every draw of stream `stream` in domain `domain` comes from Philox4x32-10 with key = seed and
-//! counter = `[draw, domain, stream lo, stream hi]`. For data, the domain is the epoch and the stream
+//! Every draw of stream `stream` in domain `domain` comes from Philox4x32-10 with the host key of
+//! the seed and the domain's high word (`lwta_kernels::philox::host_key`: never the noise stream's
+//! key) and counter = `[draw, domain lo, stream lo, stream hi]`. For data, the domain is the epoch and the stream
 //! the sample index, so draws depend only on `(seed, epoch, index)`: batches can be prepared in
 //! parallel and in any order, and a resumed run draws exactly what the interrupted one would have —
 //! there is no generator state to save. Weight initialisation uses its own domain, one stream per
 //! tensor.
 
-use lwta_kernels::philox::{philox4x32_10, uniform_from_bits};
+use lwta_kernels::philox::{host_key, philox4x32_10, uniform_from_bits};
 
 /// One random stream — see the module docs.
 #[derive(Debug, Clone)]
@@ -25,7 +26,8 @@ const SHUFFLE_STREAM: u64 = u64::MAX;
 
 impl CounterRng {
     pub fn new(seed: u64, domain: u64, stream: u64) -> Self {
-        Self { key: [seed as u32, (seed >> 32) as u32], domain: domain as u32, stream, block: 0, lanes: [0; 4], used: 4 }
+        // The domain's high word goes into the key, so every u64 domain is a stream family of its own.
+        Self { key: host_key(seed, (domain >> 32) as u32), domain: domain as u32, stream, block: 0, lanes: [0; 4], used: 4 }
     }
 
     pub fn next_u32(&mut self) -> u32 {
@@ -102,6 +104,21 @@ mod tests {
         assert_ne!(draw(1, 2, 3), draw(1, 2, 4));
         assert_ne!(draw(1, 2, 3), draw(1, 3, 3));
         assert_ne!(draw(1, 2, 3), draw(2, 2, 3));
+        // Domains differing only above bit 31 are distinct too (no silent truncation to u32).
+        assert_ne!(draw(1, 2, 3), draw(1, 2 + (1 << 32), 3));
+        assert_ne!(draw(1, 0, 3), draw(1, 1 << 40, 3));
+    }
+
+    #[test]
+    fn data_draws_are_independent_of_the_noise_stream() {
+        // Epoch 0's draws for sample s have counter [draw, 0, s, 0]: the counter of noise element
+        // 4·draw at offset s. With one key for both, they were the same numbers.
+        for (seed, sample) in [(0u64, 0u64), (7, 1), (123_456_789, 5)] {
+            let mut data = CounterRng::new(seed, 0, sample);
+            let drawn: Vec<u32> = (0..4).map(|_| data.next_u32()).collect();
+            let noise = philox4x32_10([0, 0, sample as u32, (sample >> 32) as u32], [seed as u32, (seed >> 32) as u32]);
+            assert_ne!(drawn, noise, "seed {seed}, sample {sample}");
+        }
     }
 
     #[test]

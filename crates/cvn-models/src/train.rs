@@ -1,6 +1,6 @@
 //! Training and evaluation of a preset model on its data set (`cargo xtask train`, `eval`, `demo`).
 //!
-//! A run lives in one folder:
+//! A run lives in one folder, written by one process at a time (the [`RunLock`] on `RUN/.lock`):
 //! * `checkpoint.safetensors` — written atomically after every epoch: the model (its configuration in
 //!   the metadata), the optimiser state (tensors `optimizer.<param>.<slot>`) and the trainer state
 //!   (`trainer` metadata: [`TrainConfig`], epochs done, step, time spent). All randomness — data order,
@@ -8,13 +8,14 @@
 //!   `(seed, step)`, so epoch and step are the whole generator state and a resumed run continues
 //!   exactly as an uninterrupted one.
 //! * `metrics.jsonl` — one JSON object per logged step (`"kind": "step"`) and per epoch
-//!   (`"kind": "epoch"`).
+//!   (`"kind": "epoch"`), each line appended atomically; an epoch's line is durable before its
+//!   checkpoint, and lines past the checkpoint are dropped on resuming, so after any crash the log
+//!   holds every completed epoch once.
 //! * `summary.json` — the final [`Summary`] with its [`Evaluation`].
 //!
 //! Display is the caller's business: [`Trainer::run`] reports [`Progress`] through a callback.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +30,8 @@ use crate::config::ModelConfig;
 use crate::data::{Batch, BatchLoader, Dataset, FashionMnist, FolderTransform, ImageFolder, LoaderConfig, PadCropFlip, Spread};
 use crate::forward::{ActivityCounters, Forward};
 use crate::model::Model;
+use crate::run_lock::RunLock;
+use cvn_autograd::io::Integrity;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const METRICS_FILE: &str = "metrics.jsonl";
@@ -129,6 +132,10 @@ pub struct TrainConfig {
     pub eval_batch_size: usize,
     /// Evaluate on the test set (deterministic mode) after every epoch.
     pub eval_each_epoch: bool,
+    /// ImageFolder data: leave out (and count) images that cannot be read or are truncated,
+    /// instead of stopping with an error naming the first.
+    #[serde(default)]
+    pub skip_bad_images: bool,
 }
 
 /// SGD's peak learning rate for a ResNet CVN. It learns far slower per step than its ReLU twin at
@@ -181,6 +188,7 @@ impl TrainConfig {
             log_every: 50,
             eval_batch_size: 256,
             eval_each_epoch: true,
+            skip_bad_images: false,
         })
     }
 
@@ -266,6 +274,8 @@ pub struct TrainData {
     pub train: Arc<dyn Dataset>,
     pub test: Arc<dyn Dataset>,
     pub source: String,
+    /// What the user should know about the data (classes missing from a split, images skipped).
+    pub notes: Vec<String>,
 }
 
 impl TrainData {
@@ -276,7 +286,12 @@ impl TrainData {
         let model = config.model_config()?;
         let data = if model.in_chans() == 1 {
             let fm = FashionMnist::load(config.data_dir.as_deref())?;
-            TrainData { train: Arc::new(fm.train.with_augment(config.augment)), test: Arc::new(fm.test), source: fm.source.to_string() }
+            TrainData {
+                train: Arc::new(fm.train.with_augment(config.augment)),
+                test: Arc::new(fm.test),
+                source: fm.source.to_string(),
+                notes: Vec::new(),
+            }
         } else {
             let Some(dir) = &config.data_dir else {
                 return config_err(
@@ -285,10 +300,33 @@ impl TrainData {
                 );
             };
             let size = model.img_size().unwrap_or(224);
+            let train = ImageFolder::open(&dir.join("train"), FolderTransform::train(size))?.scan(config.skip_bad_images)?;
+            let test = ImageFolder::open_with_classes(&dir.join("val"), FolderTransform::eval(size), train.class_names())?
+                .scan(config.skip_bad_images)?;
+            let mut notes = Vec::new();
+            if !test.missing_classes().is_empty() {
+                notes.push(format!(
+                    "{}/val has no images of {} of the {} training classes: {}",
+                    dir.display(),
+                    test.missing_classes().len(),
+                    train.class_names().len(),
+                    test.missing_classes().join(", ")
+                ));
+            }
+            for (split, set) in [("train", &train), ("val", &test)] {
+                if set.skipped() > 0 {
+                    notes.push(format!(
+                        "{}/{split}: skipped {} unreadable or truncated images (--skip-bad-images)",
+                        dir.display(),
+                        set.skipped()
+                    ));
+                }
+            }
             TrainData {
-                train: Arc::new(ImageFolder::open(&dir.join("train"), FolderTransform::train(size))?),
-                test: Arc::new(ImageFolder::open(&dir.join("val"), FolderTransform::eval(size))?),
+                train: Arc::new(train),
+                test: Arc::new(test),
                 source: format!("ImageFolder trees {}/train and {}/val", dir.display(), dir.display()),
+                notes,
             }
         };
         data.check(&model)?;
@@ -300,30 +338,35 @@ impl TrainData {
 
     /// Checks that the data fits the model (classes, channels, size).
     fn check(&self, model: &ModelConfig) -> Result<()> {
-        for (split, set) in [("train", &self.train), ("test", &self.test)] {
-            let [c, h, w] = set.sample_shape();
-            if c != model.in_chans() || model.img_size().is_some_and(|s| s != h || s != w) {
-                return config_err(
-                    "data",
-                    format!(
-                        "{split} images are {c}×{h}×{w}; the model takes {} channels{}",
-                        model.in_chans(),
-                        match model.img_size() {
-                            Some(s) => format!(" at {s}×{s}"),
-                            None => String::new(),
-                        }
-                    ),
-                );
-            }
-            if set.class_names().len() > model.num_classes() {
-                return config_err(
-                    "data",
-                    format!("{split} split has {} classes, the model {}", set.class_names().len(), model.num_classes()),
-                );
-            }
-        }
-        Ok(())
+        check_fits(model, "train", self.train.as_ref())?;
+        check_fits(model, "test", self.test.as_ref())
     }
+}
+
+/// Checks that a data set fits a model: its images' channels and size, and no more classes than
+/// the model has. Training, evaluation and dissection's probe sets all pass through this.
+pub fn check_fits(model: &ModelConfig, split: &str, set: &dyn Dataset) -> Result<()> {
+    let [c, h, w] = set.sample_shape();
+    if c != model.in_chans() || model.img_size().is_some_and(|s| s != h || s != w) {
+        return config_err(
+            "data",
+            format!(
+                "{split} images are {c}×{h}×{w}; the model takes {} channels{}",
+                model.in_chans(),
+                match model.img_size() {
+                    Some(s) => format!(" at {s}×{s}"),
+                    None => String::new(),
+                }
+            ),
+        );
+    }
+    if set.class_names().len() > model.num_classes() {
+        return config_err("data", format!("{split} split has {} classes, the model {}", set.class_names().len(), model.num_classes()));
+    }
+    if set.is_empty() || h == 0 || w == 0 {
+        return config_err("data", format!("{split} split holds no images of at least 1×1 pixels"));
+    }
+    Ok(())
 }
 
 /// What a checkpoint records about training, besides the weights and optimiser state.
@@ -342,6 +385,10 @@ struct TrainState {
     /// Mean training loss of the last completed epoch.
     last_train_loss: Option<f64>,
     data_source: String,
+    /// The last completed epoch's `metrics.jsonl` line, so resuming can restore it if a crash
+    /// lost it (checkpoints written before this field existed lack it).
+    #[serde(default)]
+    last_epoch: Option<EpochMetrics>,
 }
 
 /// Progress events of [`Trainer::run`] and [`evaluate`], for progress bars.
@@ -479,7 +526,10 @@ impl Summary {
 
 /// A training run: model, optimiser, data and the run folder.
 pub struct Trainer {
-    dir: PathBuf,
+    /// Held while the trainer lives: no other process writes to the run.
+    lock: RunLock,
+    /// Whether the resumed checkpoint's content hash was checked.
+    integrity: Integrity,
     model: Model,
     optimizer: Box<dyn Optimizer + Send>,
     data: TrainData,
@@ -497,15 +547,23 @@ pub fn run_config(dir: &Path) -> Result<TrainConfig> {
     Ok(train_state(dir, &extras)?.config)
 }
 
-/// Loads a run's model and data (`data_dir` replaces the folder the run was trained with).
-pub fn load_run(dir: &Path, data_dir: Option<&Path>) -> Result<(Model, TrainConfig, TrainData)> {
+/// Loads a run's model and data (`data_dir` replaces the folder the run was trained with), and
+/// whether the checkpoint's content hash was checked.
+pub fn load_run(dir: &Path, data_dir: Option<&Path>) -> Result<(Model, TrainConfig, TrainData, Integrity)> {
     let (model, extras) = read_checkpoint(dir)?;
     let mut config = train_state(dir, &extras)?.config;
     if let Some(d) = data_dir {
         config.data_dir = Some(d.to_path_buf());
     }
     let data = TrainData::load(&config)?;
-    Ok((model, config, data))
+    Ok((model, config, data, extras.integrity))
+}
+
+/// What to tell the user about a checkpoint read without a content hash (`None` when verified).
+pub fn integrity_note(checkpoint: &Path, integrity: Integrity) -> Option<String> {
+    (integrity == Integrity::Unhashed).then(|| {
+        format!("note: {} has no content hash (written by an older version or another tool): loaded unverified", checkpoint.display())
+    })
 }
 
 fn read_checkpoint(dir: &Path) -> Result<(Model, Extras)> {
@@ -538,10 +596,20 @@ impl Trainer {
     pub fn start(config: TrainConfig, data: TrainData, dir: &Path) -> Result<Self> {
         config.validate()?;
         data.check(&config.model_config()?)?;
+        // Taking the lock also checks that the folder is writable, before any training.
+        Self::start_locked(RunLock::acquire(dir)?, config, data)
+    }
+
+    /// [`Trainer::start`] in the folder of a lock the caller already holds (to clear an old run
+    /// first without letting another writer in between).
+    pub fn start_locked(lock: RunLock, config: TrainConfig, data: TrainData) -> Result<Self> {
+        config.validate()?;
+        data.check(&config.model_config()?)?;
+        let dir = lock.dir().to_path_buf();
+        let dir = dir.as_path();
         if dir.join(CHECKPOINT_FILE).exists() {
             return run_err(dir, format!("already holds {CHECKPOINT_FILE}: resume it (--resume) or choose another folder"));
         }
-        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         for stale in [METRICS_FILE, SUMMARY_FILE] {
             let path = dir.join(stale);
             if path.exists() {
@@ -557,10 +625,12 @@ impl Trainer {
             wall_seconds: 0.0,
             last_train_loss: None,
             data_source: data.source.clone(),
+            last_epoch: None,
             config,
         };
         Ok(Self {
-            dir: dir.to_path_buf(),
+            lock,
+            integrity: Integrity::Verified,
             optimizer: state.config.new_optimizer(),
             model,
             data,
@@ -575,6 +645,7 @@ impl Trainer {
     /// `config` must be the run's own ([`run_config`]) except that `epochs` may be raised (which
     /// stretches the learning-rate schedule from here on).
     pub fn resume(dir: &Path, config: TrainConfig, data: TrainData) -> Result<Self> {
+        let lock = RunLock::acquire(dir)?;
         let (model, extras) = read_checkpoint(dir)?;
         let mut state = train_state(dir, &extras)?;
         let differing = differing_fields(&state.config, &TrainConfig { epochs: state.config.epochs, ..config.clone() });
@@ -596,13 +667,40 @@ impl Trainer {
         }
         data.check(model.config())?;
         let mut optimizer = config.new_optimizer();
-        optimizer.load_state(extras.group(OPTIMIZER_GROUP))?;
+        let optimizer_state = extras.group(OPTIMIZER_GROUP);
+        if state.step > 0 {
+            // After a step every trainable tensor has its state; a missing one must not be reset.
+            let path = dir.join(CHECKPOINT_FILE);
+            for e in model.params().entries().iter().filter(|e| e.kind.trainable()) {
+                if let Some(missing) = optimizer.state_names(&e.name).into_iter().find(|n| !optimizer_state.contains_key(n)) {
+                    return run_err(
+                        &path,
+                        format!("optimiser state `{OPTIMIZER_GROUP}.{missing}` is missing after {} steps: the checkpoint is incomplete, resuming would reset it", state.step),
+                    );
+                }
+            }
+        }
+        optimizer.load_state(optimizer_state)?;
         state.config = config;
         let wall_before = state.wall_seconds;
-        let trainer =
-            Self { dir: dir.to_path_buf(), model, optimizer, data, state, session_start: Instant::now(), wall_before, autocast: None };
+        let trainer = Self {
+            lock,
+            integrity: extras.integrity,
+            model,
+            optimizer,
+            data,
+            state,
+            session_start: Instant::now(),
+            wall_before,
+            autocast: None,
+        };
         trainer.truncate_metrics()?;
         Ok(trainer)
+    }
+
+    /// Whether the checkpoint resumed from had its content hash checked (see [`integrity_note`]).
+    pub fn checkpoint_integrity(&self) -> Integrity {
+        self.integrity
     }
 
     pub fn config(&self) -> &TrainConfig {
@@ -637,7 +735,7 @@ impl Trainer {
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.lock.dir()
     }
 
     /// Trains the remaining epochs, then [`Trainer::finish`]es.
@@ -674,8 +772,11 @@ impl Trainer {
             self.state.epochs_done += 1;
             self.state.last_train_loss = Some(metrics.train_loss);
             self.state.wall_seconds = self.wall_seconds();
-            self.save_checkpoint()?;
+            self.state.last_epoch = Some(metrics.clone());
+            // The line first: a crash between the two leaves a line past the checkpoint, which
+            // resuming drops and writes again; the other order could lose it.
             self.append_metrics("epoch", json!(metrics))?;
+            self.save_checkpoint()?;
             progress(Progress::EpochEnd(&metrics));
         }
         Ok(())
@@ -702,9 +803,9 @@ impl Trainer {
             test,
             model_config: self.model.config().clone(),
             config,
-            checkpoint: self.dir.join(CHECKPOINT_FILE),
+            checkpoint: self.dir().join(CHECKPOINT_FILE),
         };
-        let path = self.dir.join(SUMMARY_FILE);
+        let path = self.dir().join(SUMMARY_FILE);
         let text = serde_json::to_string_pretty(&summary).map_err(|e| json_err(&path, "cannot encode the run summary", e))?;
         cvn_autograd::io::write_atomically(&path, text.as_bytes())?;
         Ok(summary)
@@ -798,7 +899,7 @@ impl Trainer {
 
     /// The error for a non-finite loss, saying which checkpoint survives.
     fn stop_on_non_finite(&self, loss: f32) -> TrainError {
-        let checkpoint = self.dir.join(CHECKPOINT_FILE);
+        let checkpoint = self.dir().join(CHECKPOINT_FILE);
         let kept = if checkpoint.is_file() {
             format!("the last good checkpoint {} (epoch {}) is kept", checkpoint.display(), self.state.epochs_done)
         } else {
@@ -810,7 +911,7 @@ impl Trainer {
     fn save_checkpoint(&self) -> Result<()> {
         let mut extras = Extras::default();
         extras.insert_group(OPTIMIZER_GROUP, self.optimizer.state())?;
-        let path = self.dir.join(CHECKPOINT_FILE);
+        let path = self.dir().join(CHECKPOINT_FILE);
         let state = serde_json::to_string(&self.state).map_err(|e| json_err(&path, "cannot encode the trainer state", e))?;
         extras.metadata.insert(TRAINER_KEY.to_string(), state);
         Ok(self.model.save(&path, &extras)?)
@@ -821,16 +922,20 @@ impl Trainer {
         if let Some(map) = fields.as_object_mut() {
             map.insert("kind".to_string(), json!(kind));
         }
-        let path = self.dir.join(METRICS_FILE);
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io_err(&path, e))?;
-        writeln!(file, "{fields}").map_err(|e| io_err(&path, e))
+        let path = self.dir().join(METRICS_FILE);
+        Ok(cvn_autograd::io::append_atomically(&path, format!("{fields}\n").as_bytes())?)
     }
 
-    /// Drops `metrics.jsonl` lines written after the checkpoint (by an interrupted run), so a resumed
-    /// run's log reads as an uninterrupted one's.
+    /// Drops `metrics.jsonl` lines written after the checkpoint (by an interrupted run) and restores
+    /// the checkpoint's epoch line if a crash lost it, so a resumed run's log reads as an
+    /// uninterrupted one's.
     fn truncate_metrics(&self) -> Result<()> {
-        let path = self.dir.join(METRICS_FILE);
-        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+        let path = self.dir().join(METRICS_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io_err(&path, e)),
+        };
         let keep = |line: &&str| -> bool {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { return false };
             let number = |key| v.get(key).and_then(serde_json::Value::as_u64);
@@ -840,7 +945,20 @@ impl Trainer {
                 _ => false,
             }
         };
-        let kept: String = text.lines().filter(keep).map(|l| format!("{l}\n")).collect();
+        let mut kept: String = text.lines().filter(keep).map(|l| format!("{l}\n")).collect();
+        let epoch_logged = |epoch: usize| {
+            kept.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).any(|v| {
+                v.get("kind").and_then(serde_json::Value::as_str) == Some("epoch")
+                    && v.get("epoch").and_then(serde_json::Value::as_u64) == Some(epoch as u64)
+            })
+        };
+        if let Some(last) = self.state.last_epoch.as_ref().filter(|m| !epoch_logged(m.epoch)) {
+            let mut line = json!(last);
+            if let Some(map) = line.as_object_mut() {
+                map.insert("kind".to_string(), json!("epoch"));
+            }
+            kept.push_str(&format!("{line}\n"));
+        }
         Ok(cvn_autograd::io::write_atomically(&path, kept.as_bytes())?)
     }
 }

@@ -30,6 +30,7 @@ fn tiny(model: &str, competitors: usize, epochs: usize, train: usize, test: usiz
         train: Arc::new(fm.train.with_augment(config.augment).truncated(train)),
         test: Arc::new(fm.test.truncated(test)),
         source: fm.source.to_string(),
+        notes: Vec::new(),
     };
     (config, data)
 }
@@ -192,6 +193,8 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     let poisoned = TrainData { train: Arc::new(NanImages(fm.train.truncated(64))), ..data.clone() };
     let mut trainer = Trainer::resume(&dir, config.clone(), poisoned.clone()).unwrap();
     let err = trainer.run(&mut nothing).unwrap_err();
+    // The run's lock goes with the trainer.
+    drop(trainer);
     assert!(matches!(err, TrainError::NonFiniteLoss { epoch: 2, step: 2, .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("NaN") && msg.contains("epoch 2") && msg.contains("last good checkpoint") && msg.contains("(epoch 1)"), "{msg}");

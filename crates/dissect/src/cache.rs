@@ -3,8 +3,9 @@
 //! An entry's file name is the sha256 of everything its content depends on — for activations the
 //! checkpoint bytes' hash, the layer, the probe set, the pooling and the sampling mode — so a changed
 //! input can never be served a stale entry (CLIP-Dissect reuses any file with the right *name*).
-//! The full key is stored in the file too and checked on reading; an unreadable or mismatched entry
-//! counts as a miss and is rewritten.
+//! The full key is stored in the file too and checked on reading, and so is the content hash of
+//! the data (`cvn_autograd::io::verify`): an unreadable, mismatched, altered or unhashed entry counts
+//! as a miss and is recomputed and rewritten (atomically and durably).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use crate::error::{DissectError, Result};
 use crate::tensor_file::{read_matrix, serialize};
 
 /// Bumped when the layout of entries changes, so old entries are never misread.
-const FORMAT: &str = "dissect-cache-v1";
+const FORMAT: &str = "dissect-cache-v2";
 
 /// What an entry depends on, as ordered `name=value` fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +74,21 @@ pub fn file_sha256(path: &Path) -> Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
+/// An entry's matrices from its file's bytes, if the stored key is `key` and the content hash
+/// matches (entries without a hash, from before entries carried one, are misses too).
+pub fn parse_entry(bytes: &[u8], key: &CacheKey, path: &Path) -> Option<Entry> {
+    if cvn_autograd::io::verify(bytes).ok()? != cvn_autograd::io::Integrity::Verified {
+        return None;
+    }
+    let file = SafeTensors::deserialize(bytes).ok()?;
+    let (_, header) = SafeTensors::read_metadata(bytes).ok()?;
+    let stored_key = header.metadata().as_ref()?.get("key")?;
+    if *stored_key != key.canonical() {
+        return None;
+    }
+    file.names().into_iter().map(|name| read_matrix(&file, name, path).ok().map(|m| (name.to_string(), m))).collect()
+}
+
 /// Named matrices stored under one key.
 pub type Entry = BTreeMap<String, Array2<f32>>;
 
@@ -99,21 +115,15 @@ impl Cache {
         self.dir.as_ref().map(|dir| dir.join(format!("{}.safetensors", key.digest())))
     }
 
-    /// The entry under `key`, if present and intact.
+    /// The entry under `key`, if present and intact (its key and content hash match).
     pub fn load(&self, key: &CacheKey) -> Option<Entry> {
         let path = self.path(key)?;
         let bytes = std::fs::read(&path).ok()?;
-        let file = SafeTensors::deserialize(&bytes).ok()?;
-        let (_, header) = SafeTensors::read_metadata(&bytes).ok()?;
-        let stored_key = header.metadata().as_ref()?.get("key")?;
-        if *stored_key != key.canonical() {
-            return None;
-        }
-        file.names().into_iter().map(|name| read_matrix(&file, name, &path).ok().map(|m| (name.to_string(), m))).collect()
+        parse_entry(&bytes, key, &path)
     }
 
-    /// Stores `entry` under `key` (written to a temporary file, then renamed, so readers never see
-    /// half an entry).
+    /// Stores `entry` under `key` (written to a temporary file, synced, then renamed, so readers
+    /// never see half an entry).
     pub fn store(&self, key: &CacheKey, entry: &Entry) -> Result<()> {
         let (Some(dir), Some(path)) = (&self.dir, self.path(key)) else {
             return Ok(());
@@ -122,9 +132,13 @@ impl Cache {
         let tensors: Vec<(&str, &Array2<f32>)> = entry.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let metadata = HashMap::from([("key".to_string(), key.canonical())]);
         let bytes = serialize(&tensors, metadata, &path)?;
-        let partial = path.with_extension(format!("partial-{}", std::process::id()));
-        std::fs::write(&partial, bytes).map_err(|err| DissectError::io(&partial, err))?;
-        std::fs::rename(&partial, &path).map_err(|err| DissectError::io(&path, err))
+        cvn_autograd::io::write_atomically(&path, &bytes).map_err(|err| DissectError::format(&path, err.to_string()))
+    }
+
+    /// Removes the temporary files of writers that were killed (the caller holds the run's lock).
+    pub fn remove_stale_temps(&self) -> Result<usize> {
+        let Some(dir) = &self.dir else { return Ok(0) };
+        cvn_autograd::io::remove_stale_temps(dir).map_err(|err| DissectError::format(dir, err.to_string()))
     }
 
     /// The entry under `key`, computing and storing it on a miss.
@@ -184,6 +198,52 @@ mod tests {
         cache.store(&other, &entry(3.0)).unwrap();
         std::fs::copy(dir.join(format!("{}.safetensors", other.digest())), &path).unwrap();
         assert!(cache.load(&key).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn entries_with_altered_data_are_recomputed_and_rewritten() {
+        let dir = scratch("altered");
+        let cache = Cache::at(&dir);
+        let key = CacheKey::new("activations").with("layer", "head");
+        let path = dir.join(format!("{}.safetensors", key.digest()));
+        cache.store(&key, &entry(1.5)).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        // The data is the file's tail: zero it, flip a bit, or make a value NaN; the key still matches.
+        let n = good.len();
+        let zeroed = [&good[..n - 24], &[0u8; 24][..]].concat();
+        let mut flipped = good.clone();
+        flipped[n - 5] ^= 0x08;
+        let mut nan = good.clone();
+        nan[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+        for bad in [zeroed, flipped, nan] {
+            std::fs::write(&path, &bad).unwrap();
+            assert!(cache.load(&key).is_none(), "an altered entry was served");
+            let (value, hit) = cache.get_or_compute(&key, || Ok(entry(1.5))).unwrap();
+            assert!(!hit);
+            assert_eq!(value["activations"][[2, 1]], 1.5);
+            assert_eq!(std::fs::read(&path).unwrap(), good, "the entry was rewritten");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_fuzz_seed_entry_written_independently_verifies() {
+        // fuzz/corpus/dissect_cache/entry was written by a short Python script following the
+        // documented hash (cvn_autograd::io::CONTENT_HASH_KEY), not by this code.
+        let bytes = include_bytes!("../../../fuzz/corpus/dissect_cache/entry");
+        let key = CacheKey::new("activations").with("layer", "head");
+        let entry = parse_entry(bytes, &key, Path::new("entry")).expect("the seed entry verifies");
+        assert_eq!(entry["activations"], Array2::from_elem((3, 2), 1.5f32));
+    }
+
+    #[test]
+    fn stale_temporary_entries_are_removed() {
+        let dir = scratch("stale");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(".abc.safetensors.tmp-777"), b"half").unwrap();
+        assert_eq!(Cache::at(&dir).remove_stale_temps().unwrap(), 1);
+        assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -23,6 +23,13 @@ const BUILTIN: [(&str, &str); 8] = [
     ("imagenet-gpt", include_str!("../concepts/imagenet_gpt.txt")),
 ];
 
+/// The most lines a concept set may have (the largest built-in set has 20,000).
+pub const MAX_CONCEPT_LINES: usize = 200_000;
+/// The longest line (in bytes) a concept may have: a concept is a short phrase for CLIP's 77 tokens.
+pub const MAX_CONCEPT_LINE_BYTES: usize = 1000;
+/// The largest concept file read (80 bytes per line at the most lines; the 20k set has 180 KB).
+const MAX_CONCEPT_FILE_BYTES: u64 = 16 << 20;
+
 /// An ordered list of distinct concepts with a name for the outputs (built-in name or file path).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConceptSet {
@@ -46,7 +53,15 @@ impl ConceptSet {
 
     /// A set from a file; an empty one is an error naming the file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|err| DissectError::io(path, err))?;
+        use std::io::Read;
+        let file = std::fs::File::open(path).map_err(|err| DissectError::io(path, err))?;
+        // Never read more than the limit, whatever the file's size.
+        let mut bytes = Vec::new();
+        file.take(MAX_CONCEPT_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|err| DissectError::io(path, err))?;
+        if bytes.len() as u64 > MAX_CONCEPT_FILE_BYTES {
+            return Err(DissectError::format(path, format!("a concept file may hold at most {MAX_CONCEPT_FILE_BYTES} bytes")));
+        }
+        let text = String::from_utf8(bytes).map_err(|err| DissectError::format(path, format!("not UTF-8 text: {err}")))?;
         Self::from_lines(path.display().to_string(), text.lines())
     }
 
@@ -67,7 +82,23 @@ impl ConceptSet {
     pub fn from_lines<'a>(name: String, lines: impl IntoIterator<Item = &'a str>) -> Result<Self> {
         let mut concepts = Vec::new();
         let mut index = HashMap::new();
-        for line in lines {
+        for (number, line) in lines.into_iter().enumerate() {
+            if number >= MAX_CONCEPT_LINES {
+                return Err(DissectError::format(
+                    &name,
+                    format!("more than {MAX_CONCEPT_LINES} lines: a concept set is one short phrase per line"),
+                ));
+            }
+            if line.len() > MAX_CONCEPT_LINE_BYTES {
+                return Err(DissectError::format(
+                    &name,
+                    format!(
+                        "line {} has {} bytes, more than {MAX_CONCEPT_LINE_BYTES}: a concept is one short phrase",
+                        number + 1,
+                        line.len()
+                    ),
+                ));
+            }
             let concept = clean_line(line);
             if !concept.is_empty() && !index.contains_key(&concept) {
                 index.insert(concept.clone(), concepts.len());
@@ -180,6 +211,25 @@ mod tests {
         let file = dir.join("mine.txt");
         std::fs::write(&file, "stripes\nsky\n").unwrap();
         assert_eq!(ConceptSet::load(file.to_str().unwrap()).unwrap().concepts(), ["stripes", "sky"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn huge_concept_files_are_refused_without_reading_them_whole() {
+        let dir = std::env::temp_dir().join(format!("dissect-concepts-huge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let many = dir.join("many.txt");
+        std::fs::write(&many, "x\n".repeat(1_000_000)).unwrap();
+        let err = ConceptSet::load(many.to_str().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("many.txt") && err.contains("more than 200000 lines"), "{err}");
+        let long = dir.join("long.txt");
+        std::fs::write(&long, format!("dog\n{}\n", "y".repeat(5 << 20))).unwrap();
+        let err = ConceptSet::load(long.to_str().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("long.txt") && err.contains("line 2 has 5242880 bytes"), "{err}");
+        let huge = dir.join("huge.txt");
+        std::fs::write(&huge, "z".repeat(17 << 20)).unwrap();
+        let err = ConceptSet::load(huge.to_str().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("huge.txt") && err.contains("at most"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

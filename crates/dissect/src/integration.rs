@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use clip_encoder::Clip;
+use cvn_autograd::io::Integrity;
 use cvn_autograd::{DType, Device, LwtaMode, Tensor};
 use cvn_models::data::{Dataset, IdxDataset, ImageFolder};
 use cvn_models::rng::CounterRng;
@@ -51,15 +52,21 @@ pub struct ModelSource {
     model: Model,
     checkpoint_sha256: String,
     sampling: Sampling,
+    integrity: Integrity,
 }
 
 impl ModelSource {
     /// Loads `checkpoint`; its bytes' sha256 identifies the weights in the activation cache.
     pub fn load(checkpoint: &Path, sampling: Sampling) -> Result<Self> {
         let checkpoint_sha256 = file_sha256(checkpoint)?;
-        let (model, _) =
+        let (model, extras) =
             Model::load(checkpoint).map_err(|e| upstream(format!("loading checkpoint {}", checkpoint.display()))(e.to_string()))?;
-        Ok(Self { model, checkpoint_sha256, sampling })
+        Ok(Self { model, checkpoint_sha256, sampling, integrity: extras.integrity })
+    }
+
+    /// Whether the checkpoint's content hash was checked.
+    pub fn integrity(&self) -> Integrity {
+        self.integrity
     }
 
     pub fn model(&self) -> &Model {
@@ -100,6 +107,9 @@ impl ActivationSource for ModelSource {
     fn record(&mut self, probe: &dyn ProbeSet, indices: &[usize], layers: &[String]) -> Result<Vec<LayerOutput>> {
         let [c, h, w] = probe.input_shape();
         let per_image = c * h * w;
+        if per_image == 0 {
+            return Err(DissectError::shape("probe images", "at least 1×1×1 values per image", format!("{c}×{h}×{w}")));
+        }
         let mut inputs = vec![0.0f32; indices.len() * per_image];
         inputs.par_chunks_mut(per_image).zip(indices.par_iter()).try_for_each(|(out, &i)| probe.load_input(i, out))?;
         let x = Tensor::from_slice_on(&inputs, &[indices.len(), c, h, w], DType::F32, &self.model.device())
@@ -170,6 +180,12 @@ impl DatasetProbe {
         }
         let labels = folder.samples().iter().map(|(_, l)| *l).collect();
         Ok(Self { id: format!("{name}:{}", hex_sha256(listing.as_bytes())), dataset: Arc::new(folder), labels })
+    }
+
+    /// Checks that the probe images fit `model` (channels, size, classes), as training checks its
+    /// data ([`cvn_models::train::check_fits`]).
+    pub fn check_fits(&self, model: &ModelConfig) -> Result<()> {
+        cvn_models::train::check_fits(model, "probe", self.dataset.as_ref()).map_err(|e| upstream("probe set")(e.to_string()))
     }
 
     /// Only the first `n` images (quick runs); the id says so.

@@ -36,12 +36,15 @@ pub fn write_outputs(dir: &Path, main: Named, probe: &dyn ProbeSet, compare: Opt
     std::fs::create_dir_all(dir).map_err(|err| DissectError::io(dir, err))?;
     let outputs =
         Outputs { neurons_csv: dir.join("neurons.csv"), summary_json: dir.join("summary.json"), report_html: dir.join("report.html") };
-    let write = |path: &Path, text: String| std::fs::write(path, text).map_err(|err| DissectError::io(path, err));
-    write(&outputs.neurons_csv, neurons_csv(main.dissection))?;
+    let csv = neurons_csv(main.dissection);
     let summary = serde_json::to_string_pretty(&summary(main, compare))
         .map_err(|err| DissectError::format(&outputs.summary_json, err.to_string()))?;
-    write(&outputs.summary_json, summary)?;
-    write(&outputs.report_html, report_html(main, probe, compare)?)?;
+    let html = report_html(main, probe, compare)?;
+    // All three are written before any replaces its old version, so a failing write (a full
+    // disk) leaves the previous set whole.
+    let files: [(&Path, &[u8]); 3] =
+        [(&outputs.neurons_csv, csv.as_bytes()), (&outputs.summary_json, summary.as_bytes()), (&outputs.report_html, html.as_bytes())];
+    cvn_autograd::io::write_all_atomically(&files).map_err(|err| DissectError::format(dir, err.to_string()))?;
     Ok(outputs)
 }
 

@@ -23,7 +23,8 @@ pub(crate) fn read_matrix(file: &SafeTensors, name: &str, path: &Path) -> Result
     Array2::from_shape_vec(shape, values).map_err(|err| DissectError::format(path, format!("tensor `{name}`: {err}")))
 }
 
-/// The bytes of a safetensors file holding `tensors` and string `metadata`.
+/// The bytes of a safetensors file holding `tensors` and string `metadata`, with the content hash
+/// every file of the project carries (`cvn_autograd::io::serialize`).
 pub(crate) fn serialize(tensors: &[(&str, &Array2<f32>)], metadata: HashMap<String, String>, path: &Path) -> Result<Vec<u8>> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> =
         tensors.iter().map(|(name, m)| (name.to_string(), m.iter().flat_map(|v| v.to_le_bytes()).collect(), m.shape().to_vec())).collect();
@@ -35,5 +36,5 @@ pub(crate) fn serialize(tensors: &[(&str, &Array2<f32>)], metadata: HashMap<Stri
                 .map_err(|err| DissectError::format(path, format!("tensor `{name}`: {err}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, Some(metadata)).map_err(|err| DissectError::format(path, err.to_string()))
+    cvn_autograd::io::serialize(views, metadata).map_err(|err| DissectError::format(path, err.to_string()))
 }

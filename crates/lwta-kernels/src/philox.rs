@@ -14,6 +14,15 @@
 //!   kernels reproduce every bit).
 //!
 //! `seed` identifies the run, `offset` one LWTA call (layer × step), so no two calls share noise.
+//! Dropout draws from the same stream, at offsets of its own.
+//!
+//! # Key domains
+//! Noise (LWTA, dropout) uses the run's seed itself as the key, as above (the reference fixtures
+//! and the PTX kernels, which take the key from the host, depend on it). Every other draw of a run
+//! — data order, augmentation, weight initialisation, dissection's baselines — uses a key derived
+//! with [`host_key`]: Philox of `[HOST_KEY_TAG, domain >> 32, 0, 0]` under the seed. A derived key
+//! differs from the seed (and between domains) except with probability 2^-64, so host draws and
+//! noise never share a stream even where their counters coincide.
 //!
 //! Every function here is written once, generic over [`Simd`]; the scalar entry points are its
 //! one-lane instances, so the vector paths cannot drift from the contract.
@@ -47,6 +56,16 @@ fn philox_rounds<S: Simd>(s: S, counters: [S::I; 4], key: [u32; 2]) -> [S::I; 4]
         (c0, c1, c2, c3) = (s.xor_i(s.xor_i(hi1, c1), s.splat_i(k0)), lo1, s.xor_i(s.xor_i(hi0, c3), s.splat_i(k1)), lo0);
     }
     [c0, c1, c2, c3]
+}
+
+/// The tag of host-side keys ("HOST"): see the module docs' key domains.
+pub const HOST_KEY_TAG: u32 = 0x484f_5354;
+
+/// The key of run `seed`'s host-side draws whose domain has high word `domain_hi` (see the module
+/// docs' key domains); noise uses `[seed as u32, (seed >> 32) as u32]` instead.
+pub fn host_key(seed: u64, domain_hi: u32) -> [u32; 2] {
+    let [k0, k1, _, _] = philox4x32_10([HOST_KEY_TAG, domain_hi, 0, 0], [seed as u32, (seed >> 32) as u32]);
+    [k0, k1]
 }
 
 /// Random123's `kat_vectors` for Philox4x32-10: `(counter, key, output)`.

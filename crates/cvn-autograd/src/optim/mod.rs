@@ -63,6 +63,10 @@ pub trait Optimizer {
     /// Restores what [`Optimizer::state`] produced (on any device: state moves to its parameter's
     /// device at the next update).
     fn load_state(&mut self, state: BTreeMap<String, Tensor>) -> Result<()>;
+
+    /// The names [`Optimizer::state`] has for `param` once it has been updated (so a checkpoint
+    /// missing one of them is known to be incomplete).
+    fn state_names(&self, param: &str) -> Vec<String>;
 }
 
 fn check_grad(name: &str, param: &Tensor, grad: &Tensor) -> Result<()> {
@@ -155,6 +159,10 @@ impl Optimizer for AdamW {
         out
     }
 
+    fn state_names(&self, param: &str) -> Vec<String> {
+        ["step", "exp_avg", "exp_avg_sq"].iter().map(|slot| format!("{param}.{slot}")).collect()
+    }
+
     fn load_state(&mut self, mut state: BTreeMap<String, Tensor>) -> Result<()> {
         self.slots.clear();
         let names: Vec<String> = state.keys().filter_map(|k| k.strip_suffix(".step").map(str::to_string)).collect();
@@ -215,6 +223,15 @@ impl Optimizer for Sgd {
 
     fn state(&self) -> BTreeMap<String, Tensor> {
         self.buffers.iter().map(|(k, v)| (format!("{k}.momentum_buffer"), v.clone())).collect()
+    }
+
+    fn state_names(&self, param: &str) -> Vec<String> {
+        // Without momentum SGD keeps no state.
+        if self.momentum == 0.0 {
+            Vec::new()
+        } else {
+            vec![format!("{param}.momentum_buffer")]
+        }
     }
 
     fn load_state(&mut self, state: BTreeMap<String, Tensor>) -> Result<()> {

@@ -124,8 +124,15 @@ impl IdxDataset {
             ref d => return data_err(name, format!("image dimensions {d:?}: expected [N, H, W] or [N, C, H, W]")),
         };
         let len = images.dims[0];
+        if len == 0 || shape.contains(&0) {
+            return data_err(name, format!("image dimensions {:?}: every dimension must be at least 1", images.dims));
+        }
         if labels.dims != [len] {
             return data_err(name, format!("{len} images but the label file has dimensions {:?}", labels.dims));
+        }
+        let bytes = images.dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        if bytes != Some(images.data.len()) || labels.data.len() != len {
+            return data_err(name, format!("dimensions {:?} do not match the {} data bytes", images.dims, images.data.len()));
         }
         let classes = FASHION_MNIST_CLASSES.len();
         if let Some(i) = labels.data.iter().position(|&l| l as usize >= classes) {
@@ -166,7 +173,10 @@ impl IdxDataset {
             return data_err("Fashion-MNIST", format!("sample {index} out of range (the set has {})", self.len));
         }
         let size: usize = self.shape.iter().product();
-        Ok(&self.images[index * size..(index + 1) * size])
+        // `new` checked that the data holds `len` images of `size` bytes; `get` keeps it so.
+        self.images
+            .get(index * size..(index + 1) * size)
+            .map_or_else(|| data_err("Fashion-MNIST", format!("sample {index} lies outside the {} image bytes", self.images.len())), Ok)
     }
 }
 
@@ -261,6 +271,22 @@ mod tests {
         std::fs::write(dir.join(TEST_LABELS), encode_idx(&[5], &[0, 1, 2, 3, 10])).unwrap();
         let err = FashionMnist::load(Some(&dir)).unwrap_err().to_string();
         assert!(err.contains("label 10 of sample 4 is not below 10"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn zero_or_overflowing_image_dimensions_are_refused() {
+        let dir = temp_dir("fm-dims");
+        write_set(&dir, 5, false);
+        // [1000, 0, 0] with an empty body parses as an IDX file but holds no image.
+        std::fs::write(dir.join(TEST_IMAGES), encode_idx(&[1000, 0, 0], &[])).unwrap();
+        std::fs::write(dir.join(TEST_LABELS), encode_idx(&[1000], &[0; 1000])).unwrap();
+        let err = FashionMnist::load(Some(&dir)).unwrap_err().to_string();
+        assert!(err.contains("t10k-images-idx3-ubyte") && err.contains("every dimension must be at least 1"), "{err}");
+        // A product that wraps to 0 in unchecked arithmetic.
+        std::fs::write(dir.join(TEST_IMAGES), encode_idx(&[4_194_304, 2_097_152, 2_097_152], &[])).unwrap();
+        let err = FashionMnist::load(Some(&dir)).unwrap_err().to_string();
+        assert!(err.contains("t10k-images-idx3-ubyte") && err.contains("announce more than"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

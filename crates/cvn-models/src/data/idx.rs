@@ -1,6 +1,11 @@
 //! The IDX format of (Fashion-)MNIST: a big-endian header `[0, 0, type, ndim]`, `ndim` big-endian
 //! u32 dimensions, then the data. Only unsigned bytes (type 0x08) occur in these data sets. Files may
 //! be gzip-compressed; compression is recognised by its magic bytes, not the file name.
+//!
+//! Sizes are checked before anything is allocated from them: the dimensions' product with checked
+//! arithmetic, against [`MAX_IDX_BYTES`] and against the bytes actually present; a gzip stream is
+//! inflated only as far as its header says the file reaches, so a small file cannot inflate into
+//! gigabytes.
 
 use std::io::Read;
 use std::path::Path;
@@ -17,6 +22,9 @@ pub struct IdxArray {
 }
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// The largest IDX file (header and data, after decompression) accepted: 16 times Fashion-MNIST's
+/// training images.
+pub const MAX_IDX_BYTES: usize = 1 << 30;
 const TYPE_U8: u8 = 0x08;
 
 /// Reads an IDX file (gzip or plain) from disk.
@@ -27,15 +35,40 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
 
 /// Parses IDX bytes (gzip or plain); `name` identifies the source in errors.
 pub fn parse_idx(bytes: &[u8], name: &str) -> Result<IdxArray> {
-    let raw;
-    let bytes = if bytes.starts_with(&GZIP_MAGIC) {
-        let mut out = Vec::new();
-        GzDecoder::new(bytes).read_to_end(&mut out).or_else(|e| data_err(name, format!("corrupt gzip stream: {e}")))?;
-        raw = out;
-        &raw[..]
+    if !bytes.starts_with(&GZIP_MAGIC) {
+        return parse_plain(bytes, name);
+    }
+    let gzip_err = |e: std::io::Error| data_err(name, format!("corrupt gzip stream: {e}"));
+    let mut decoder = GzDecoder::new(bytes);
+    // The fixed header, then the dimensions, then exactly the data they announce (plus one byte to
+    // notice trailing data): never more than the header's size, itself bounded.
+    let mut out = Vec::new();
+    let got = read_up_to(&mut decoder, &mut out, 4).or_else(gzip_err)?;
+    if got == 4 {
+        let ndim = out[3] as usize;
+        read_up_to(&mut decoder, &mut out, 4 + 4 * ndim).or_else(gzip_err)?;
+        if let Ok((_, expected)) = header(&out, name) {
+            read_up_to(&mut decoder, &mut out, expected + 1).or_else(gzip_err)?;
+        }
+    }
+    parse_plain(&out, name)
+}
+
+/// Extends `out` with bytes from `reader` until it holds `len` bytes or the stream ends; returns
+/// the length reached.
+fn read_up_to(reader: &mut impl Read, out: &mut Vec<u8>, len: usize) -> std::io::Result<usize> {
+    if out.len() < len {
+        let start = out.len();
+        reader.take((len - start) as u64).read_to_end(out)?;
     } else {
-        bytes
-    };
+        out.truncate(len);
+    }
+    Ok(out.len())
+}
+
+/// The dimensions an IDX header announces and the file's total length they imply, checked
+/// against [`MAX_IDX_BYTES`] with checked arithmetic (`bytes` holds at least the header).
+fn header(bytes: &[u8], name: &str) -> Result<(Vec<usize>, usize)> {
     let Some(&[zero0, zero1, kind, ndim]) = bytes.first_chunk::<4>() else {
         return data_err(name, format!("{} bytes is too short for an IDX header", bytes.len()));
     };
@@ -54,7 +87,17 @@ pub fn parse_idx(bytes: &[u8], name: &str) -> Result<IdxArray> {
         return data_err(name, format!("the header announces {ndim} dimensions but the file ends first"));
     }
     let dims: Vec<usize> = bytes[4..header_len].chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
-    let expected: usize = dims.iter().product();
+    let data = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    match data.and_then(|d| d.checked_add(header_len)) {
+        Some(total) if total <= MAX_IDX_BYTES => Ok((dims, total)),
+        _ => data_err(name, format!("dimensions {dims:?} announce more than the {MAX_IDX_BYTES} bytes an IDX file may hold")),
+    }
+}
+
+fn parse_plain(bytes: &[u8], name: &str) -> Result<IdxArray> {
+    let (dims, total) = header(bytes, name)?;
+    let header_len = 4 + 4 * dims.len();
+    let expected = total - header_len;
     let got = bytes.len() - header_len;
     if got != expected {
         return data_err(name, format!("dimensions {dims:?} need {expected} data bytes, the file has {got}"));
@@ -99,5 +142,26 @@ mod tests {
         assert!(err.contains("3 dimensions but the file ends first"), "{err}");
         let err = parse_idx(&[0x1f, 0x8b, 1, 2, 3], "w.gz").unwrap_err().to_string();
         assert!(err.contains("w.gz: corrupt gzip stream"), "{err}");
+    }
+
+    #[test]
+    fn dimensions_whose_product_overflows_or_exceeds_the_limit_are_refused() {
+        // 2^22 · 2^21 · 2^21 = 2^64 wraps to 0 in unchecked arithmetic, matching an empty body.
+        let err = parse_idx(&encode_idx(&[4_194_304, 2_097_152, 2_097_152], &[]), "wrap.idx").unwrap_err().to_string();
+        assert!(err.contains("wrap.idx") && err.contains("announce more than"), "{err}");
+        let err = parse_idx(&encode_idx(&[60_000, 200, 200], &[]), "big.idx").unwrap_err().to_string();
+        assert!(err.contains("announce more than"), "{err}");
+    }
+
+    #[test]
+    fn gzip_inflating_past_its_header_is_not_read_to_the_end() {
+        // The header announces 10 bytes; the stream inflates to 64 MiB. Only 11 bytes past the
+        // header are ever inflated, and the file is refused for its trailing data.
+        let mut body = encode_idx(&[10], &[7; 10]);
+        body.resize(64 << 20, 0);
+        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+        gz.write_all(&body).unwrap();
+        let err = parse_idx(&gz.finish().unwrap(), "bomb.gz").unwrap_err().to_string();
+        assert!(err.contains("bomb.gz") && err.contains("need 10 data bytes, the file has 11"), "{err}");
     }
 }

@@ -1,5 +1,10 @@
 //! ImageFolder trees (`root/<class>/<image>.{jpg,jpeg,png}`, as torchvision's `ImageFolder`, the
-//! layout of ImageNet and Places365 splits). Classes are the sub-folders in sorted order.
+//! layout of ImageNet and Places365 splits). Classes are the sub-folders in sorted order; a second
+//! split ([`ImageFolder::open_with_classes`]) takes the first one's classes by name, so a label
+//! means the same class in both.
+//!
+//! Images are decoded with bounded sizes ([`MAX_IMAGE_SIDE`], [`MAX_IMAGE_BYTES`]), and
+//! [`ImageFolder::scan`] finds unreadable and truncated files before training starts.
 
 use std::path::{Path, PathBuf};
 
@@ -13,15 +18,88 @@ use crate::rng::CounterRng;
 pub struct ImageFolder {
     samples: Vec<(PathBuf, usize)>,
     class_names: Vec<String>,
+    /// Classes of the other split without a folder here.
+    missing: Vec<String>,
+    skipped: usize,
     transform: FolderTransform,
     normalize: Normalize,
 }
 
 const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
+/// The longest side of an image accepted for decoding.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// The most memory one image's decoding may take.
+pub const MAX_IMAGE_BYTES: u64 = 512 << 20;
+
+fn image_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_BYTES);
+    limits
+}
+
+/// Decodes a JPEG or PNG image from its bytes within the size limits; `name` identifies it in
+/// errors.
+pub fn decode_image(bytes: &[u8], name: &str) -> Result<image::RgbImage> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .or_else(|e| data_err(name, format!("cannot read the image: {e}")))?;
+    reader.limits(image_limits());
+    let img = reader.decode().or_else(|e| data_err(name, format!("cannot decode the image: {e}")))?;
+    Ok(img.to_rgb8())
+}
+
+/// Checks an image file without decoding its pixels: a header the decoder accepts, dimensions
+/// within the limits, and the format's end marker at the end (JPEG `FFD9`, PNG `IEND`), which a
+/// truncated file lacks.
+pub fn check_image_file(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).or_else(|e| data_err(path.display(), format!("cannot read: {e}")))?;
+    check_image_bytes(&bytes, &path.display().to_string())
+}
+
+/// [`check_image_file`] on bytes.
+pub fn check_image_bytes(bytes: &[u8], name: &str) -> Result<()> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .or_else(|e| data_err(name, format!("cannot read the image: {e}")))?;
+    reader.limits(image_limits());
+    let format = reader.format();
+    let (w, h) = reader.into_dimensions().or_else(|e| data_err(name, format!("cannot decode the image: {e}")))?;
+    if w == 0 || h == 0 {
+        return data_err(name, format!("the image is {w}×{h} pixels"));
+    }
+    // JPEG may be followed by padding; PNG ends with the IEND chunk (type and CRC).
+    let complete = match format {
+        Some(image::ImageFormat::Jpeg) => {
+            let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            bytes[..end].ends_with(&[0xff, 0xd9])
+        }
+        Some(image::ImageFormat::Png) => bytes.ends_with(&[b'I', b'E', b'N', b'D', 0xae, 0x42, 0x60, 0x82]),
+        _ => true,
+    };
+    if !complete {
+        return data_err(name, "the image is truncated (its end marker is missing)");
+    }
+    Ok(())
+}
+
 impl ImageFolder {
     /// Lists `root`'s class folders and their images; normalises with ImageNet statistics.
     pub fn open(root: &Path, transform: FolderTransform) -> Result<Self> {
+        Self::open_inner(root, transform, None)
+    }
+
+    /// Lists `root` as a split of a data set whose classes are `classes` (another split's
+    /// [`Dataset::class_names`]): labels are indices into `classes`, matched by folder name. A
+    /// class folder not in `classes` is an error; classes without a folder here are allowed
+    /// ([`ImageFolder::missing_classes`] names them).
+    pub fn open_with_classes(root: &Path, transform: FolderTransform, classes: &[String]) -> Result<Self> {
+        Self::open_inner(root, transform, Some(classes))
+    }
+
+    fn open_inner(root: &Path, transform: FolderTransform, classes: Option<&[String]>) -> Result<Self> {
         transform.validate()?;
         let read_dir = |dir: &Path| -> Result<Vec<PathBuf>> {
             let entries = std::fs::read_dir(dir).or_else(|e| data_err(dir.display(), format!("cannot list the folder: {e}")))?;
@@ -38,7 +116,24 @@ impl ImageFolder {
         }
         let mut samples = Vec::new();
         let mut class_names = Vec::new();
-        for (label, dir) in class_dirs.iter().enumerate() {
+        for (index, dir) in class_dirs.iter().enumerate() {
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let label = match classes {
+                None => index,
+                Some(classes) => match classes.iter().position(|c| *c == name) {
+                    Some(label) => label,
+                    None => {
+                        return data_err(
+                            dir.display(),
+                            format!(
+                                "class `{name}` is not one of the {} classes of the training split ({})",
+                                classes.len(),
+                                classes.join(", ")
+                            ),
+                        )
+                    }
+                },
+            };
             let before = samples.len();
             for path in read_dir(dir)? {
                 let is_image =
@@ -50,9 +145,48 @@ impl ImageFolder {
             if samples.len() == before {
                 return data_err(dir.display(), "class folder holds no .jpg, .jpeg or .png image");
             }
-            class_names.push(dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            class_names.push(name);
         }
-        Ok(Self { samples, class_names, transform, normalize: Normalize::imagenet() })
+        let missing = match classes {
+            Some(classes) => {
+                let missing = classes.iter().filter(|c| !class_names.contains(c)).cloned().collect();
+                class_names = classes.to_vec();
+                missing
+            }
+            None => Vec::new(),
+        };
+        Ok(Self { samples, class_names, missing, skipped: 0, transform, normalize: Normalize::imagenet() })
+    }
+
+    /// The classes of [`ImageFolder::open_with_classes`]'s list that have no folder in this split.
+    pub fn missing_classes(&self) -> &[String] {
+        &self.missing
+    }
+
+    /// Checks every image ([`check_image_file`]) before any is used. A bad one is an error naming
+    /// the file, or with `skip_bad` it is dropped from the split and counted
+    /// ([`ImageFolder::skipped`]).
+    pub fn scan(mut self, skip_bad: bool) -> Result<Self> {
+        use rayon::prelude::*;
+        let results: Vec<Result<()>> = self.samples.par_iter().map(|(path, _)| check_image_file(path)).collect();
+        let mut kept = Vec::with_capacity(self.samples.len());
+        for (sample, result) in self.samples.into_iter().zip(results) {
+            match result {
+                Ok(()) => kept.push(sample),
+                Err(e) if !skip_bad => return Err(e),
+                Err(_) => self.skipped += 1,
+            }
+        }
+        if kept.is_empty() {
+            return data_err("ImageFolder", format!("every one of the {} images is unreadable or truncated", self.skipped));
+        }
+        self.samples = kept;
+        Ok(self)
+    }
+
+    /// Images [`ImageFolder::scan`] skipped as unreadable or truncated.
+    pub fn skipped(&self) -> usize {
+        self.skipped
     }
 
     /// Uses other normalisation statistics (one value, or one per RGB channel).
@@ -101,8 +235,8 @@ impl Dataset for ImageFolder {
 
     fn raw_image(&self, index: usize) -> Result<image::RgbImage> {
         let (path, _) = self.sample(index)?;
-        let img = image::open(path).or_else(|e| data_err(path.display(), format!("cannot decode the image: {e}")))?;
-        Ok(img.to_rgb8())
+        let bytes = std::fs::read(path).or_else(|e| data_err(path.display(), format!("cannot read: {e}")))?;
+        decode_image(&bytes, &path.display().to_string())
     }
 }
 
