@@ -15,8 +15,10 @@ use cvn_models::{Forward, Model, ModelConfig, ResNetConfig, Stem, VitConfig};
 
 /// Coordinates checked per tensor (the first, the last and evenly spread ones between).
 const PROBES: usize = 4;
-/// Finite-difference step.
-const STEP: f32 = 1e-3;
+/// Finite-difference step. Small enough that few ReLUs behind a BatchNorm cross zero inside it:
+/// at 1e-3, with the initialisation drawn from the host key, `bn1.weight[1]` of the ReLU ResNet saw
+/// kinks on both sides (one-sided quotients −0.240 and −0.235 against the tape's −0.266, which
+/// 1e-4 confirms); the f32 floor below still leaves the quotients a few percent of resolution.
 /// Allowed relative error, on top of the finite differences' rounding floor.
 const TOLERANCE: f32 = 0.05;
 
