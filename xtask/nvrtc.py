@@ -82,7 +82,7 @@ def main():
             out.write_text(ptx)
             print(f"{cu} -> {out.name} ({len(ptx)} bytes)")
     if stale:
-        sys.exit("stale PTX (regenerate with `cargo xtask build-kernels`): " + ", ".join(stale))
+        sys.exit("stale PTX (regenerate with `cargo xtask build-kernels --regenerate`): " + ", ".join(stale))
 
 
 if __name__ == "__main__":

@@ -114,3 +114,22 @@ fn cuda_backend_matches_the_cpu() {
         }
     }
 }
+
+/// bf16 autocast on the CUDA backend (emulated here) follows the CPU's bf16 autocast: the same
+/// bf16 roundings of the inputs, f32 accumulation in both, so the losses of a few training steps
+/// agree to within a few bf16 roundings (the backends sum in different orders, and a sum that lands
+/// next to a bf16 rounding boundary rounds the other way).
+#[test]
+fn bf16_autocast_on_cuda_tracks_the_cpu() {
+    let devices: Vec<Device> = [Device::cuda(0), Device::cuda_emulated()]
+        .into_iter()
+        .filter_map(|d| d.map_err(|e| println!("skipped a device: {e}")).ok())
+        .collect();
+    for device in &devices {
+        let config = tiny_vit(4);
+        let want = train_losses(&config, &Device::Cpu, Some(DType::BF16), 3);
+        let got = train_losses(&config, device, Some(DType::BF16), 3);
+        let diff = max_rel_diff(&got, &want);
+        assert!(diff < 2e-2, "{device}: bf16 training losses {got:?}, CPU {want:?}");
+    }
+}

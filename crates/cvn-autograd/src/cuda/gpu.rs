@@ -27,43 +27,32 @@ pub(crate) enum Module {
 }
 
 impl Module {
-    pub(crate) fn ptx(self) -> &'static str {
+    /// The embedded PTX and the file it comes from (for errors).
+    fn source(self) -> (&'static str, &'static str) {
         match self {
-            Module::Storage => include_str!("kernels.ptx"),
-            Module::Binary => include_str!("../ops/binary/kernels.ptx"),
-            Module::Unary => include_str!("../ops/unary/kernels.ptx"),
-            Module::Reduce => include_str!("../ops/reduce/kernels.ptx"),
-            Module::Layout => include_str!("../ops/layout/kernels.ptx"),
-            Module::Conv => include_str!("../ops/conv/kernels.ptx"),
-            Module::Norm => include_str!("../ops/norm/kernels.ptx"),
-            Module::Softmax => include_str!("../ops/softmax/kernels.ptx"),
-            Module::Pool => include_str!("../ops/pool/kernels.ptx"),
-            Module::Loss => include_str!("../ops/loss/kernels.ptx"),
-            Module::Metrics => include_str!("../ops/metrics/kernels.ptx"),
-            Module::Optim => include_str!("../optim/kernels.ptx"),
-            Module::LwtaF32 => lwta_kernels::cuda::PTX_F32,
-            Module::LwtaBf16 => lwta_kernels::cuda::PTX_BF16,
+            Module::Storage => (include_str!("kernels.ptx"), "cuda/kernels.ptx"),
+            Module::Binary => (include_str!("../ops/binary/kernels.ptx"), "ops/binary/kernels.ptx"),
+            Module::Unary => (include_str!("../ops/unary/kernels.ptx"), "ops/unary/kernels.ptx"),
+            Module::Reduce => (include_str!("../ops/reduce/kernels.ptx"), "ops/reduce/kernels.ptx"),
+            Module::Layout => (include_str!("../ops/layout/kernels.ptx"), "ops/layout/kernels.ptx"),
+            Module::Conv => (include_str!("../ops/conv/kernels.ptx"), "ops/conv/kernels.ptx"),
+            Module::Norm => (include_str!("../ops/norm/kernels.ptx"), "ops/norm/kernels.ptx"),
+            Module::Softmax => (include_str!("../ops/softmax/kernels.ptx"), "ops/softmax/kernels.ptx"),
+            Module::Pool => (include_str!("../ops/pool/kernels.ptx"), "ops/pool/kernels.ptx"),
+            Module::Loss => (include_str!("../ops/loss/kernels.ptx"), "ops/loss/kernels.ptx"),
+            Module::Metrics => (include_str!("../ops/metrics/kernels.ptx"), "ops/metrics/kernels.ptx"),
+            Module::Optim => (include_str!("../optim/kernels.ptx"), "optim/kernels.ptx"),
+            Module::LwtaF32 => (lwta_kernels::cuda::PTX_F32, "kernels/lwta_f32.ptx"),
+            Module::LwtaBf16 => (lwta_kernels::cuda::PTX_BF16, "kernels/lwta_bf16.ptx"),
         }
     }
 
-    /// The file the PTX comes from (for errors).
+    pub(crate) fn ptx(self) -> &'static str {
+        self.source().0
+    }
+
     pub(crate) fn file(self) -> &'static str {
-        match self {
-            Module::Storage => "crates/cvn-autograd/src/cuda/kernels.ptx",
-            Module::Binary => "ops/binary/kernels.ptx",
-            Module::Unary => "ops/unary/kernels.ptx",
-            Module::Reduce => "ops/reduce/kernels.ptx",
-            Module::Layout => "ops/layout/kernels.ptx",
-            Module::Conv => "ops/conv/kernels.ptx",
-            Module::Norm => "ops/norm/kernels.ptx",
-            Module::Softmax => "ops/softmax/kernels.ptx",
-            Module::Pool => "ops/pool/kernels.ptx",
-            Module::Loss => "ops/loss/kernels.ptx",
-            Module::Metrics => "ops/metrics/kernels.ptx",
-            Module::Optim => "optim/kernels.ptx",
-            Module::LwtaF32 => "kernels/lwta_f32.ptx",
-            Module::LwtaBf16 => "kernels/lwta_bf16.ptx",
-        }
+        self.source().1
     }
 }
 

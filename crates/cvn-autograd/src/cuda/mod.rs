@@ -1,7 +1,7 @@
 //! The CUDA backend: device buffers, PTX kernels compiled from CUDA C, cuBLAS GEMMs.
 //!
 //! ## Layout
-//! * [`gpu`]: the *gpu layer*, the one interface the backend uses (allocate, copy, launch a PTX
+//! * `gpu`: the *gpu layer*, the one interface the backend uses (allocate, copy, launch a PTX
 //!   entry, strided-batched GEMM), with two implementations: `real` (cudarc: the driver and
 //!   cuBLAS, loaded at run time) and `emulated` (`ptx-emu` interprets the same PTX; the GEMM is
 //!   cuBLAS's contract computed on the host). [`crate::Device::cuda`] opens the first,
@@ -16,9 +16,10 @@
 //! * the op kernels live beside their ops: `ops/<op>/cuda.rs` launches the entries of
 //!   `ops/<op>/kernels.cu`. Every `.cu` includes `common.cuh` (bf16 load/store, strided views,
 //!   block reductions), is compiled by NVRTC 12.4 to the `kernels.ptx` beside it at development
-//!   time (`cargo xtask build-kernels`, which also fails when a checked-in PTX is stale and
-//!   assembles all PTX with ptxas for sm_80 and sm_90), and the PTX is embedded with
-//!   `include_str!`: no compiler at run time.
+//!   time (`cargo xtask build-kernels --regenerate`; without the flag the command fails when a
+//!   checked-in PTX is stale, and it assembles all PTX with ptxas for sm_80 and sm_90, failing on
+//!   spills), and the PTX is embedded with `include_str!`: no compiler at run time. A new kernel
+//!   family adds its file to `gpu::Module`.
 //! * LWTA runs the fused kernels of `kernels/lwta_*.ptx` through `lwta_kernels::cuda::plan`, the
 //!   one home of the LWTA math on GPUs.
 //!
