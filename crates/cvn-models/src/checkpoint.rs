@@ -1,8 +1,12 @@
-//! Checkpoints: safetensors files with the model's timm/torchvision tensor names, its
-//! [`ModelConfig`] as JSON in the `config` metadata (so a checkpoint alone rebuilds its model), and
-//! optionally training state ([`Extras`]: optimiser tensors under their own prefix, trainer
-//! metadata). Files are written atomically; loading checks every tensor's presence, shape and dtype
-//! and names everything that is wrong.
+//! Checkpoint files. A model file holds the model's tensors alone, under their timm/torchvision
+//! names, with its [`ModelConfig`] as JSON in the `config` metadata — so it rebuilds its model here
+//! and loads with `load_state_dict(strict=True)` in PyTorch. Training state ([`Extras`]: optimiser
+//! tensors under their own prefix, trainer metadata) lives in a file of its own. Loading checks
+//! every tensor's presence, shape and dtype and names everything that is wrong; a tensor the model
+//! does not have is an error too (except in [`Model::load_checkpoint`], the old single-file layout
+//! that kept the training state beside the weights).
+//!
+//! Every file goes through [`write`] (atomic: temporary file + rename).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -20,9 +24,13 @@ use crate::params::Kind;
 /// Metadata key of the model configuration.
 pub const CONFIG_KEY: &str = "config";
 
-/// What a checkpoint holds besides the model: tensors whose names lie outside the model's modules
-/// (e.g. `optimizer.blocks.0.mlp.fc1.weight.exp_avg`) and metadata strings (e.g. a `trainer` JSON
-/// with epoch, step and seeds).
+/// The prefix `torch.nn.parallel.DistributedDataParallel` (and `DataParallel`) puts before every
+/// name of the state dict it saves.
+pub const DDP_PREFIX: &str = "module.";
+
+/// What a training-state file holds: tensors that are not the model's (e.g.
+/// `optimizer.blocks.0.mlp.fc1.weight.exp_avg`) and metadata strings (e.g. a `trainer` JSON with
+/// epoch, step and seeds).
 #[derive(Debug, Clone, Default)]
 pub struct Extras {
     pub tensors: BTreeMap<String, Tensor>,
@@ -45,6 +53,25 @@ impl Extras {
         let prefix = format!("{group}.");
         self.tensors.iter().filter_map(|(k, t)| k.strip_prefix(&prefix).map(|name| (name.to_string(), t.clone()))).collect()
     }
+
+    /// Writes the tensors and metadata to `path` (atomically).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tensors = self.tensors.iter().map(|(k, t)| (k.clone(), Stored::F32(t.clone()))).collect();
+        write(path, &tensors, &self.metadata)
+    }
+
+    /// Reads a file written by [`Extras::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let file = TensorFile::from_bytes(&read(path)?).map_err(|e| ckpt_err(path, e.to_string()))?;
+        Ok(Self { tensors: file.tensors, metadata: file.metadata.into_iter().collect() })
+    }
+}
+
+/// The one writer of the checkpoint layout's safetensors files (model, training state, argmax
+/// BatchNorm statistics, predictions): atomic, so an interrupted save never destroys the last file.
+pub fn write(path: &Path, tensors: &BTreeMap<String, Stored>, metadata: &BTreeMap<String, String>) -> Result<()> {
+    let metadata: HashMap<String, String> = metadata.clone().into_iter().collect();
+    Ok(save(path, tensors, &metadata)?)
 }
 
 fn ckpt_err(path: &Path, detail: impl Into<String>) -> Error {
@@ -57,10 +84,70 @@ fn root(name: &str) -> &str {
     name.split('.').next().unwrap_or(name)
 }
 
+/// The header of a safetensors file (name → dtype and shape) and its tensors as f32, under names
+/// that may be rewritten before a model takes them (see [`StateDict::strip_prefix`]).
+#[derive(Debug)]
+pub struct StateDict {
+    infos: BTreeMap<String, (Dtype, Vec<usize>)>,
+    file: TensorFile,
+}
+
+impl StateDict {
+    /// Reads a safetensors file; errors name it.
+    pub fn read(path: &Path) -> Result<Self> {
+        Self::parse(&read(path)?, path)
+    }
+
+    fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| ckpt_err(path, format!("not a safetensors file: {e}")))?;
+        let infos = header.tensors().into_iter().map(|(name, info)| (name, (info.dtype, info.shape.clone()))).collect();
+        let file = TensorFile::from_bytes(bytes).map_err(|e| ckpt_err(path, e.to_string()))?;
+        Ok(Self { infos, file })
+    }
+
+    /// Tensor names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.infos.keys().map(String::as_str)
+    }
+
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.file.metadata
+    }
+
+    /// Removes `prefix` from every name when every name has it (a DDP state dict); returns how many
+    /// names changed (0 when none has it). Some names with it and some without is an error naming
+    /// both kinds, as no PyTorch wrapper writes such a file.
+    pub fn strip_prefix(&mut self, prefix: &str, path: &Path) -> Result<usize> {
+        let (with, without): (Vec<&String>, Vec<&String>) = self.infos.keys().partition(|n| n.starts_with(prefix));
+        if with.is_empty() {
+            return Ok(0);
+        }
+        if !without.is_empty() {
+            return Err(ckpt_err(
+                path,
+                format!(
+                    "{} tensors start with `{prefix}` (e.g. `{}`) and {} do not (e.g. `{}`): not one state dict",
+                    with.len(),
+                    with[0],
+                    without.len(),
+                    without[0]
+                ),
+            ));
+        }
+        let strip = |name: String| name[prefix.len()..].to_string();
+        self.infos = std::mem::take(&mut self.infos).into_iter().map(|(k, v)| (strip(k), v)).collect();
+        self.file.tensors = std::mem::take(&mut self.file.tensors).into_iter().map(|(k, v)| (strip(k), v)).collect();
+        Ok(self.infos.len())
+    }
+}
+
 impl Model {
-    /// Writes the model (and `extras`) to `path` atomically (temporary file + rename).
-    pub fn save(&self, path: &Path, extras: &Extras) -> Result<()> {
-        let roots: BTreeSet<&str> = self.params().entries().iter().map(|e| root(&e.name)).collect();
+    /// Writes the model's tensors alone, its configuration in the `config` metadata, and
+    /// `metadata` (e.g. the epoch it was saved at) to `path` atomically.
+    pub fn save(&self, path: &Path, metadata: &BTreeMap<String, String>) -> Result<()> {
+        if metadata.contains_key(CONFIG_KEY) {
+            return Err(ckpt_err(path, format!("extra metadata may not use the key `{CONFIG_KEY}`, which holds the model configuration")));
+        }
         let mut tensors = BTreeMap::new();
         for e in self.params().entries() {
             let stored = match e.kind {
@@ -71,41 +158,49 @@ impl Model {
             };
             tensors.insert(e.name.clone(), stored);
         }
-        for (name, t) in &extras.tensors {
-            if roots.contains(root(name)) {
-                return Err(ckpt_err(
-                    path,
-                    format!("extra tensor `{name}` lies inside the model's module `{}`; use another prefix", root(name)),
-                ));
-            }
-            tensors.insert(name.clone(), Stored::F32(t.clone()));
-        }
-        if extras.metadata.contains_key(CONFIG_KEY) {
-            return Err(ckpt_err(path, format!("extra metadata may not use the key `{CONFIG_KEY}`, which holds the model configuration")));
-        }
-        let mut metadata: HashMap<String, String> = extras.metadata.clone().into_iter().collect();
+        let mut metadata = metadata.clone();
         metadata.insert(CONFIG_KEY.to_string(), self.config().to_json());
-        Ok(save(path, &tensors, &metadata)?)
+        write(path, &tensors, &metadata)
     }
 
-    /// Rebuilds a model from a checkpoint: configuration from its metadata, then every tensor.
-    pub fn load(path: &Path) -> Result<(Self, Extras)> {
-        let bytes = read(path)?;
-        let config = config_of(&bytes, path)?;
+    /// Rebuilds a model from a model file: configuration from its metadata, then every tensor. A
+    /// tensor that is not the model's is an error.
+    pub fn load(path: &Path) -> Result<Self> {
+        let (model, extras) = Self::load_checkpoint(path)?;
+        check_no_extras(&extras, path)?;
+        Ok(model)
+    }
+
+    /// [`Model::load`] for a file that may also hold training state outside the model's modules
+    /// (the old single-file `checkpoint.safetensors`), which is returned.
+    pub fn load_checkpoint(path: &Path) -> Result<(Self, Extras)> {
+        let dict = StateDict::read(path)?;
+        let json = dict
+            .metadata()
+            .get(CONFIG_KEY)
+            .ok_or_else(|| ckpt_err(path, format!("no `{CONFIG_KEY}` metadata: the file does not say which model it holds")))?;
+        let config = ModelConfig::from_json(json, &path.display().to_string())?;
         let mut model = Model::new(config, 0)?;
-        let extras = model.fill(&bytes, path)?;
+        let extras = model.fill(dict, path)?;
         Ok((model, extras))
     }
 
-    /// Replaces this model's tensors with those of a checkpoint (whose configuration may differ in
+    /// Replaces this model's tensors with those of a model file (whose configuration may differ in
     /// ways that do not change tensors, e.g. the number of competitors).
-    pub fn load_weights(&mut self, path: &Path) -> Result<Extras> {
-        self.fill(&read(path)?, path)
+    pub fn load_weights(&mut self, path: &Path) -> Result<()> {
+        self.load_state_dict(StateDict::read(path)?, path)
     }
 
-    fn fill(&mut self, bytes: &[u8], path: &Path) -> Result<Extras> {
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| ckpt_err(path, format!("not a safetensors file: {e}")))?;
-        let infos = header.tensors();
+    /// Replaces this model's tensors with those of `dict` (read from `path`, which errors name),
+    /// as `load_state_dict(strict=True)` does: every tensor of the model present with its shape and
+    /// dtype, and no other.
+    pub fn load_state_dict(&mut self, dict: StateDict, path: &Path) -> Result<()> {
+        let extras = self.fill(dict, path)?;
+        check_no_extras(&extras, path)
+    }
+
+    fn fill(&mut self, dict: StateDict, path: &Path) -> Result<Extras> {
+        let StateDict { infos, mut file } = dict;
         let mut problems = Vec::new();
         for e in self.params().entries() {
             let expected = if e.kind == Kind::Counter { Dtype::I64 } else { Dtype::F32 };
@@ -113,25 +208,22 @@ impl Model {
                 // PyTorch fills in a missing `num_batches_tracked` too (checkpoints from before it existed).
                 None if e.kind == Kind::Counter => {}
                 None => problems.push(format!("`{}` is missing (expected {expected:?} {:?})", e.name, e.tensor.shape())),
-                Some(info) => {
-                    if info.dtype != expected {
-                        problems.push(format!("`{}` has dtype {:?}, expected {expected:?}", e.name, info.dtype));
+                Some((dtype, shape)) => {
+                    if *dtype != expected {
+                        problems.push(format!("`{}` has dtype {dtype:?}, expected {expected:?}", e.name));
                     }
-                    if info.shape != e.tensor.shape() {
-                        problems.push(format!("`{}` has shape {:?}, expected {:?}", e.name, info.shape, e.tensor.shape()));
+                    if shape != e.tensor.shape() {
+                        problems.push(format!("`{}` has shape {shape:?}, expected {:?}", e.name, e.tensor.shape()));
                     }
                 }
             }
         }
         let roots: BTreeSet<&str> = self.params().entries().iter().map(|e| root(&e.name)).collect();
-        let mut unexpected: Vec<&String> =
-            infos.keys().filter(|name| roots.contains(root(name)) && self.params().get(name).is_none()).collect();
-        unexpected.sort();
+        let unexpected: Vec<&String> = infos.keys().filter(|name| roots.contains(root(name)) && self.params().get(name).is_none()).collect();
         problems.extend(unexpected.iter().map(|name| format!("unexpected tensor `{name}`")));
         if !problems.is_empty() {
             return Err(ckpt_err(path, format!("does not match the model: {}", problems.join("; "))));
         }
-        let mut file = TensorFile::from_bytes(bytes).map_err(|e| ckpt_err(path, e.to_string()))?;
         for e in self.params_mut().entries_mut() {
             e.tensor = match (file.tensors.remove(&e.name), e.kind.trainable()) {
                 (Some(t), true) => t.requiring_grad(),
@@ -144,11 +236,22 @@ impl Model {
     }
 }
 
+/// The error for tensors outside the model's modules in a file that should hold the model alone
+/// (e.g. a distilled DeiT's `dist_token` and `head_dist`, or an old checkpoint's optimiser state).
+fn check_no_extras(extras: &Extras, path: &Path) -> Result<()> {
+    if extras.tensors.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = extras.tensors.keys().map(|n| format!("`{n}`")).collect();
+    let shown = if names.len() > 12 { format!("{}, … ({} in all)", names[..12].join(", "), names.len()) } else { names.join(", ") };
+    Err(ckpt_err(path, format!("holds tensors the model does not have: {shown}")))
+}
+
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| ckpt_err(path, format!("cannot read: {e}")))
 }
 
-/// The model configuration in a checkpoint's metadata.
+/// The model configuration in a model file's metadata.
 pub fn config_of(bytes: &[u8], path: &Path) -> Result<ModelConfig> {
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| ckpt_err(path, format!("not a safetensors file: {e}")))?;
     let json = header

@@ -5,8 +5,10 @@
 //!   and the presets [`PRESETS`].
 //! * [`Forward`] — one forward pass's mode (train / sample / deterministic), noise, activation taps
 //!   and sparsity counts.
-//! * checkpoints — [`Model::save`], [`Model::load`]: safetensors + JSON configuration, training
-//!   state in [`Extras`].
+//! * checkpoints — [`Model::save`], [`Model::load`]: the weights alone under timm/torchvision names
+//!   with the JSON configuration; training state in [`Extras`]; a run folder's files in [`run`];
+//!   PyTorch state dicts in through [`import`]; the deterministic pass's BatchNorm statistics in
+//!   [`ArgmaxBatchNorm`].
 //! * [`data`] — Fashion-MNIST and ImageFolder data sets, augmentation, a parallel batch loader.
 //! * [`parity_checks`] — comparison with the reference fixtures `tiny_vit` and `tiny_resnet`.
 //!
@@ -30,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod argmax_bn;
 pub mod checkpoint;
 mod config;
 pub mod data;
@@ -40,10 +43,14 @@ mod nn;
 mod params;
 pub mod parity;
 mod resnet;
+pub mod import;
+pub mod predict;
 pub mod rng;
+pub mod run;
 pub mod train;
 mod vit;
 
+pub use argmax_bn::{ArgmaxBatchNorm, BnRecalibration};
 pub use checkpoint::Extras;
 pub use config::{Competition, ModelConfig, ResNetConfig, Stem, VitConfig, PRESETS};
 pub use error::{Error, Result};
