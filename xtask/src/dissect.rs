@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context};
 use cvn_autograd::Device;
 use cvn_models::data::{FashionMnist, FolderTransform, ImageFolder};
-use cvn_models::train::{run_config, CHECKPOINT_FILE};
+use cvn_models::train::run_config;
 use dissect::cache::Cache;
 use dissect::integration::{ClipModelEncoder, DatasetProbe, ModelSource, Sampling};
 use dissect::pipeline::{dissect, Dissection, Options, Scorer};
@@ -25,7 +25,7 @@ const FASHION_MNIST_TEST: &str = "fashion-mnist-test";
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
-    /// Run folder (holding checkpoint.safetensors).
+    /// Run folder (holding model.safetensors, or an old checkpoint.safetensors).
     #[arg(long)]
     run: PathBuf,
     /// Layers to name, comma-separated (default: the competition layers and the classifier; ResNet:
@@ -111,16 +111,15 @@ fn dissect_one(
     clip: Option<&ClipModelEncoder>,
     device: &Device,
 ) -> anyhow::Result<(Dissection, Box<dyn ProbeSet>)> {
-    let checkpoint = run.join(CHECKPOINT_FILE);
-    if !checkpoint.is_file() {
-        bail!("{}: no {CHECKPOINT_FILE} (is this a training run?)", run.display());
-    }
     let sampling = match args.sample {
         Some(seed) => Sampling::Sample { seed, batch_size: args.batch },
         None => Sampling::Deterministic,
     };
-    let mut source = ModelSource::load(&checkpoint, sampling)?;
+    let mut source = ModelSource::from_run(run, sampling)?;
     source.to_device(device)?;
+    if let Some(note) = source.batch_norm_note() {
+        println!("{}: {note}", run.display());
+    }
     let probe = load_probe(args, run, &source)?;
     let concepts = match (&args.concepts, clip) {
         (Some(spec), _) => ConceptSet::load(spec)?,

@@ -80,10 +80,7 @@ impl ArgmaxBatchNorm {
             .map(|b| b.and_then(|b| Ok(Tensor::from_slice_on(&b.images, &b.shape, DType::F32, &device)?)));
         let used = copy.recalibrate_batch_norm(batches, LwtaMode::Deterministic, seed)?;
         if used == 0 {
-            return Err(Error::Config {
-                what: "BatchNorm recalibration",
-                detail: format!("no training images in {}", r.data_source),
-            });
+            return Err(Error::Config { what: "BatchNorm recalibration", detail: format!("no training images in {}", r.data_source) });
         }
         Ok(Self {
             statistics: copy.batch_norm_statistics(),

@@ -219,7 +219,8 @@ impl Model {
             }
         }
         let roots: BTreeSet<&str> = self.params().entries().iter().map(|e| root(&e.name)).collect();
-        let unexpected: Vec<&String> = infos.keys().filter(|name| roots.contains(root(name)) && self.params().get(name).is_none()).collect();
+        let unexpected: Vec<&String> =
+            infos.keys().filter(|name| roots.contains(root(name)) && self.params().get(name).is_none()).collect();
         problems.extend(unexpected.iter().map(|name| format!("unexpected tensor `{name}`")));
         if !problems.is_empty() {
             return Err(ckpt_err(path, format!("does not match the model: {}", problems.join("; "))));

@@ -105,9 +105,7 @@ pub fn read_state_dict(path: &Path, config: ModelConfig) -> Result<ReadStateDict
     let mut notes = Vec::new();
     let stripped = dict.strip_prefix(DDP_PREFIX, path)?;
     if stripped > 0 {
-        notes.push(format!(
-            "stripped the `{DDP_PREFIX}` prefix (DistributedDataParallel) from all {stripped} tensor names"
-        ));
+        notes.push(format!("stripped the `{DDP_PREFIX}` prefix (DistributedDataParallel) from all {stripped} tensor names"));
     }
     let distilled = dict.names().any(|n| n == "dist_token" || n.starts_with("head_dist."));
     let mut model = Model::new(config, 0)?;
@@ -138,10 +136,7 @@ pub struct Imported {
 /// argmax BatchNorm statistics, estimated on `train`'s training data).
 pub fn import_run(file: &Path, dir: &Path, train: TrainConfig) -> std::result::Result<Imported, TrainError> {
     if run::has_model(dir) {
-        return Err(TrainError::Run {
-            path: dir.display().to_string(),
-            detail: "already holds a model: import into a new folder".into(),
-        });
+        return Err(TrainError::Run { path: dir.display().to_string(), detail: "already holds a model: import into a new folder".into() });
     }
     let ReadStateDict { model, notes } = read_state_dict(file, train.model_config()?)?;
     // Estimated before anything is written, so a failure leaves no half-made run.

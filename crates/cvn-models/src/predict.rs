@@ -82,10 +82,9 @@ impl Predictions {
         match path.extension().and_then(|e| e.to_str()) {
             Some("csv") => Ok(cvn_autograd::io::write_atomically(path, self.csv().as_bytes())?),
             Some("safetensors") => self.write_safetensors(path, metadata),
-            _ => Err(TrainError::Config {
-                field: "out",
-                detail: format!("{}: give a file ending in .csv or .safetensors", path.display()),
-            }),
+            _ => {
+                Err(TrainError::Config { field: "out", detail: format!("{}: give a file ending in .csv or .safetensors", path.display()) })
+            }
         }
     }
 

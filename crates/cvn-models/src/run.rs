@@ -42,10 +42,7 @@ pub fn has_model(dir: &Path) -> bool {
 /// The file a run's model is read from: `model.safetensors`, else the old `checkpoint.safetensors`.
 pub fn model_file(dir: &Path) -> Result<PathBuf> {
     [MODEL_FILE, LEGACY_CHECKPOINT_FILE].iter().map(|f| dir.join(f)).find(|p| p.is_file()).ok_or_else(|| {
-        run_err(
-            dir,
-            format!("no {MODEL_FILE} (nor an old {LEGACY_CHECKPOINT_FILE}): not a run folder, or its first epoch never finished"),
-        )
+        run_err(dir, format!("no {MODEL_FILE} (nor an old {LEGACY_CHECKPOINT_FILE}): not a run folder, or its first epoch never finished"))
     })
 }
 
@@ -67,7 +64,10 @@ pub fn load_model(dir: &Path) -> Result<RunModel> {
     }
     let (model, extras) = Model::load_checkpoint(&path)?;
     if let Some(name) = extras.tensors.keys().next() {
-        return Err(run_err(&path, format!("holds `{name}` and more tensors that are not the model's: a model file holds the weights alone")));
+        return Err(run_err(
+            &path,
+            format!("holds `{name}` and more tensors that are not the model's: a model file holds the weights alone"),
+        ));
     }
     Ok(RunModel { model, path, metadata: extras.metadata })
 }
@@ -81,7 +81,10 @@ pub fn training_state_file(dir: &Path) -> Result<PathBuf> {
     }
     let path = dir.join(TRAINING_STATE_FILE);
     if !path.is_file() {
-        return Err(run_err(dir, format!("holds {MODEL_FILE} but no {TRAINING_STATE_FILE}: a model alone can be evaluated, not trained on")));
+        return Err(run_err(
+            dir,
+            format!("holds {MODEL_FILE} but no {TRAINING_STATE_FILE}: a model alone can be evaluated, not trained on"),
+        ));
     }
     Ok(path)
 }

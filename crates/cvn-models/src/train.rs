@@ -512,14 +512,20 @@ fn read_state(dir: &Path) -> Result<(TrainState, Extras)> {
 
 /// The argmax BatchNorm statistics of a run's deterministic pass (see [`run::argmax_bn`]):
 /// stored, else estimated on 4096 images of `data`'s training split.
-pub fn run_argmax_bn(dir: &Path, model: &Model, config: &TrainConfig, data: &TrainData) -> Result<Option<(ArgmaxBatchNorm, run::ArgmaxBnOrigin)>> {
+pub fn run_argmax_bn(
+    dir: &Path,
+    model: &Model,
+    config: &TrainConfig,
+    data: &TrainData,
+) -> Result<Option<(ArgmaxBatchNorm, run::ArgmaxBnOrigin)>> {
     Ok(run::argmax_bn(dir, model, || Ok(BnRecalibration::from_training_set(data.train.clone(), &data.source, config.seed)))?)
 }
 
 fn save_checkpoint(dir: &Path, model: &Model, state: &TrainState, optimizer: BTreeMap<String, Tensor>) -> Result<()> {
     let mut extras = Extras::default();
     extras.insert_group(OPTIMIZER_GROUP, optimizer)?;
-    let json = serde_json::to_string(state).map_err(|e| json_err(&dir.join(run::TRAINING_STATE_FILE), "cannot encode the trainer state", e))?;
+    let json =
+        serde_json::to_string(state).map_err(|e| json_err(&dir.join(run::TRAINING_STATE_FILE), "cannot encode the trainer state", e))?;
     extras.metadata.insert(TRAINER_KEY.to_string(), json);
     Ok(run::save_checkpoint(dir, model, state.epochs_done, &extras)?)
 }
@@ -701,7 +707,11 @@ impl Trainer {
             if config.eval_each_epoch {
                 let options = EvalOptions { samples: 0, batch_size: config.eval_batch_size, seed: config.seed };
                 // The weights change every epoch: these statistics are estimated for this evaluation only.
-                let argmax_bn = if ArgmaxBatchNorm::needed(&self.model) { Some(ArgmaxBatchNorm::estimate(&self.model, &self.recalibration())?) } else { None };
+                let argmax_bn = if ArgmaxBatchNorm::needed(&self.model) {
+                    Some(ArgmaxBatchNorm::estimate(&self.model, &self.recalibration())?)
+                } else {
+                    None
+                };
                 metrics.test_top1 =
                     Some(evaluate(&mut self.model, self.data.test.clone(), &options, argmax_bn.as_ref(), progress)?.top1_deterministic);
             }

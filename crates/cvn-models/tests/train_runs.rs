@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use cvn_models::data::{Dataset, FashionMnist, IdxDataset};
 use cvn_models::rng::CounterRng;
+use cvn_models::run::{ARGMAX_BN_FILE, LEGACY_CHECKPOINT_FILE, MODEL_FILE, TRAINING_STATE_FILE};
 use cvn_models::train::{
     evaluate, load_run, run_config, EpochMetrics, EvalOptions, Summary, TrainConfig, TrainData, TrainError, Trainer, METRICS_FILE,
 };
-use cvn_models::run::{LEGACY_CHECKPOINT_FILE, MODEL_FILE, TRAINING_STATE_FILE};
 use cvn_models::Model;
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -164,6 +164,16 @@ fn resuming_continues_exactly() {
         let rest = second.run(&mut nothing).unwrap();
 
         assert_same_checkpoints(&straight, &resumed);
+        // A ResNet CVN stores its argmax BatchNorm statistics once, at the end, and evaluates with them.
+        let argmax_bn = |dir: &Path| cvn_autograd::io::TensorFile::load(&dir.join(ARGMAX_BN_FILE)).ok();
+        let is_resnet = model.starts_with("resnet");
+        assert_eq!(argmax_bn(&straight).is_some(), is_resnet, "{model}");
+        assert_eq!(full.test.deterministic_bn_recalibrated_on, argmax_bn(&straight).map(|f| f.metadata["images"].parse().unwrap()));
+        if let (Some(a), Some(b)) = (argmax_bn(&straight), argmax_bn(&resumed)) {
+            let values =
+                |f: &cvn_autograd::io::TensorFile| f.tensors.iter().map(|(k, t)| (k.clone(), t.to_vec().unwrap())).collect::<Vec<_>>();
+            assert_eq!(values(&a), values(&b));
+        }
         assert_eq!(
             epoch_lines(&straight).iter().map(|e| e.train_loss).collect::<Vec<_>>(),
             epoch_lines(&resumed).iter().map(|e| e.train_loss).collect::<Vec<_>>()
