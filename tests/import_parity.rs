@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use cvn_autograd::io::{save, Stored, TensorFile};
 use cvn_autograd::{LwtaMode, Tensor};
-use cvn_models::data::{Dataset, FashionMnist, First};
+use cvn_models::data::{Dataset, FashionMnist, Spread};
 use cvn_models::import::{import_run, read_state_dict, ShapeOverrides};
 use cvn_models::predict::predict;
 use cvn_models::run::{self, ArgmaxBnOrigin, ARGMAX_BN_FILE};
@@ -46,7 +46,7 @@ fn nothing(_: cvn_models::train::Progress) {}
 
 /// The embedded Fashion-MNIST's test split, first `n` images.
 fn test_images(n: usize) -> Arc<dyn Dataset> {
-    Arc::new(First::new(Arc::new(FashionMnist::embedded().unwrap().test), n))
+    Arc::new(Spread::first(Arc::new(FashionMnist::embedded().unwrap().test), n))
 }
 
 /// A copy of fixture `name` with `edit` applied to its tensors (f32 and int64 as stored).

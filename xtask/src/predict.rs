@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use cvn_models::data::{Dataset, First};
+use cvn_models::data::{Dataset, Spread};
 use cvn_models::predict::predict;
 use cvn_models::run::ArgmaxBnOrigin;
 use cvn_models::train::{load_run, run_argmax_bn};
@@ -55,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => "no argmax BatchNorm statistics needed".to_string(),
     };
     let test: Arc<dyn Dataset> = match args.limit {
-        Some(n) => Arc::new(First::new(data.test.clone(), n)),
+        Some(n) => Arc::new(Spread::first(data.test.clone(), n)),
         _ => data.test.clone(),
     };
     println!("predicting {} test images of {} with {} (deterministic pass; {note})", test.len(), data.source, run.path.display());

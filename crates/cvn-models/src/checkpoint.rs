@@ -166,8 +166,9 @@ impl Model {
     /// Rebuilds a model from a model file: configuration from its metadata, then every tensor. A
     /// tensor that is not the model's is an error.
     pub fn load(path: &Path) -> Result<Self> {
-        let (model, extras) = Self::load_checkpoint(path)?;
-        check_no_extras(&extras, path)?;
+        let dict = StateDict::read(path)?;
+        let mut model = Model::new(config_in(&dict, path)?, 0)?;
+        model.fill(dict, path, true)?;
         Ok(model)
     }
 
@@ -175,13 +176,8 @@ impl Model {
     /// (the old single-file `checkpoint.safetensors`), which is returned.
     pub fn load_checkpoint(path: &Path) -> Result<(Self, Extras)> {
         let dict = StateDict::read(path)?;
-        let json = dict
-            .metadata()
-            .get(CONFIG_KEY)
-            .ok_or_else(|| ckpt_err(path, format!("no `{CONFIG_KEY}` metadata: the file does not say which model it holds")))?;
-        let config = ModelConfig::from_json(json, &path.display().to_string())?;
-        let mut model = Model::new(config, 0)?;
-        let extras = model.fill(dict, path)?;
+        let mut model = Model::new(config_in(&dict, path)?, 0)?;
+        let extras = model.fill(dict, path, false)?;
         Ok((model, extras))
     }
 
@@ -195,11 +191,13 @@ impl Model {
     /// as `load_state_dict(strict=True)` does: every tensor of the model present with its shape and
     /// dtype, and no other.
     pub fn load_state_dict(&mut self, dict: StateDict, path: &Path) -> Result<()> {
-        let extras = self.fill(dict, path)?;
-        check_no_extras(&extras, path)
+        self.fill(dict, path, true).map(drop)
     }
 
-    fn fill(&mut self, dict: StateDict, path: &Path) -> Result<Extras> {
+    /// Checks and takes the tensors of `dict`; those outside the model's modules are returned, or
+    /// with `strict` an error (e.g. a distilled DeiT's `dist_token`, an old checkpoint's optimiser
+    /// state), named with every other problem.
+    fn fill(&mut self, dict: StateDict, path: &Path, strict: bool) -> Result<Extras> {
         let StateDict { infos, mut file } = dict;
         let mut problems = Vec::new();
         for e in self.params().entries() {
@@ -222,6 +220,10 @@ impl Model {
         let unexpected: Vec<&String> =
             infos.keys().filter(|name| roots.contains(root(name)) && self.params().get(name).is_none()).collect();
         problems.extend(unexpected.iter().map(|name| format!("unexpected tensor `{name}`")));
+        let outside: Vec<String> = infos.keys().filter(|name| !roots.contains(root(name))).map(|n| format!("`{n}`")).collect();
+        if strict && !outside.is_empty() {
+            problems.push(format!("tensors the model does not have: {}", outside.join(", ")));
+        }
         if !problems.is_empty() {
             return Err(ckpt_err(path, format!("does not match the model: {}", problems.join("; "))));
         }
@@ -237,15 +239,13 @@ impl Model {
     }
 }
 
-/// The error for tensors outside the model's modules in a file that should hold the model alone
-/// (e.g. a distilled DeiT's `dist_token` and `head_dist`, or an old checkpoint's optimiser state).
-fn check_no_extras(extras: &Extras, path: &Path) -> Result<()> {
-    if extras.tensors.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<String> = extras.tensors.keys().map(|n| format!("`{n}`")).collect();
-    let shown = if names.len() > 12 { format!("{}, … ({} in all)", names[..12].join(", "), names.len()) } else { names.join(", ") };
-    Err(ckpt_err(path, format!("holds tensors the model does not have: {shown}")))
+/// The configuration in a state dict's `config` metadata.
+fn config_in(dict: &StateDict, path: &Path) -> Result<ModelConfig> {
+    let json = dict
+        .metadata()
+        .get(CONFIG_KEY)
+        .ok_or_else(|| ckpt_err(path, format!("no `{CONFIG_KEY}` metadata: the file does not say which model it holds")))?;
+    ModelConfig::from_json(json, &path.display().to_string())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {

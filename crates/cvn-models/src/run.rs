@@ -63,10 +63,11 @@ pub fn load_model(dir: &Path) -> Result<RunModel> {
         return Ok(RunModel { model, path, metadata: BTreeMap::new() });
     }
     let (model, extras) = Model::load_checkpoint(&path)?;
-    if let Some(name) = extras.tensors.keys().next() {
+    if !extras.tensors.is_empty() {
+        let names: Vec<String> = extras.tensors.keys().map(|n| format!("`{n}`")).collect();
         return Err(run_err(
             &path,
-            format!("holds `{name}` and more tensors that are not the model's: a model file holds the weights alone"),
+            format!("holds tensors that are not the model's ({}): a model file holds the weights alone", names.join(", ")),
         ));
     }
     Ok(RunModel { model, path, metadata: extras.metadata })

@@ -353,6 +353,13 @@ struct TrainState {
     data_source: String,
 }
 
+impl TrainState {
+    /// A run before its first epoch.
+    fn fresh(config: TrainConfig, data_source: String) -> Self {
+        Self { config, epochs_done: 0, step: 0, train_seconds: 0.0, train_images: 0, wall_seconds: 0.0, last_train_loss: None, data_source }
+    }
+}
+
 /// Progress events of [`Trainer::run`] and [`evaluate`], for progress bars.
 #[derive(Debug, Clone)]
 pub enum Progress<'a> {
@@ -537,17 +544,8 @@ pub fn write_untrained_run(dir: &Path, model: &Model, config: TrainConfig) -> Re
     if model.config() != &config.model_config()? {
         return run_err(dir, format!("the model {} is not `{}` with U = {}", model.config().to_json(), config.model, config.competitors));
     }
-    let state = TrainState {
-        config,
-        epochs_done: 0,
-        step: 0,
-        train_seconds: 0.0,
-        train_images: 0,
-        wall_seconds: 0.0,
-        last_train_loss: None,
-        data_source: String::new(),
-    };
-    save_checkpoint(dir, model, &state, BTreeMap::new())
+    // No data yet: the first `train --resume` records its source.
+    save_checkpoint(dir, model, &TrainState::fresh(config, String::new()), BTreeMap::new())
 }
 
 /// The fields in which two configurations differ, by name.
@@ -575,16 +573,7 @@ impl Trainer {
             }
         }
         let model = Model::new(config.model_config()?, config.seed)?;
-        let state = TrainState {
-            epochs_done: 0,
-            step: 0,
-            train_seconds: 0.0,
-            train_images: 0,
-            wall_seconds: 0.0,
-            last_train_loss: None,
-            data_source: data.source.clone(),
-            config,
-        };
+        let state = TrainState::fresh(config, data.source.clone());
         Ok(Self {
             dir: dir.to_path_buf(),
             optimizer: state.config.new_optimizer(),

@@ -13,7 +13,7 @@ pub use fashion_mnist::{DataSource, FashionMnist, IdxDataset, FASHION_MNIST_CLAS
 pub use idx::{encode_idx, parse_idx, read_idx, IdxArray};
 pub use image_folder::ImageFolder;
 pub use loader::{Batch, BatchLoader, LoaderConfig};
-pub use subset::{First, Spread};
+pub use subset::Spread;
 pub use transform::{FolderTransform, Normalize, PadCropFlip};
 
 use crate::error::Result;

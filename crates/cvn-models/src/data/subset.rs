@@ -1,5 +1,5 @@
-//! [`Spread`]: `n` samples of a data set taken at even steps through it, for `--train-limit`;
-//! [`First`]: its first `n`, for `predict --limit` (whose rows keep the set's indices).
+//! [`Spread`]: `n` samples of a data set taken at even steps through it, for `--train-limit`, or its
+//! first `n` ([`Spread::first`]), for `predict --limit` (whose rows keep the set's indices).
 
 use std::sync::Arc;
 
@@ -12,17 +12,27 @@ use crate::rng::CounterRng;
 pub struct Spread {
     inner: Arc<dyn Dataset>,
     len: usize,
+    /// The first `len` samples instead.
+    first: bool,
 }
 
 impl Spread {
     /// At most `n` samples of `inner` (all of them if it has no more).
     pub fn new(inner: Arc<dyn Dataset>, n: usize) -> Self {
         let len = n.min(inner.len());
-        Self { inner, len }
+        Self { inner, len, first: false }
+    }
+
+    /// The first `n` samples of `inner` (all of them if it has no more), in order.
+    pub fn first(inner: Arc<dyn Dataset>, n: usize) -> Self {
+        Self { first: true, ..Self::new(inner, n) }
     }
 
     /// Index in `inner` of sample `index`: `⌊index · len(inner) / n⌋`, strictly increasing.
     fn source(&self, index: usize) -> usize {
+        if self.first {
+            return index;
+        }
         (index as u128 * self.inner.len() as u128 / self.len.max(1) as u128) as usize
     }
 }
@@ -46,41 +56,6 @@ impl Dataset for Spread {
 
     fn raw_image(&self, index: usize) -> Result<image::RgbImage> {
         self.inner.raw_image(self.source(index.min(self.len)))
-    }
-}
-
-/// The first `n` samples of `inner` (all of them if it has no more), in order.
-pub struct First {
-    inner: Arc<dyn Dataset>,
-    len: usize,
-}
-
-impl First {
-    pub fn new(inner: Arc<dyn Dataset>, n: usize) -> Self {
-        let len = n.min(inner.len());
-        Self { inner, len }
-    }
-}
-
-impl Dataset for First {
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn class_names(&self) -> &[String] {
-        self.inner.class_names()
-    }
-
-    fn sample_shape(&self) -> [usize; 3] {
-        self.inner.sample_shape()
-    }
-
-    fn load_into(&self, index: usize, rng: &mut CounterRng, out: &mut [f32]) -> Result<usize> {
-        self.inner.load_into(index.min(self.len.saturating_sub(1)), rng, out)
-    }
-
-    fn raw_image(&self, index: usize) -> Result<image::RgbImage> {
-        self.inner.raw_image(index.min(self.len.saturating_sub(1)))
     }
 }
 
