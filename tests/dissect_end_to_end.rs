@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use cvn_models::data::FashionMnist;
-use cvn_models::{Extras, Model};
+use cvn_models::Model;
 use dissect::cache::Cache;
 use dissect::integration::{ClipModelEncoder, DatasetProbe, ModelSource, Sampling};
 use dissect::report::{write_outputs, Named};
@@ -22,8 +22,8 @@ fn scratch(name: &str) -> PathBuf {
 /// A freshly initialised Fashion-MNIST ViT with `competitors` per LWTA block, saved as a checkpoint.
 fn vit_checkpoint(dir: &Path, competitors: usize) -> PathBuf {
     let model = Model::preset("vit-fmnist", competitors, 3).unwrap();
-    let path = dir.join("checkpoint.safetensors");
-    model.save(&path, &Extras::default()).unwrap();
+    let path = dir.join(cvn_models::run::MODEL_FILE);
+    model.save(&path, &Default::default()).unwrap();
     path
 }
 

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cvn_models::data::PadCropFlip;
-use cvn_models::train::{Summary, TrainConfig, TrainData, Trainer, CHECKPOINT_FILE};
+use cvn_models::run::{ARGMAX_BN_FILE, LEGACY_CHECKPOINT_FILE, MODEL_FILE, TRAINING_STATE_FILE};
+use cvn_models::train::{Summary, TrainConfig, TrainData, Trainer};
 use cvn_models::RunLock;
 
 use crate::train::{print_summary, train_with_progress};
@@ -62,9 +63,11 @@ fn train_default_cvn(out: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<Su
     config.data_dir = data_dir;
     let data = TrainData::load(&config)?;
     let lock = RunLock::acquire(out)?;
-    let old = out.join(CHECKPOINT_FILE);
-    if old.exists() {
-        std::fs::remove_file(&old).with_context(|| format!("replacing the earlier demo run: removing {}", old.display()))?;
+    for file in [MODEL_FILE, TRAINING_STATE_FILE, ARGMAX_BN_FILE, LEGACY_CHECKPOINT_FILE] {
+        let old = out.join(file);
+        if old.exists() {
+            std::fs::remove_file(&old).with_context(|| format!("replacing the earlier demo run: removing {}", old.display()))?;
+        }
     }
     let mut trainer = Trainer::start_locked(lock, config, data)?;
     train_with_progress(&mut trainer)

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context};
 use cvn_autograd::Device;
 use cvn_models::data::{FashionMnist, FolderTransform, ImageFolder};
-use cvn_models::train::{integrity_note, run_config, CHECKPOINT_FILE};
+use cvn_models::train::{integrity_note, run_config};
 use cvn_models::RunLock;
 use dissect::cache::Cache;
 use dissect::integration::{ClipModelEncoder, DatasetProbe, ModelSource, Sampling};
@@ -26,7 +26,7 @@ const FASHION_MNIST_TEST: &str = "fashion-mnist-test";
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
-    /// Run folder (holding checkpoint.safetensors).
+    /// Run folder (holding model.safetensors, or an old checkpoint.safetensors).
     #[arg(long)]
     run: PathBuf,
     /// Layers to name, comma-separated (default: the competition layers and the classifier; ResNet:
@@ -126,19 +126,18 @@ fn dissect_one(
     clip: Option<&ClipModelEncoder>,
     device: &Device,
 ) -> anyhow::Result<(Dissection, Box<dyn ProbeSet>)> {
-    let checkpoint = run.join(CHECKPOINT_FILE);
-    if !checkpoint.is_file() {
-        bail!("{}: no {CHECKPOINT_FILE} (is this a training run?)", run.display());
-    }
     let sampling = match args.sample {
         Some(seed) => Sampling::Sample { seed, batch_size: args.batch },
         None => Sampling::Deterministic,
     };
-    let mut source = ModelSource::load(&checkpoint, sampling)?;
-    if let Some(note) = integrity_note(&checkpoint, source.integrity()) {
+    let mut source = ModelSource::from_run(run, sampling)?;
+    if let Some(note) = integrity_note(&cvn_models::run::model_file(run)?, source.integrity()) {
         println!("{note}");
     }
     source.to_device(device)?;
+    if let Some(note) = source.batch_norm_note() {
+        println!("{}: {note}", run.display());
+    }
     let probe = load_probe(args, run, &source)?;
     let concepts = match (&args.concepts, clip) {
         (Some(spec), _) => ConceptSet::load(spec)?,

@@ -11,7 +11,9 @@ mod device;
 mod dissect;
 mod eval;
 mod gpu_bundle;
+mod import;
 mod parity;
+mod predict;
 mod train;
 
 #[derive(Parser)]
@@ -27,8 +29,12 @@ enum Command {
     Demo(demo::Args),
     /// Train a preset model (CVN or conventional twin) with checkpoints, metrics and a summary.
     Train(train::Args),
-    /// Re-evaluate a training run's checkpoint on its test set.
+    /// Re-evaluate a run's model on its test set (never writes into the run folder).
     Eval(eval::Args),
+    /// Per-image logits, predicted and true class of a run's test set, as CSV or safetensors.
+    Predict(predict::Args),
+    /// Turn a PyTorch state dict (timm, torchvision, DISCOVER) into a run folder.
+    Import(import::Args),
     /// Zero-shot image–text probabilities with a Hugging Face CLIP directory.
     Clip(clip::Args),
     /// Name a run's neurons (CLIP-Dissect), explain predictions by their winners, write a report.
@@ -49,6 +55,8 @@ fn main() {
         Command::Demo(args) => demo::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Predict(args) => predict::run(args),
+        Command::Import(args) => import::run(args),
         Command::Clip(args) => clip::run(args),
         Command::Dissect(args) => dissect::run(args),
         Command::BuildKernels(args) => build_kernels::run(args),

@@ -1,15 +1,14 @@
 //! `cargo xtask train --model vit-fmnist --competitors 4 --epochs N --batch B --out runs/NAME
 //! [--resume] [--data DIR] [--lr ..] [--seed ..] [--train-limit N] ...`: trains a preset model with
-//! progress bars, writing `checkpoint.safetensors` (every epoch), `metrics.jsonl` and
-//! `summary.json` into the run folder ([`cvn_models::train`]).
+//! progress bars, writing `model.safetensors` and `training_state.safetensors` (every epoch),
+//! `argmax_bn.safetensors` (ResNet CVNs), `metrics.jsonl` and `summary.json` into the run folder
+//! ([`cvn_models::train`], [`cvn_models::run`]).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use cvn_models::data::PadCropFlip;
-use cvn_models::train::{
-    integrity_note, run_config, Evaluation, Progress, ScheduleConfig, Summary, TrainConfig, TrainData, Trainer, CHECKPOINT_FILE,
-};
+use cvn_models::train::{run_config, Evaluation, Progress, ScheduleConfig, Summary, TrainConfig, TrainData, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::device::DeviceArgs;
@@ -31,7 +30,8 @@ pub struct Args {
     /// Run folder.
     #[arg(long)]
     out: PathBuf,
-    /// Continue the run in --out from its last checkpoint, with its settings.
+    /// Continue the run in --out from its last checkpoint, with its settings (an imported run that
+    /// has trained no epoch takes new ones: fine-tuning).
     #[arg(long)]
     resume: bool,
     /// Fashion-MNIST IDX folder (default: the installed package, else the embedded subset), or for
@@ -135,9 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let data = TrainData::load(&config)?;
         data.notes.iter().for_each(|note| println!("note: {note}"));
         let trainer = Trainer::resume(&args.out, config, data)?;
-        if let Some(note) = integrity_note(&args.out.join(CHECKPOINT_FILE), trainer.checkpoint_integrity()) {
-            println!("{note}");
-        }
+        trainer.integrity_notes().iter().for_each(|note| println!("{note}"));
         trainer
     } else {
         let model = args.model.as_deref().unwrap_or("vit-fmnist");
@@ -269,5 +267,6 @@ pub fn print_summary(summary: &Summary, dir: &Path) {
         "{} epochs, {} steps: {:.0} training images/s, wall time {:.0} s ({})",
         summary.epochs, summary.steps, summary.images_per_sec, summary.wall_seconds, summary.data_source
     );
-    println!("results in {}: summary.json, metrics.jsonl, checkpoint.safetensors", dir.display());
+    let argmax_bn = if dir.join(cvn_models::run::ARGMAX_BN_FILE).is_file() { ", argmax_bn.safetensors" } else { "" };
+    println!("results in {}: summary.json, metrics.jsonl, model.safetensors, training_state.safetensors{argmax_bn}", dir.display());
 }

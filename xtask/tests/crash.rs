@@ -53,11 +53,18 @@ fn run_to_end(mut cmd: Command) {
     assert!(out.status.success(), "train failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// The checkpoint's tensors (bit patterns) and trainer state without its timings.
+/// The checkpoint's tensors (bit patterns: the model's, then the optimiser state's) and trainer
+/// state without its timings.
 fn checkpoint(dir: &Path) -> (Vec<(String, Vec<u32>)>, serde_json::Value) {
-    let file = TensorFile::load(&dir.join("checkpoint.safetensors")).unwrap();
-    let tensors = file.tensors.iter().map(|(k, t)| (k.clone(), t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect())).collect();
-    let mut trainer: serde_json::Value = serde_json::from_str(&file.metadata["trainer"]).unwrap();
+    let model = TensorFile::load(&dir.join("model.safetensors")).unwrap();
+    let state = TensorFile::load(&dir.join("training_state.safetensors")).unwrap();
+    let tensors = model
+        .tensors
+        .iter()
+        .chain(&state.tensors)
+        .map(|(k, t)| (k.clone(), t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect()))
+        .collect();
+    let mut trainer: serde_json::Value = serde_json::from_str(&state.metadata["trainer"]).unwrap();
     for timing in ["train_seconds", "wall_seconds"] {
         trainer.as_object_mut().unwrap().remove(timing);
     }
@@ -98,7 +105,7 @@ fn killed_and_resumed_twenty_times_ends_as_an_uninterrupted_run() {
         state ^= state >> 7;
         state ^= state << 17;
         let delay = Duration::from_secs_f64(whole.as_secs_f64() * (state % 1000) as f64 / 1000.0);
-        let resume = killed.join("checkpoint.safetensors").exists();
+        let resume = killed.join("model.safetensors").exists();
         let mut child = train(&data, &killed, resume).spawn().unwrap();
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_some() {
@@ -110,7 +117,7 @@ fn killed_and_resumed_twenty_times_ends_as_an_uninterrupted_run() {
         child.wait().unwrap();
         kills += 1;
     }
-    let resume = killed.join("checkpoint.safetensors").exists();
+    let resume = killed.join("model.safetensors").exists();
     run_to_end(train(&data, &killed, resume));
 
     assert_eq!(epochs_logged(&killed), (1..=EPOCHS as u64).collect::<Vec<_>>());

@@ -108,6 +108,12 @@ type RawTensor = (Dtype, Vec<usize>, Vec<u8>);
 
 /// Writes tensors and metadata to `path` atomically, with their content hash ([`serialize`]).
 pub fn save(path: &Path, tensors: &BTreeMap<String, Stored>, metadata: &HashMap<String, String>) -> Result<()> {
+    write_atomically(path, &encode(path, tensors, metadata)?)
+}
+
+/// The safetensors bytes [`save`] writes (with the content hash), for writing several files as one
+/// step ([`write_all_atomically`]); errors name `path`.
+pub fn encode(path: &Path, tensors: &BTreeMap<String, Stored>, metadata: &HashMap<String, String>) -> Result<Vec<u8>> {
     let owned: Vec<(String, RawTensor)> = tensors.iter().map(|(k, v)| Ok((k.clone(), v.bytes_and_view()?))).collect::<Result<_>>()?;
     let views = owned
         .iter()
@@ -117,11 +123,10 @@ pub fn save(path: &Path, tensors: &BTreeMap<String, Stored>, metadata: &HashMap<
                 .map_err(|e| file_err_from(path, format!("tensor `{k}`: {e}"), e))
         })
         .collect::<Result<Vec<_>>>()?;
-    let bytes = serialize(views, metadata.clone()).map_err(|e| match e {
+    serialize(views, metadata.clone()).map_err(|e| match e {
         Error::File { detail, source, .. } => Error::File { file: path.display().to_string(), detail, source },
         other => other,
-    })?;
-    write_atomically(path, &bytes)
+    })
 }
 
 /// Metadata key of a file's content hash: hex sha256 of its tensors (name, dtype, shape, bytes, in
@@ -175,8 +180,24 @@ pub fn serialize(tensors: Vec<(String, TensorView<'_>)>, mut metadata: HashMap<S
     metadata.remove(CONTENT_HASH_KEY);
     let hash = content_sha256(tensors.iter().map(|(name, v)| (name.as_str(), v.dtype(), v.shape(), v.data())), &metadata);
     metadata.insert(CONTENT_HASH_KEY.to_string(), hash);
-    safetensors::tensor::serialize(tensors, Some(metadata))
-        .map_err(|e| file_err_from(Path::new("<bytes>"), format!("cannot serialise: {e}"), e))
+    let mut bytes = safetensors::tensor::serialize(tensors, Some(metadata))
+        .map_err(|e| file_err_from(Path::new("<bytes>"), format!("cannot serialise: {e}"), e))?;
+    sort_header(&mut bytes);
+    Ok(bytes)
+}
+
+/// Rewrites a safetensors header with its keys sorted (the metadata comes from a `HashMap`, whose
+/// order differs between runs), so equal content always gives equal bytes. Same keys and values,
+/// so the same length: the padding to 8 bytes is kept.
+fn sort_header(bytes: &mut [u8]) {
+    let Some(len) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize) else { return };
+    let Some(header) = bytes.get(8..8 + len) else { return };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else { return };
+    let Ok(sorted) = serde_json::to_vec(&value) else { return };
+    if sorted.len() <= len {
+        bytes[8..8 + sorted.len()].copy_from_slice(&sorted);
+        bytes[8 + sorted.len()..8 + len].fill(b' ');
+    }
 }
 
 /// Checks safetensors bytes against their stored content hash: [`Integrity::Verified`], or

@@ -5,8 +5,10 @@
 //!   and the presets [`PRESETS`].
 //! * [`Forward`] — one forward pass's mode (train / sample / deterministic), noise, activation taps
 //!   and sparsity counts.
-//! * checkpoints — [`Model::save`], [`Model::load`]: safetensors + JSON configuration, training
-//!   state in [`Extras`].
+//! * checkpoints — [`Model::save`], [`Model::load`]: the weights alone under timm/torchvision names
+//!   with the JSON configuration; training state in [`Extras`]; a run folder's files in [`run`];
+//!   PyTorch state dicts in through [`import`]; the deterministic pass's BatchNorm statistics in
+//!   [`ArgmaxBatchNorm`].
 //! * [`data`] — Fashion-MNIST and ImageFolder data sets, augmentation, a parallel batch loader.
 //! * [`parity_checks`] — comparison with the reference fixtures `tiny_vit` and `tiny_resnet`.
 //!
@@ -30,21 +32,26 @@
 //! # Ok(()) }
 //! ```
 
+pub mod argmax_bn;
 pub mod checkpoint;
 mod config;
 pub mod data;
 mod error;
 mod forward;
+pub mod import;
 mod model;
 mod nn;
 mod params;
 pub mod parity;
+pub mod predict;
 mod resnet;
 pub mod rng;
+pub mod run;
 pub mod run_lock;
 pub mod train;
 mod vit;
 
+pub use argmax_bn::{ArgmaxBatchNorm, BnRecalibration};
 pub use checkpoint::Extras;
 pub use config::{Competition, ModelConfig, ResNetConfig, Stem, VitConfig, LIMITS, MAX_TOKENS, PRESETS};
 pub use error::{Error, Result};

@@ -1,6 +1,8 @@
 //! [`Model`]: a configuration, its tensors and its layers — what training, evaluation, parity and
 //! dissection handle.
 
+use std::collections::BTreeMap;
+
 use cvn_autograd::{Device, LwtaMode, Tensor};
 
 use crate::config::ModelConfig;
@@ -131,6 +133,37 @@ impl Model {
             used += 1;
         }
         Ok(used)
+    }
+
+    /// The BatchNorm running statistics (`<bn>.running_mean`, `<bn>.running_var`) by name.
+    pub fn batch_norm_statistics(&self) -> BTreeMap<String, Tensor> {
+        self.params.entries().iter().filter(|e| e.kind == Kind::Buffer).map(|e| (e.name.clone(), e.tensor.clone())).collect()
+    }
+
+    /// Replaces the BatchNorm running statistics with `statistics` (exactly this model's names and
+    /// shapes; `source` names where they came from in errors). They move to the model's device.
+    pub fn set_batch_norm_statistics(&mut self, statistics: &BTreeMap<String, Tensor>, source: &str) -> Result<()> {
+        let ours = self.batch_norm_statistics();
+        let mut problems: Vec<String> = ours
+            .iter()
+            .filter_map(|(name, t)| match statistics.get(name) {
+                None => Some(format!("`{name}` is missing")),
+                Some(s) if s.shape() != t.shape() => Some(format!("`{name}` has shape {:?}, expected {:?}", s.shape(), t.shape())),
+                Some(_) => None,
+            })
+            .collect();
+        problems.extend(statistics.keys().filter(|n| !ours.contains_key(*n)).map(|n| format!("unexpected tensor `{n}`")));
+        if !problems.is_empty() {
+            return Err(Error::Checkpoint {
+                path: source.to_string(),
+                detail: format!("BatchNorm statistics do not match the model: {}", problems.join("; ")),
+            });
+        }
+        let device = self.device();
+        for entry in self.params.entries_mut().iter_mut().filter(|e| e.kind == Kind::Buffer) {
+            entry.tensor = statistics[&entry.name].to_device(&device)?;
+        }
+        Ok(())
     }
 
     /// Logits `[N, classes]` for images `x` (`[N, C, H, W]`). `ctx` sets the mode and noise and

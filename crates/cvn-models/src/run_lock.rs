@@ -1,4 +1,5 @@
-//! One writer per run folder: `train`, `eval` and `dissect` hold an advisory lock (`flock`, through
+//! One writer per run folder: `train`, `demo`, `import` and `dissect` — and `eval` and `predict`
+//! when their `--out` lies inside the run folder ([`lock_if_writing_into`]) — hold an advisory lock (`flock`, through
 //! `std::fs::File::try_lock`) on `RUN/.lock` while they write there. The operating system releases
 //! it when the process ends, however it ends, so a killed run never leaves its folder locked. The
 //! holder writes its PID into the file, so a second writer's error names it.
@@ -75,6 +76,21 @@ impl RunLock {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// The lock of the existing run folder `dir` when `out` (a file about to be written) lies inside
+/// it, else `None`: commands that only read a run (`eval`, `predict`) work on a read-only run
+/// folder and take the lock only to write there.
+pub fn lock_if_writing_into(dir: &Path, out: &Path) -> Result<Option<RunLock>> {
+    let Ok(run) = std::fs::canonicalize(dir) else { return Ok(None) };
+    let out = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
+    // The nearest existing folder above `out` (folders below it may not exist yet).
+    let inside = out.ancestors().skip(1).find_map(|a| std::fs::canonicalize(a).ok()).is_some_and(|a| a.starts_with(&run));
+    if inside {
+        RunLock::existing(dir).map(Some)
+    } else {
+        Ok(None)
     }
 }
 

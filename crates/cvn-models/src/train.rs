@@ -1,17 +1,18 @@
 //! Training and evaluation of a preset model on its data set (`cargo xtask train`, `eval`, `demo`).
 //!
-//! A run lives in one folder, written by one process at a time (the [`RunLock`] on `RUN/.lock`):
-//! * `checkpoint.safetensors` — written atomically after every epoch: the model (its configuration in
-//!   the metadata), the optimiser state (tensors `optimizer.<param>.<slot>`) and the trainer state
-//!   (`trainer` metadata: [`TrainConfig`], epochs done, step, time spent). All randomness — data order,
-//!   augmentation, LWTA noise, dropout — is counter-based on `(seed, epoch, sample)` or
-//!   `(seed, step)`, so epoch and step are the whole generator state and a resumed run continues
-//!   exactly as an uninterrupted one.
+//! A run lives in one folder, written by one process at a time (the [`RunLock`] on `RUN/.lock`;
+//! [`crate::run`] describes its files): `model.safetensors` and `training_state.safetensors`,
+//! written atomically with a content hash after every epoch; `argmax_bn.safetensors` for BatchNorm
+//! CVNs, written once at the end; and
 //! * `metrics.jsonl` — one JSON object per logged step (`"kind": "step"`) and per epoch
 //!   (`"kind": "epoch"`), each line appended atomically; an epoch's line is durable before its
 //!   checkpoint, and lines past the checkpoint are dropped on resuming, so after any crash the log
 //!   holds every completed epoch once.
 //! * `summary.json` — the final [`Summary`] with its [`Evaluation`].
+//!
+//! All randomness — data order, augmentation, LWTA noise, dropout — is counter-based on
+//! `(seed, epoch, sample)` or `(seed, step)`, so epoch and step are the whole generator state and a
+//! resumed run continues exactly as an uninterrupted one.
 //!
 //! Display is the caller's business: [`Trainer::run`] reports [`Progress`] through a callback.
 
@@ -25,23 +26,24 @@ use cvn_autograd::{DType, Device, LwtaMode, Tape, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::argmax_bn::{ArgmaxBatchNorm, BnRecalibration};
 use crate::checkpoint::Extras;
 use crate::config::ModelConfig;
 use crate::data::{Batch, BatchLoader, Dataset, FashionMnist, FolderTransform, ImageFolder, LoaderConfig, PadCropFlip, Spread};
 use crate::forward::{ActivityCounters, Forward};
 use crate::model::Model;
+use crate::run::{self, RunModel, ARGMAX_BN_FILE, EPOCHS_KEY, MODEL_FILE};
 use crate::run_lock::RunLock;
 use cvn_autograd::io::Integrity;
 
-pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const SUMMARY_FILE: &str = "summary.json";
-/// Checkpoint metadata key of the [`TrainState`] JSON.
+/// Training-state metadata key of the [`TrainState`] JSON.
 const TRAINER_KEY: &str = "trainer";
-/// Prefix of the optimiser-state tensors in the checkpoint.
+/// Prefix of the optimiser-state tensors in the training state.
 const OPTIMIZER_GROUP: &str = "optimizer";
 /// Evaluation noise uses its own seed so it never repeats a training step's noise.
-const EVAL_SEED_SALT: u64 = 0x5eed_e7a1;
+pub(crate) const EVAL_SEED_SALT: u64 = 0x5eed_e7a1;
 
 /// Errors of training and evaluation runs.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +111,10 @@ pub struct TrainConfig {
     pub model: String,
     /// U; 1 = the conventional twin.
     pub competitors: usize,
+    /// The architecture when it is not the preset's (an import with other shapes); its
+    /// competitors are `competitors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<ModelConfig>,
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f32,
@@ -173,6 +179,7 @@ impl TrainConfig {
         Ok(Self {
             model: model.to_string(),
             competitors,
+            architecture: None,
             epochs,
             batch_size: 128,
             lr,
@@ -194,7 +201,10 @@ impl TrainConfig {
 
     /// The model this configuration trains.
     pub fn model_config(&self) -> Result<ModelConfig> {
-        Ok(ModelConfig::preset(&self.model, self.competitors)?)
+        Ok(match &self.architecture {
+            Some(c) => c.clone().with_competitors(self.competitors)?,
+            None => ModelConfig::preset(&self.model, self.competitors)?,
+        })
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -391,6 +401,23 @@ struct TrainState {
     last_epoch: Option<EpochMetrics>,
 }
 
+impl TrainState {
+    /// A run before its first epoch.
+    fn fresh(config: TrainConfig, data_source: String) -> Self {
+        Self {
+            config,
+            epochs_done: 0,
+            step: 0,
+            train_seconds: 0.0,
+            train_images: 0,
+            wall_seconds: 0.0,
+            last_train_loss: None,
+            data_source,
+            last_epoch: None,
+        }
+    }
+}
+
 /// Progress events of [`Trainer::run`] and [`evaluate`], for progress bars.
 #[derive(Debug, Clone)]
 pub enum Progress<'a> {
@@ -449,22 +476,6 @@ pub struct EvalOptions {
     pub samples: usize,
     pub batch_size: usize,
     pub seed: u64,
-}
-
-/// Training images whose batch statistics replace a BatchNorm CVN's running statistics before its
-/// deterministic pass (see [`Model::recalibrate_batch_norm`]).
-#[derive(Clone)]
-pub struct BnRecalibration {
-    pub data: Arc<dyn Dataset>,
-    pub images: usize,
-    pub batch_size: usize,
-}
-
-impl BnRecalibration {
-    /// What training and `cargo xtask eval` use: 4096 shuffled training images, batches of 128.
-    pub fn from_training_set(data: Arc<dyn Dataset>) -> Self {
-        Self { data, images: 4096, batch_size: 128 }
-    }
 }
 
 /// Test-set results of a model.
@@ -528,8 +539,8 @@ impl Summary {
 pub struct Trainer {
     /// Held while the trainer lives: no other process writes to the run.
     lock: RunLock,
-    /// Whether the resumed checkpoint's content hash was checked.
-    integrity: Integrity,
+    /// The files resumed from and whether their content hashes were checked.
+    integrity: Vec<(PathBuf, Integrity)>,
     model: Model,
     optimizer: Box<dyn Optimizer + Send>,
     data: TrainData,
@@ -541,45 +552,69 @@ pub struct Trainer {
     autocast: Option<DType>,
 }
 
-/// The configuration a run folder's checkpoint was trained with (to load its data before resuming).
+/// The configuration a run folder was trained with (to load its data before resuming).
 pub fn run_config(dir: &Path) -> Result<TrainConfig> {
-    let (_, extras) = read_checkpoint(dir)?;
-    Ok(train_state(dir, &extras)?.config)
+    Ok(read_state(dir)?.0.config)
 }
 
-/// Loads a run's model and data (`data_dir` replaces the folder the run was trained with), and
-/// whether the checkpoint's content hash was checked.
-pub fn load_run(dir: &Path, data_dir: Option<&Path>) -> Result<(Model, TrainConfig, TrainData, Integrity)> {
-    let (model, extras) = read_checkpoint(dir)?;
-    let mut config = train_state(dir, &extras)?.config;
+/// Loads a run's model (with whether its content hash was checked: [`RunModel::integrity`]) and
+/// data (`data_dir` replaces the folder the run was trained with). Nothing is written.
+pub fn load_run(dir: &Path, data_dir: Option<&Path>) -> Result<(RunModel, TrainConfig, TrainData)> {
+    let model = run::load_model(dir)?;
+    let mut config = run_config(dir)?;
     if let Some(d) = data_dir {
         config.data_dir = Some(d.to_path_buf());
     }
     let data = TrainData::load(&config)?;
-    Ok((model, config, data, extras.integrity))
+    Ok((model, config, data))
 }
 
-/// What to tell the user about a checkpoint read without a content hash (`None` when verified).
+/// What to tell the user about a file read without a content hash (`None` when verified).
 pub fn integrity_note(checkpoint: &Path, integrity: Integrity) -> Option<String> {
     (integrity == Integrity::Unhashed).then(|| {
         format!("note: {} has no content hash (written by an older version or another tool): loaded unverified", checkpoint.display())
     })
 }
 
-fn read_checkpoint(dir: &Path) -> Result<(Model, Extras)> {
-    let path = dir.join(CHECKPOINT_FILE);
-    if !path.is_file() {
-        return run_err(dir, format!("no {CHECKPOINT_FILE}: not a training run, or its first epoch never finished"));
-    }
-    Ok(Model::load(&path)?)
+/// A run's trainer state and the training-state tensors (optimiser state).
+fn read_state(dir: &Path) -> Result<(TrainState, Extras)> {
+    let (path, extras) = run::load_training_state(dir)?;
+    let Some(json) = extras.metadata.get(TRAINER_KEY) else {
+        return run_err(&path, format!("has no `{TRAINER_KEY}` metadata: it was not written by the trainer or `import`"));
+    };
+    let state = serde_json::from_str(json).or_else(|e| run_err(&path, format!("`{TRAINER_KEY}` metadata is not a trainer state ({e})")))?;
+    Ok((state, extras))
 }
 
-fn train_state(dir: &Path, extras: &Extras) -> Result<TrainState> {
-    let path = dir.join(CHECKPOINT_FILE);
-    let Some(json) = extras.metadata.get(TRAINER_KEY) else {
-        return run_err(&path, format!("the checkpoint has no `{TRAINER_KEY}` metadata: it was not written by the trainer"));
-    };
-    serde_json::from_str(json).or_else(|e| run_err(&path, format!("`{TRAINER_KEY}` metadata is not a trainer state ({e})")))
+/// The argmax BatchNorm statistics of a run's deterministic pass (see [`run::argmax_bn`]):
+/// stored, else estimated on 4096 images of `data`'s training split.
+pub fn run_argmax_bn(
+    dir: &Path,
+    model: &Model,
+    config: &TrainConfig,
+    data: &TrainData,
+) -> Result<Option<(ArgmaxBatchNorm, run::ArgmaxBnOrigin)>> {
+    Ok(run::argmax_bn(dir, model, || Ok(BnRecalibration::from_training_set(data.train.clone(), &data.source, config.seed)))?)
+}
+
+fn save_checkpoint(dir: &Path, model: &Model, state: &TrainState, optimizer: BTreeMap<String, Tensor>) -> Result<()> {
+    let mut extras = Extras::default();
+    extras.insert_group(OPTIMIZER_GROUP, optimizer)?;
+    let json =
+        serde_json::to_string(state).map_err(|e| json_err(&dir.join(run::TRAINING_STATE_FILE), "cannot encode the trainer state", e))?;
+    extras.metadata.insert(TRAINER_KEY.to_string(), json);
+    Ok(run::save_checkpoint(dir, model, state.epochs_done, &extras)?)
+}
+
+/// Writes `model` as a run that has trained no epoch yet (what `import` makes): its training state
+/// holds `config` (which `train --resume` may change: fine-tuning), step 0 and no optimiser state.
+pub fn write_untrained_run(dir: &Path, model: &Model, config: TrainConfig) -> Result<()> {
+    config.validate()?;
+    if model.config() != &config.model_config()? {
+        return run_err(dir, format!("the model {} is not `{}` with U = {}", model.config().to_json(), config.model, config.competitors));
+    }
+    // No data yet: the first `train --resume` records its source.
+    save_checkpoint(dir, model, &TrainState::fresh(config, String::new()), BTreeMap::new())
 }
 
 /// The fields in which two configurations differ, by name.
@@ -607,8 +642,8 @@ impl Trainer {
         data.check(&config.model_config()?)?;
         let dir = lock.dir().to_path_buf();
         let dir = dir.as_path();
-        if dir.join(CHECKPOINT_FILE).exists() {
-            return run_err(dir, format!("already holds {CHECKPOINT_FILE}: resume it (--resume) or choose another folder"));
+        if run::has_model(dir) {
+            return run_err(dir, format!("already holds a model ({MODEL_FILE}): resume it (--resume) or choose another folder"));
         }
         for stale in [METRICS_FILE, SUMMARY_FILE] {
             let path = dir.join(stale);
@@ -617,20 +652,10 @@ impl Trainer {
             }
         }
         let model = Model::new(config.model_config()?, config.seed)?;
-        let state = TrainState {
-            epochs_done: 0,
-            step: 0,
-            train_seconds: 0.0,
-            train_images: 0,
-            wall_seconds: 0.0,
-            last_train_loss: None,
-            data_source: data.source.clone(),
-            last_epoch: None,
-            config,
-        };
+        let state = TrainState::fresh(config, data.source.clone());
         Ok(Self {
             lock,
-            integrity: Integrity::Verified,
+            integrity: Vec::new(),
             optimizer: state.config.new_optimizer(),
             model,
             data,
@@ -643,21 +668,35 @@ impl Trainer {
 
     /// Continues the run in `dir` from its last checkpoint: weights, optimiser state, epoch and step.
     /// `config` must be the run's own ([`run_config`]) except that `epochs` may be raised (which
-    /// stretches the learning-rate schedule from here on).
+    /// stretches the learning-rate schedule from here on). A run that has trained no epoch yet (an
+    /// imported model) takes any settings and data that fit its model: that is fine-tuning.
     pub fn resume(dir: &Path, config: TrainConfig, data: TrainData) -> Result<Self> {
         let lock = RunLock::acquire(dir)?;
-        let (model, extras) = read_checkpoint(dir)?;
-        let mut state = train_state(dir, &extras)?;
-        let differing = differing_fields(&state.config, &TrainConfig { epochs: state.config.epochs, ..config.clone() });
-        if !differing.is_empty() {
-            return run_err(dir, format!("resuming keeps the run's settings, but these differ: {}", differing.join(", ")));
+        let (mut state, extras) = read_state(dir)?;
+        let state_file = run::training_state_file(dir)?;
+        let RunModel { model, path, metadata, integrity } = run::load_model(dir)?;
+        if let Some(epochs) = metadata.get(EPOCHS_KEY).filter(|e| **e != state.epochs_done.to_string()) {
+            return run_err(
+                &path,
+                format!(
+                    "was written after epoch {epochs}, the training state after epoch {}: the last save was interrupted; train again from an earlier copy",
+                    state.epochs_done
+                ),
+            );
         }
-        if config.epochs < state.epochs_done {
-            return run_err(dir, format!("has already trained {} epochs; --epochs {} is fewer", state.epochs_done, config.epochs));
+        if state.epochs_done > 0 {
+            let differing = differing_fields(&state.config, &TrainConfig { epochs: state.config.epochs, ..config.clone() });
+            if !differing.is_empty() {
+                return run_err(dir, format!("resuming keeps the run's settings, but these differ: {}", differing.join(", ")));
+            }
+            if config.epochs < state.epochs_done {
+                return run_err(dir, format!("has already trained {} epochs; --epochs {} is fewer", state.epochs_done, config.epochs));
+            }
+            if data.source != state.data_source {
+                return run_err(dir, format!("was trained on {}, but now {} would be used", state.data_source, data.source));
+            }
         }
-        if data.source != state.data_source {
-            return run_err(dir, format!("was trained on {}, but now {} would be used", state.data_source, data.source));
-        }
+        state.data_source.clone_from(&data.source);
         config.validate()?;
         if model.config() != &config.model_config()? {
             return run_err(
@@ -670,12 +709,11 @@ impl Trainer {
         let optimizer_state = extras.group(OPTIMIZER_GROUP);
         if state.step > 0 {
             // After a step every trainable tensor has its state; a missing one must not be reset.
-            let path = dir.join(CHECKPOINT_FILE);
             for e in model.params().entries().iter().filter(|e| e.kind.trainable()) {
                 if let Some(missing) = optimizer.state_names(&e.name).into_iter().find(|n| !optimizer_state.contains_key(n)) {
                     return run_err(
-                        &path,
-                        format!("optimiser state `{OPTIMIZER_GROUP}.{missing}` is missing after {} steps: the checkpoint is incomplete, resuming would reset it", state.step),
+                        &state_file,
+                        format!("optimiser state `{OPTIMIZER_GROUP}.{missing}` is missing after {} steps: the training state is incomplete, resuming would reset it", state.step),
                     );
                 }
             }
@@ -685,7 +723,7 @@ impl Trainer {
         let wall_before = state.wall_seconds;
         let trainer = Self {
             lock,
-            integrity: extras.integrity,
+            integrity: if state_file == path { vec![(path, integrity)] } else { vec![(state_file, extras.integrity), (path, integrity)] },
             model,
             optimizer,
             data,
@@ -698,9 +736,10 @@ impl Trainer {
         Ok(trainer)
     }
 
-    /// Whether the checkpoint resumed from had its content hash checked (see [`integrity_note`]).
-    pub fn checkpoint_integrity(&self) -> Integrity {
-        self.integrity
+    /// What to tell the user about the files resumed from that had no content hash (see
+    /// [`integrity_note`]).
+    pub fn integrity_notes(&self) -> Vec<String> {
+        self.integrity.iter().filter_map(|(path, integrity)| integrity_note(path, *integrity)).collect()
     }
 
     pub fn config(&self) -> &TrainConfig {
@@ -765,9 +804,14 @@ impl Trainer {
             let mut metrics = self.train_epoch(&schedule, steps_per_epoch, progress)?;
             if config.eval_each_epoch {
                 let options = EvalOptions { samples: 0, batch_size: config.eval_batch_size, seed: config.seed };
-                let recalibration = BnRecalibration::from_training_set(self.data.train.clone());
+                // The weights change every epoch: these statistics are estimated for this evaluation only.
+                let argmax_bn = if ArgmaxBatchNorm::needed(&self.model) {
+                    Some(ArgmaxBatchNorm::estimate(&self.model, &self.recalibration())?)
+                } else {
+                    None
+                };
                 metrics.test_top1 =
-                    Some(evaluate(&mut self.model, self.data.test.clone(), &options, Some(&recalibration), progress)?.top1_deterministic);
+                    Some(evaluate(&mut self.model, self.data.test.clone(), &options, argmax_bn.as_ref(), progress)?.top1_deterministic);
             }
             self.state.epochs_done += 1;
             self.state.last_train_loss = Some(metrics.train_loss);
@@ -782,13 +826,27 @@ impl Trainer {
         Ok(())
     }
 
-    /// Evaluates the model on the test set (`samples` stochastic passes and deterministic) and
+    /// The images the argmax BatchNorm statistics are estimated on.
+    fn recalibration(&self) -> BnRecalibration {
+        BnRecalibration::from_training_set(self.data.train.clone(), &self.data.source, self.state.config.seed)
+    }
+
+    /// Stores the argmax BatchNorm statistics of a BatchNorm CVN (once: kept when already there),
+    /// evaluates the model on the test set (`samples` stochastic passes and deterministic) and
     /// writes `summary.json`.
     pub fn finish(&mut self, progress: &mut dyn FnMut(Progress)) -> Result<Summary> {
         let config = self.state.config.clone();
         let options = EvalOptions { samples: config.samples, batch_size: config.eval_batch_size, seed: config.seed };
-        let recalibration = BnRecalibration::from_training_set(self.data.train.clone());
-        let test = evaluate(&mut self.model, self.data.test.clone(), &options, Some(&recalibration), progress)?;
+        let argmax_bn = match run::argmax_bn(self.dir(), &self.model, || Ok(self.recalibration()))? {
+            Some((stats, origin)) => {
+                if origin == run::ArgmaxBnOrigin::Estimated {
+                    stats.save(&self.dir().join(ARGMAX_BN_FILE))?;
+                }
+                Some(stats)
+            }
+            None => None,
+        };
+        let test = evaluate(&mut self.model, self.data.test.clone(), &options, argmax_bn.as_ref(), progress)?;
         let summary = Summary {
             model: config.model.clone(),
             competitors: config.competitors,
@@ -803,7 +861,7 @@ impl Trainer {
             test,
             model_config: self.model.config().clone(),
             config,
-            checkpoint: self.dir().join(CHECKPOINT_FILE),
+            checkpoint: self.dir().join(MODEL_FILE),
         };
         let path = self.dir().join(SUMMARY_FILE);
         let text = serde_json::to_string_pretty(&summary).map_err(|e| json_err(&path, "cannot encode the run summary", e))?;
@@ -899,7 +957,7 @@ impl Trainer {
 
     /// The error for a non-finite loss, saying which checkpoint survives.
     fn stop_on_non_finite(&self, loss: f32) -> TrainError {
-        let checkpoint = self.dir().join(CHECKPOINT_FILE);
+        let checkpoint = self.dir().join(MODEL_FILE);
         let kept = if checkpoint.is_file() {
             format!("the last good checkpoint {} (epoch {}) is kept", checkpoint.display(), self.state.epochs_done)
         } else {
@@ -909,12 +967,7 @@ impl Trainer {
     }
 
     fn save_checkpoint(&self) -> Result<()> {
-        let mut extras = Extras::default();
-        extras.insert_group(OPTIMIZER_GROUP, self.optimizer.state())?;
-        let path = self.dir().join(CHECKPOINT_FILE);
-        let state = serde_json::to_string(&self.state).map_err(|e| json_err(&path, "cannot encode the trainer state", e))?;
-        extras.metadata.insert(TRAINER_KEY.to_string(), state);
-        Ok(self.model.save(&path, &extras)?)
+        save_checkpoint(self.dir(), &self.model, &self.state, self.optimizer.state())
     }
 
     /// Appends one `metrics.jsonl` line: `fields` (an object) with `"kind"` added.
@@ -970,7 +1023,7 @@ pub fn evaluate(
     model: &mut Model,
     data: Arc<dyn Dataset>,
     options: &EvalOptions,
-    recalibration: Option<&BnRecalibration>,
+    argmax_bn: Option<&ArgmaxBatchNorm>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Evaluation> {
     let started = Instant::now();
@@ -980,13 +1033,11 @@ pub fn evaluate(
     let seed = options.seed ^ EVAL_SEED_SALT;
     let upload = |b: &Batch| Tensor::from_slice_on(&b.images, &b.shape, DType::F32, &device);
     // The deterministic pass of a BatchNorm CVN runs on a copy whose statistics match argmax winners.
-    let mut recalibrated = match recalibration {
-        Some(r) if competitive && model.has_batch_norm() => {
+    let mut recalibrated = match argmax_bn {
+        Some(stats) if ArgmaxBatchNorm::needed(model) => {
             let mut copy = model.clone();
-            let loader = BatchLoader::new(r.data.clone(), LoaderConfig::train(r.batch_size, seed), 0, 0)?;
-            let batches = loader.take(r.images.div_ceil(r.batch_size.max(1))).map(|b| b.and_then(|b| Ok(upload(&b)?)));
-            let used = copy.recalibrate_batch_norm(batches, LwtaMode::Deterministic, seed)?;
-            Some((copy, (used * r.batch_size).min(r.data.len())))
+            stats.apply(&mut copy, "argmax BatchNorm statistics")?;
+            Some((copy, stats.images))
         }
         _ => None,
     };

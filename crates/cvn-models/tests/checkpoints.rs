@@ -24,17 +24,28 @@ fn round_trip_keeps_config_tensors_and_training_state() {
     let dir = temp_dir("round-trip");
     for (name, u) in [("vit-fmnist", 4), ("resnet18-fmnist", 2)] {
         let path = dir.join(format!("{name}.safetensors"));
+        let state_path = dir.join(format!("{name}.state.safetensors"));
         let mut model = Model::preset(name, u, 42).unwrap();
         let mut extras = Extras::default();
         let state = BTreeMap::from([("head.weight.exp_avg".to_string(), vec![0.5, -1.0]), ("head.weight.step".to_string(), vec![3.0])]);
         let tensors = state.iter().map(|(k, v)| (k.clone(), Tensor::from_vec(v.clone(), &[v.len()]).unwrap())).collect();
         extras.insert_group("optimizer", tensors).unwrap();
         extras.metadata.insert("trainer".into(), r#"{"epoch":3}"#.into());
-        model.save(&path, &extras).unwrap();
+        model.save(&path, &BTreeMap::from([("epochs_done".to_string(), "3".to_string())])).unwrap();
+        extras.save(&state_path).unwrap();
         assert!(!dir.read_dir().unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains(".tmp")), "no temporary file left");
 
-        let (mut loaded, loaded_extras) = Model::load(&path).unwrap();
+        // The model file holds the model's tensors and nothing else (what strict loading in PyTorch needs).
+        let names: Vec<String> = cvn_autograd::io::TensorFile::load(&path).unwrap().tensors.into_keys().collect();
+        let mut expected: Vec<String> = model.params().entries().iter().map(|e| e.name.clone()).collect();
+        expected.sort();
+        assert_eq!(names, expected);
+
+        let mut loaded = Model::load(&path).unwrap();
         assert_eq!(loaded.config(), model.config());
+        let (_, with_metadata) = Model::load_checkpoint(&path).unwrap();
+        assert_eq!(with_metadata.metadata["epochs_done"], "3");
+        let loaded_extras = Extras::load(&state_path).unwrap();
         let loaded_state: BTreeMap<String, Vec<f32>> =
             loaded_extras.group("optimizer").into_iter().map(|(k, t)| (k, t.to_vec().unwrap())).collect();
         assert_eq!(loaded_state, state);
@@ -65,7 +76,7 @@ fn corrupt_and_mismatched_checkpoints_are_named() {
     // Truncated after the header: the data is gone.
     let model = Model::preset("resnet18-fmnist", 1, 0).unwrap();
     let good = dir.join("good.safetensors");
-    model.save(&good, &Extras::default()).unwrap();
+    model.save(&good, &BTreeMap::new()).unwrap();
     let bytes = std::fs::read(&good).unwrap();
     let truncated = dir.join("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
@@ -111,11 +122,24 @@ fn corrupt_and_mismatched_checkpoints_are_named() {
     let msg = Model::load(&bad_config).unwrap_err().to_string();
     assert!(msg.contains("bad-config.safetensors") && msg.contains("vgg"), "{msg}");
 
-    // Training state may not hide inside the model's modules.
-    let mut extras = Extras::default();
-    extras.tensors.insert("fc.extra".into(), Tensor::zeros(&[1]));
-    let msg = model.save(&dir.join("x.safetensors"), &extras).unwrap_err().to_string();
-    assert!(msg.contains("extra tensor `fc.extra`"), "{msg}");
+    // Tensors outside the model's modules: an error for a model file, returned for an old
+    // single-file checkpoint (its optimiser state).
+    let mut tensors: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> = model
+        .params()
+        .entries()
+        .iter()
+        .filter(|e| !e.name.ends_with("num_batches_tracked"))
+        .map(|e| (e.name.as_str(), Dtype::F32, e.tensor.shape().to_vec(), bytemuck_bytes(&e.tensor.to_vec().unwrap())))
+        .collect();
+    tensors.push(("optimizer.fc.bias.exp_avg", Dtype::F32, vec![1], vec![0; 4]));
+    tensors.push(("dist_token", Dtype::F32, vec![1], vec![0; 4]));
+    let with_extras = write("extras.safetensors", tensors, Some(config));
+    let msg = Model::load(&with_extras).unwrap_err().to_string();
+    assert!(msg.contains("extras.safetensors") && msg.contains("does not have: `dist_token`, `optimizer.fc.bias.exp_avg`"), "{msg}");
+    let (_, extras) = Model::load_checkpoint(&with_extras).unwrap();
+    assert_eq!(extras.tensors.keys().collect::<Vec<_>>(), ["dist_token", "optimizer.fc.bias.exp_avg"]);
+    let msg = model.save(&dir.join("x.safetensors"), &BTreeMap::from([("config".to_string(), "{}".to_string())])).unwrap_err().to_string();
+    assert!(msg.contains("`config`"), "{msg}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

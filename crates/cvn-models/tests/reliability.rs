@@ -10,8 +10,9 @@ use cvn_autograd::io::{save, Integrity, Stored, TensorFile};
 use cvn_autograd::Tensor;
 use cvn_models::data::FashionMnist;
 use cvn_models::rng::CounterRng;
-use cvn_models::train::{run_config, TrainConfig, TrainData, Trainer, CHECKPOINT_FILE, METRICS_FILE};
-use cvn_models::{Extras, Model};
+use cvn_models::run::{load_model, MODEL_FILE, TRAINING_STATE_FILE};
+use cvn_models::train::{run_config, TrainConfig, TrainData, Trainer, METRICS_FILE};
+use cvn_models::Model;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("cvn-models-reliability-{name}-{}", std::process::id()));
@@ -81,11 +82,11 @@ fn an_unwritable_out_folder_is_refused_before_training() {
 fn checkpoints_carry_a_content_hash_checked_on_load() {
     let dir = temp_dir("hash");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("model.safetensors");
+    let path = dir.join(MODEL_FILE);
     let model = Model::preset("vit-fmnist", 2, 3).unwrap();
-    model.save(&path, &Extras::default()).unwrap();
-    let (_, extras) = Model::load(&path).unwrap();
-    assert_eq!(extras.integrity, Integrity::Verified);
+    model.save(&path, &BTreeMap::new()).unwrap();
+    Model::load(&path).unwrap();
+    assert_eq!(load_model(&dir).unwrap().integrity, Integrity::Verified);
 
     // Flip one byte of tensor data (the last bytes of the file are the last tensor's).
     let mut bytes = std::fs::read(&path).unwrap();
@@ -112,8 +113,8 @@ fn checkpoints_carry_a_content_hash_checked_on_load() {
         .collect();
     let plain = safetensors::serialize(views, Some(HashMap::from([("config".to_string(), config)]))).unwrap();
     std::fs::write(&path, plain).unwrap();
-    let (_, extras) = Model::load(&path).unwrap();
-    assert_eq!(extras.integrity, Integrity::Unhashed);
+    Model::load(&path).unwrap();
+    assert_eq!(load_model(&dir).unwrap().integrity, Integrity::Unhashed);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -126,7 +127,7 @@ fn a_non_finite_weight_is_an_error_naming_the_tensor() {
     let dir = temp_dir("nan-weight");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("model.safetensors");
-    Model::preset("vit-fmnist", 2, 3).unwrap().save(&path, &Extras::default()).unwrap();
+    Model::preset("vit-fmnist", 2, 3).unwrap().save(&path, &BTreeMap::new()).unwrap();
     for bad in [f32::NAN, f32::INFINITY] {
         rewrite(&path, |tensors, _| {
             let t = &tensors["blocks.1.mlp.fc1.weight"];
@@ -145,7 +146,7 @@ fn absurd_configurations_are_refused_before_the_model_is_built() {
     let dir = temp_dir("absurd-config");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("model.safetensors");
-    Model::preset("vit-fmnist", 2, 3).unwrap().save(&path, &Extras::default()).unwrap();
+    Model::preset("vit-fmnist", 2, 3).unwrap().save(&path, &BTreeMap::new()).unwrap();
     let original = TensorFile::load(&path).unwrap().metadata["config"].clone();
     // Each would allocate terabytes (or loop for hours) if the model were built from it.
     for (field, value, expected) in [
@@ -178,11 +179,14 @@ fn resuming_with_missing_optimiser_state_is_an_error_not_a_reset() {
     let dir = temp_dir("optimizer-state");
     let (config, data) = tiny(2);
     Trainer::start(config.clone(), data.clone(), &dir).unwrap().train(1, &mut nothing).unwrap();
-    rewrite(&dir.join(CHECKPOINT_FILE), |tensors, _| {
+    rewrite(&dir.join(TRAINING_STATE_FILE), |tensors, _| {
         assert!(tensors.remove("optimizer.blocks.2.attn.qkv.weight.exp_avg_sq").is_some());
     });
     let err = Trainer::resume(&dir, run_config(&dir).unwrap(), data).err().unwrap().to_string();
-    assert!(err.contains("optimizer.blocks.2.attn.qkv.weight.exp_avg_sq") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains(TRAINING_STATE_FILE) && err.contains("optimizer.blocks.2.attn.qkv.weight.exp_avg_sq") && err.contains("missing"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -209,7 +213,7 @@ fn a_lost_epoch_line_is_restored_and_stale_temporary_files_removed_on_resume() {
         metrics.lines().filter(|l| !l.contains(r#""epoch":2"#) || !l.contains(r#""kind":"epoch""#)).map(|l| format!("{l}\n")).collect();
     std::fs::write(dir.join(METRICS_FILE), without).unwrap();
     assert_eq!(epochs_logged(&dir), [1]);
-    let stale = dir.join(".checkpoint.safetensors.tmp-4242");
+    let stale = dir.join(".model.safetensors.tmp-4242");
     std::fs::write(&stale, b"half a checkpoint").unwrap();
 
     let mut trainer = Trainer::resume(&dir, run_config(&dir).unwrap(), data).unwrap();

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use cvn_models::data::{Dataset, FashionMnist, IdxDataset};
 use cvn_models::rng::CounterRng;
+use cvn_models::run::{ARGMAX_BN_FILE, LEGACY_CHECKPOINT_FILE, MODEL_FILE, TRAINING_STATE_FILE};
 use cvn_models::train::{
-    evaluate, run_config, EpochMetrics, EvalOptions, Summary, TrainConfig, TrainData, TrainError, Trainer, CHECKPOINT_FILE, METRICS_FILE,
+    evaluate, load_run, run_config, EpochMetrics, EvalOptions, Summary, TrainConfig, TrainData, TrainError, Trainer, METRICS_FILE,
 };
 use cvn_models::Model;
 
@@ -113,15 +114,33 @@ fn conventional_twin_is_evaluated_deterministically_only() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Every tensor of two checkpoints, optimiser state included, bit for bit.
+/// Every tensor of two runs' checkpoints, optimiser state included, bit for bit.
 fn assert_same_checkpoints(a: &Path, b: &Path) {
-    let read = |p: &Path| cvn_autograd::io::TensorFile::load(&p.join(CHECKPOINT_FILE)).unwrap().tensors;
-    let (a, b) = (read(a), read(b));
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    assert!(a.keys().any(|k| k.starts_with("optimizer.")));
-    for (name, t) in &a {
-        assert_eq!(t.to_vec().unwrap(), b[name].to_vec().unwrap(), "{name} differs");
+    for file in [MODEL_FILE, TRAINING_STATE_FILE] {
+        let read = |p: &Path| cvn_autograd::io::TensorFile::load(&p.join(file)).unwrap().tensors;
+        let (a, b) = (read(a), read(b));
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        // The weights alone in the model file, the optimiser state in the other.
+        assert_eq!(a.keys().any(|k| k.starts_with("optimizer.")), file == TRAINING_STATE_FILE, "{file}");
+        for (name, t) in &a {
+            assert_eq!(t.to_vec().unwrap(), b[name].to_vec().unwrap(), "{file}: {name} differs");
+        }
     }
+}
+
+/// The old single-file layout of `run`: model tensors, optimiser state and trainer metadata in
+/// `checkpoint.safetensors` (vit-fmnist: no int64 counters).
+fn write_legacy_checkpoint(run: &Path, legacy: &Path) {
+    let mut tensors = std::collections::BTreeMap::new();
+    let mut metadata = std::collections::HashMap::new();
+    for file in [MODEL_FILE, TRAINING_STATE_FILE] {
+        let f = cvn_autograd::io::TensorFile::load(&run.join(file)).unwrap();
+        tensors.extend(f.tensors.into_iter().map(|(k, t)| (k, cvn_autograd::io::Stored::F32(t))));
+        metadata.extend(f.metadata);
+    }
+    metadata.remove("epochs_done");
+    std::fs::create_dir_all(legacy).unwrap();
+    cvn_autograd::io::save(&legacy.join(LEGACY_CHECKPOINT_FILE), &tensors, &metadata).unwrap();
 }
 
 #[test]
@@ -146,6 +165,16 @@ fn resuming_continues_exactly() {
         let rest = second.run(&mut nothing).unwrap();
 
         assert_same_checkpoints(&straight, &resumed);
+        // A ResNet CVN stores its argmax BatchNorm statistics once, at the end, and evaluates with them.
+        let argmax_bn = |dir: &Path| cvn_autograd::io::TensorFile::load(&dir.join(ARGMAX_BN_FILE)).ok();
+        let is_resnet = model.starts_with("resnet");
+        assert_eq!(argmax_bn(&straight).is_some(), is_resnet, "{model}");
+        assert_eq!(full.test.deterministic_bn_recalibrated_on, argmax_bn(&straight).map(|f| f.metadata["images"].parse().unwrap()));
+        if let (Some(a), Some(b)) = (argmax_bn(&straight), argmax_bn(&resumed)) {
+            let values =
+                |f: &cvn_autograd::io::TensorFile| f.tensors.iter().map(|(k, t)| (k.clone(), t.to_vec().unwrap())).collect::<Vec<_>>();
+            assert_eq!(values(&a), values(&b));
+        }
         assert_eq!(
             epoch_lines(&straight).iter().map(|e| e.train_loss).collect::<Vec<_>>(),
             epoch_lines(&resumed).iter().map(|e| e.train_loss).collect::<Vec<_>>()
@@ -154,6 +183,33 @@ fn resuming_continues_exactly() {
         assert_eq!(results(&full), results(&rest), "{model}");
         std::fs::remove_dir_all(&straight).unwrap();
         std::fs::remove_dir_all(&resumed).unwrap();
+    }
+}
+
+#[test]
+fn old_single_file_runs_still_evaluate_and_resume() {
+    let (mut config, data) = tiny("vit-fmnist", 4, 2, 64, 32);
+    config.batch_size = 16;
+    let straight = temp_dir("legacy-straight");
+    let full = Trainer::start(config.clone(), data.clone(), &straight).unwrap().run(&mut nothing).unwrap();
+    let half = temp_dir("legacy-half");
+    Trainer::start(config.clone(), data.clone(), &half).unwrap().train(1, &mut nothing).unwrap();
+    let legacy = temp_dir("legacy");
+    write_legacy_checkpoint(&half, &legacy);
+
+    assert_eq!(run_config(&legacy).unwrap(), config);
+    let (run, _, _) = load_run(&legacy, None).unwrap();
+    assert!(run.path.ends_with(LEGACY_CHECKPOINT_FILE));
+    let expected = Model::load(&half.join(MODEL_FILE)).unwrap();
+    for (a, b) in run.model.params().entries().iter().zip(expected.params().entries()) {
+        assert_eq!((&a.name, a.tensor.to_vec().unwrap()), (&b.name, b.tensor.to_vec().unwrap()));
+    }
+    let rest = Trainer::resume(&legacy, config, data).unwrap().run(&mut nothing).unwrap();
+    assert_eq!((rest.steps, rest.test.top1_per_pass.clone()), (full.steps, full.test.top1_per_pass.clone()));
+    assert_same_checkpoints(&straight, &legacy);
+    assert!(!legacy.join(LEGACY_CHECKPOINT_FILE).exists(), "training on writes the new layout and drops the old file");
+    for dir in [straight, half, legacy] {
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
@@ -187,7 +243,7 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     let mut trainer = Trainer::start(config.clone(), data.clone(), &dir).unwrap();
     trainer.train(1, &mut nothing).unwrap();
     drop(trainer);
-    let good = std::fs::read(dir.join(CHECKPOINT_FILE)).unwrap();
+    let good = std::fs::read(dir.join(MODEL_FILE)).unwrap();
 
     let fm = FashionMnist::embedded().unwrap();
     let poisoned = TrainData { train: Arc::new(NanImages(fm.train.truncated(64))), ..data.clone() };
@@ -198,7 +254,7 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     assert!(matches!(err, TrainError::NonFiniteLoss { epoch: 2, step: 2, .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("NaN") && msg.contains("epoch 2") && msg.contains("last good checkpoint") && msg.contains("(epoch 1)"), "{msg}");
-    assert_eq!(std::fs::read(dir.join(CHECKPOINT_FILE)).unwrap(), good, "the checkpoint is untouched");
+    assert_eq!(std::fs::read(dir.join(MODEL_FILE)).unwrap(), good, "the checkpoint is untouched");
     assert!(!dir.join("summary.json").exists());
     assert_eq!(Trainer::resume(&dir, config.clone(), data).unwrap().epochs_done(), 1);
 
@@ -206,7 +262,7 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     let fresh = temp_dir("nan-fresh");
     let err = Trainer::start(config, poisoned, &fresh).unwrap().run(&mut nothing).unwrap_err().to_string();
     assert!(err.contains("epoch 1, step 0") && err.contains("no checkpoint had been written yet"), "{err}");
-    assert!(!fresh.join(CHECKPOINT_FILE).exists());
+    assert!(!fresh.join(MODEL_FILE).exists());
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(&fresh).unwrap();
 }
@@ -235,23 +291,34 @@ fn bad_settings_and_runs_are_named() {
     let dir = temp_dir("errors");
     let (config, data) = tiny("vit-fmnist", 4, 2, 32, 32);
     let err = Trainer::resume(&dir, config.clone(), data.clone()).err().unwrap().to_string();
-    assert!(err.contains(&dir.display().to_string()) && err.contains("no checkpoint.safetensors"), "{err}");
+    assert!(err.contains(&dir.display().to_string()) && err.contains("no model.safetensors"), "{err}");
     Trainer::start(config.clone(), data.clone(), &dir).unwrap().train(1, &mut nothing).unwrap();
     let err = Trainer::start(config.clone(), data.clone(), &dir).err().unwrap().to_string();
-    assert!(err.contains("already holds checkpoint.safetensors"), "{err}");
+    assert!(err.contains("already holds a model (model.safetensors)"), "{err}");
     let changed = TrainConfig { lr: 0.5, seed: 9, ..config.clone() };
     let err = Trainer::resume(&dir, changed, data.clone()).err().unwrap().to_string();
     assert!(err.contains("lr (run: 0.001") && err.contains("seed (run: 0, now: 9)"), "{err}");
     let other_data = TrainData { source: "somewhere else".into(), ..data.clone() };
     assert!(Trainer::resume(&dir, config.clone(), other_data).err().unwrap().to_string().contains("somewhere else"));
 
-    // A checkpoint without trainer state (a plain model file) or a corrupt one.
-    let path = dir.join(CHECKPOINT_FILE);
-    Model::preset("vit-fmnist", 4, 0).unwrap().save(&path, &Default::default()).unwrap();
+    // A save interrupted between the training state and the model.
+    let model_bytes = std::fs::read(dir.join(MODEL_FILE)).unwrap();
+    let model = Model::load(&dir.join(MODEL_FILE)).unwrap();
+    model.save(&dir.join(MODEL_FILE), &std::collections::BTreeMap::from([("epochs_done".into(), "2".into())])).unwrap();
+    let err = Trainer::resume(&dir, config.clone(), data.clone()).err().unwrap().to_string();
+    assert!(err.contains("after epoch 2, the training state after epoch 1"), "{err}");
+    std::fs::write(dir.join(MODEL_FILE), model_bytes).unwrap();
+
+    // A model without training state, a training state without trainer metadata, a corrupt one.
+    let state = dir.join(TRAINING_STATE_FILE);
+    std::fs::rename(&state, dir.join("aside")).unwrap();
     let err = run_config(&dir).unwrap_err().to_string();
-    assert!(err.contains("no `trainer` metadata"), "{err}");
-    std::fs::write(&path, b"not a checkpoint").unwrap();
+    assert!(err.contains("no training_state.safetensors"), "{err}");
+    cvn_models::Extras::default().save(&state).unwrap();
     let err = run_config(&dir).unwrap_err().to_string();
-    assert!(err.contains("checkpoint.safetensors") && err.contains("not a safetensors file"), "{err}");
+    assert!(err.contains("training_state.safetensors") && err.contains("no `trainer` metadata"), "{err}");
+    std::fs::write(&state, b"not a checkpoint").unwrap();
+    let err = run_config(&dir).unwrap_err().to_string();
+    assert!(err.contains("training_state.safetensors") && err.contains("not a safetensors file"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

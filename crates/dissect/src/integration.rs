@@ -10,7 +10,9 @@ use cvn_autograd::io::Integrity;
 use cvn_autograd::{DType, Device, LwtaMode, Tensor};
 use cvn_models::data::{Dataset, IdxDataset, ImageFolder};
 use cvn_models::rng::CounterRng;
-use cvn_models::{Forward, Model, ModelConfig};
+use cvn_models::run::ArgmaxBnOrigin;
+use cvn_models::train::{run_argmax_bn, run_config, TrainData};
+use cvn_models::{ArgmaxBatchNorm, Forward, Model, ModelConfig};
 use image::RgbImage;
 use ndarray::Array2;
 use rayon::prelude::*;
@@ -50,21 +52,68 @@ impl fmt::Display for Sampling {
 /// A trained network loaded from its checkpoint.
 pub struct ModelSource {
     model: Model,
-    checkpoint_sha256: String,
+    /// Identifies the weights (and the BatchNorm statistics of the pass) in the activation cache.
+    weights_id: String,
     sampling: Sampling,
+    /// Where a BatchNorm CVN's argmax statistics came from (deterministic recording of a run).
+    batch_norm: Option<String>,
     integrity: Integrity,
 }
 
 impl ModelSource {
-    /// Loads `checkpoint`; its bytes' sha256 identifies the weights in the activation cache.
+    /// Loads a model file (or an old single-file checkpoint); its bytes' sha256 identifies the
+    /// weights in the activation cache. The model runs with its own BatchNorm statistics: use
+    /// [`ModelSource::from_run`] for a run's deterministic pass.
     pub fn load(checkpoint: &Path, sampling: Sampling) -> Result<Self> {
-        let checkpoint_sha256 = file_sha256(checkpoint)?;
-        let (model, extras) =
-            Model::load(checkpoint).map_err(|e| upstream(format!("loading checkpoint {}", checkpoint.display()))(e.to_string()))?;
-        Ok(Self { model, checkpoint_sha256, sampling, integrity: extras.integrity })
+        let weights_id = file_sha256(checkpoint)?;
+        let (model, extras) = Model::load_checkpoint(checkpoint)
+            .map_err(|e| upstream(format!("loading checkpoint {}", checkpoint.display()))(e.to_string()))?;
+        Ok(Self { model, weights_id, sampling, batch_norm: None, integrity: extras.integrity })
     }
 
-    /// Whether the checkpoint's content hash was checked.
+    /// Loads a run folder's model (`model.safetensors`, or an old `checkpoint.safetensors`). The
+    /// deterministic pass of a BatchNorm CVN uses the run's argmax BatchNorm statistics — the
+    /// stored `argmax_bn.safetensors`, as `eval --deterministic` and `predict` do, else estimated
+    /// on the run's training data the same way; sampled passes use the training statistics.
+    pub fn from_run(dir: &Path, sampling: Sampling) -> Result<Self> {
+        let context = || format!("loading run {}", dir.display());
+        let run = cvn_models::run::load_model(dir).map_err(|e| upstream(context())(e.to_string()))?;
+        let mut weights_id = file_sha256(&run.path)?;
+        let integrity = run.integrity;
+        let mut model = run.model;
+        let mut batch_norm = None;
+        if sampling == Sampling::Deterministic && ArgmaxBatchNorm::needed(&model) {
+            let stats = (|| -> std::result::Result<_, cvn_models::train::TrainError> {
+                let config = run_config(dir)?;
+                let data = TrainData::load(&config)?;
+                run_argmax_bn(dir, &model, &config, &data)
+            })()
+            .map_err(|e| upstream(context())(e.to_string()))?;
+            if let Some((stats, origin)) = stats {
+                stats.apply(&mut model, &dir.display().to_string()).map_err(|e| upstream(context())(e.to_string()))?;
+                let (id, note) = match origin {
+                    ArgmaxBnOrigin::Stored(path) => (file_sha256(&path)?, format!("argmax BatchNorm statistics from {}", path.display())),
+                    ArgmaxBnOrigin::Estimated => (
+                        format!("estimated({},{})", stats.images, stats.data_source),
+                        format!(
+                            "argmax BatchNorm statistics estimated on {} images of {} (the run stores none)",
+                            stats.images, stats.data_source
+                        ),
+                    ),
+                };
+                weights_id = format!("{weights_id}+bn:{id}");
+                batch_norm = Some(note);
+            }
+        }
+        Ok(Self { model, weights_id, sampling, batch_norm, integrity })
+    }
+
+    /// Where the BatchNorm statistics of a BatchNorm CVN's deterministic pass came from.
+    pub fn batch_norm_note(&self) -> Option<&str> {
+        self.batch_norm.as_deref()
+    }
+
+    /// Whether the model file's content hash was checked.
     pub fn integrity(&self) -> Integrity {
         self.integrity
     }
@@ -101,7 +150,7 @@ impl ActivationSource for ModelSource {
     }
 
     fn fingerprint(&self) -> String {
-        format!("{}:{}", self.checkpoint_sha256, self.sampling)
+        format!("{}:{}", self.weights_id, self.sampling)
     }
 
     fn record(&mut self, probe: &dyn ProbeSet, indices: &[usize], layers: &[String]) -> Result<Vec<LayerOutput>> {

@@ -1,4 +1,5 @@
-//! [`Spread`]: `n` samples of a data set taken at even steps through it, for `--train-limit`.
+//! [`Spread`]: `n` samples of a data set taken at even steps through it, for `--train-limit`, or its
+//! first `n` ([`Spread::first`]), for `predict --limit` (whose rows keep the set's indices).
 
 use std::sync::Arc;
 
@@ -11,17 +12,27 @@ use crate::rng::CounterRng;
 pub struct Spread {
     inner: Arc<dyn Dataset>,
     len: usize,
+    /// The first `len` samples instead.
+    first: bool,
 }
 
 impl Spread {
     /// At most `n` samples of `inner` (all of them if it has no more).
     pub fn new(inner: Arc<dyn Dataset>, n: usize) -> Self {
         let len = n.min(inner.len());
-        Self { inner, len }
+        Self { inner, len, first: false }
+    }
+
+    /// The first `n` samples of `inner` (all of them if it has no more), in order.
+    pub fn first(inner: Arc<dyn Dataset>, n: usize) -> Self {
+        Self { first: true, ..Self::new(inner, n) }
     }
 
     /// Index in `inner` of sample `index`: `⌊index · len(inner) / n⌋`, strictly increasing.
     fn source(&self, index: usize) -> usize {
+        if self.first {
+            return index;
+        }
         (index as u128 * self.inner.len() as u128 / self.len.max(1) as u128) as usize
     }
 }
