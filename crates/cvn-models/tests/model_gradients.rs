@@ -19,6 +19,7 @@ const PROBES: usize = 4;
 /// at 1e-3, with the initialisation drawn from the host key, `bn1.weight[1]` of the ReLU ResNet saw
 /// kinks on both sides (one-sided quotients −0.240 and −0.235 against the tape's −0.266, which
 /// 1e-4 confirms); the f32 floor below still leaves the quotients a few percent of resolution.
+const STEP: f32 = 1e-4;
 /// Allowed relative error, on top of the finite differences' rounding floor.
 const TOLERANCE: f32 = 0.05;
 
