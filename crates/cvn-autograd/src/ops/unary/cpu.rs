@@ -266,28 +266,7 @@ impl<A: Pointwise> simd::Kernel for Backward<'_, A> {
 mod tests {
     use super::*;
 
-    /// erf in f64: Maclaurin series below 2.5, the continued fraction of erfc above (both accurate
-    /// to ~1e-14 there).
-    fn erf64(x: f64) -> f64 {
-        let a = x.abs();
-        let value = if a < 2.5 {
-            let (mut sum, mut term, mut n) = (a, a, 0.0);
-            while term.abs() > 1e-18 {
-                n += 1.0;
-                term *= -a * a / n;
-                sum += term / (2.0 * n + 1.0);
-            }
-            sum * 2.0 / std::f64::consts::PI.sqrt()
-        } else {
-            // erfc(a) = e^{-a²}/√π · 1/(a + (1/2)/(a + 1/(a + (3/2)/(a + …))))
-            let mut fraction = a;
-            for k in (1..200).rev() {
-                fraction = a + (k as f64 / 2.0) / fraction;
-            }
-            1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / fraction
-        };
-        value.copysign(x)
-    }
+    use crate::conformance::reference::erf as erf64;
 
     #[test]
     fn erf_is_within_1e_minus_7_everywhere() {
