@@ -8,7 +8,7 @@ use cvn_models::data::FashionMnist;
 use cvn_models::Model;
 use dissect::cache::Cache;
 use dissect::integration::{ClipModelEncoder, DatasetProbe, ModelSource, Sampling};
-use dissect::report::{write_outputs, Named};
+use dissect::outputs::{write_outputs, Named, Provenance, RunInfo, Settings};
 use dissect::source::{ProbeSet, Silent};
 use dissect::{dissect, ConceptSet, DissectError, Options, Scorer};
 
@@ -62,7 +62,24 @@ fn label_backend_dissects_a_competition_vit_and_caches_its_activations() {
         assert!(e.predicted.is_some() && e.class.is_some());
     }
 
-    let out = write_outputs(&dir.join("dissect"), Named { run: "runs/test", dissection: &d }, &probe, None).unwrap();
+    let info = source.run_info(&dir).unwrap();
+    assert_eq!((info.competitors, info.checkpoint.as_str()), (4, checkpoint.to_str().unwrap()));
+    assert_eq!(info.content_sha256.as_ref().map(String::len), Some(64), "the model file's content hash");
+    assert_eq!(info.test_top1_deterministic, None, "no run summary");
+    let settings = Settings {
+        layers: names.iter().map(|n| n.to_string()).collect(),
+        backend: "labels".into(),
+        concepts: concepts.name().into(),
+        similarity: d.similarity.clone(),
+        pooling: d.pooling.clone(),
+        probe: probe.id(),
+        sampling: "deterministic".into(),
+        examples: 4,
+        explain_layer: None,
+        compare: None,
+    };
+    let provenance = Provenance::now(settings, vec!["dissect".into()]);
+    let out = write_outputs(&dir.join("dissect"), Named { run: &info, dissection: &d }, &probe, None, &provenance).unwrap();
     let csv = std::fs::read_to_string(&out.neurons_csv).unwrap();
     assert_eq!(csv.lines().count(), 1 + 4 * 384 + 10);
     assert!(std::fs::read_to_string(&out.report_html).unwrap().contains("data:image/png;base64,"));
@@ -72,7 +89,9 @@ fn label_backend_dissects_a_competition_vit_and_caches_its_activations() {
     let before: Vec<Vec<u8>> = [&out.neurons_csv, &out.summary_json, &out.report_html].iter().map(|p| std::fs::read(p).unwrap()).collect();
     let blocker = cvn_autograd::io::temp_path(&out.report_html);
     std::fs::create_dir_all(&blocker).unwrap();
-    let err = write_outputs(&dir.join("dissect"), Named { run: "runs/other", dissection: &d }, &probe, None).unwrap_err().to_string();
+    let other = RunInfo { run: "runs/other".into(), ..info.clone() };
+    let err =
+        write_outputs(&dir.join("dissect"), Named { run: &other, dissection: &d }, &probe, None, &provenance).unwrap_err().to_string();
     assert!(err.contains("report.html"), "{err}");
     let after: Vec<Vec<u8>> = [&out.neurons_csv, &out.summary_json, &out.report_html].iter().map(|p| std::fs::read(p).unwrap()).collect();
     assert!(before == after, "a failed write replaced some outputs");
@@ -126,7 +145,8 @@ fn unknown_layers_and_mismatched_checkpoints_are_clear_errors() {
     let err = dissect(&mut source, &probe, Scorer::Labels, &concepts, &options, &Cache::disabled(), &Silent).unwrap_err();
     assert!(matches!(err, DissectError::UnknownLayer { .. }), "{err}");
     let message = err.to_string();
-    assert!(message.contains("blocks.9.mlp.act") && message.contains("blocks.3.mlp.act") && message.contains("head"), "{message}");
+    assert!(message.contains("blocks.9.mlp.act") && message.contains("did you mean `blocks.0.mlp.act`"), "{message}");
+    assert!(!message.contains("head"), "the closest names, not all: {message}");
 
     // A checkpoint whose configuration does not fit its tensors (embed_dim 96 → 48 in the metadata).
     let mut bytes = std::fs::read(&checkpoint).unwrap();

@@ -41,7 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// `cargo xtask dissect` with its defaults on the demo run, parsed through the same flags so the
-/// defaults live in one place.
+/// defaults live in one place; forced, as the demo replaces its whole run.
 fn dissect_default(run: &Path) -> anyhow::Result<PathBuf> {
     #[derive(clap::Parser)]
     struct Dissect {
@@ -50,7 +50,7 @@ fn dissect_default(run: &Path) -> anyhow::Result<PathBuf> {
     }
     let run = run.to_str().context("the run folder is not valid UTF-8")?;
     let cli = <Dissect as clap::Parser>::try_parse_from(["dissect", "--run", run])?;
-    Ok(crate::dissect::dissect_run(&cli.args)?.report_html)
+    Ok(crate::dissect::dissect_run(&cli.args.forced())?.report_html)
 }
 
 /// Trains the default CVN into `out`, replacing an earlier demo run there.

@@ -1,8 +1,9 @@
-//! `cargo xtask dissect --run runs/NAME [--layers a,b] [--clip DIR] [--concepts FILE|NAME]
+//! `cargo xtask dissect --run runs/NAME [--out DIR] [--layers a,b] [--clip DIR] [--concepts FILE|NAME]
 //! [--similarity soft-wpmi] [--probe fashion-mnist-test|IMAGEFOLDER] [--examples 16]
-//! [--compare runs/OTHER] [--no-cache]`: names the neurons of a run's network (CLIP-Dissect), explains
-//! probe images by their winners and writes `neurons.csv`, `summary.json` and `report.html` into
-//! `runs/NAME/dissect/` ([`dissect`]).
+//! [--compare runs/OTHER] [--sampled [--seed N]] [--no-cache] [--force]`: names the neurons of a
+//! run's network (CLIP-Dissect), explains probe images by their winners and writes `neurons.csv`,
+//! `summary.json` and `report.html` into `--out` (default `runs/NAME/dissect/`), which holds one
+//! dissection: other settings go elsewhere unless `--force` ([`dissect::outputs`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -14,66 +15,106 @@ use cvn_models::train::{integrity_note, run_config};
 use cvn_models::RunLock;
 use dissect::cache::Cache;
 use dissect::integration::{ClipModelEncoder, DatasetProbe, ModelSource, Sampling};
-use dissect::pipeline::{dissect, Dissection, Options, Scorer};
+use dissect::outputs::{check_out_dir, write_outputs, Named, Outputs, Provenance, RunInfo, Settings};
+use dissect::pipeline::{dissect, planned_layers, Dissection, Options, Scorer};
 use dissect::record::Pooling;
-use dissect::report::{write_outputs, Named, Outputs};
 use dissect::source::{ProbeSet, Progress};
 use dissect::{ConceptSet, Similarity};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cli::{at_least_one, existing_dir};
+
 /// The probe set named `fashion-mnist-test`; anything else is an ImageFolder path.
 const FASHION_MNIST_TEST: &str = "fashion-mnist-test";
 
+/// `--probe`: the name `fashion-mnist-test`, else a folder that exists.
+fn probe_spec(value: &str) -> Result<String, String> {
+    if value == FASHION_MNIST_TEST {
+        Ok(value.to_string())
+    } else {
+        existing_dir(value).map(|_| value.to_string())
+    }
+}
+
 #[derive(clap::Args, Clone)]
+#[command(after_help = "Examples:
+  cargo xtask dissect --run runs/vit-u4 --compare runs/vit-u1
+  cargo xtask dissect --run runs/vit-u4 --clip weights/clip-vit-base-patch16 --concepts broden --similarity cos --out runs/vit-u4/dissect-broden-cos")]
 pub struct Args {
     /// Run folder (holding model.safetensors, or an old checkpoint.safetensors).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR", value_parser = existing_dir)]
     run: PathBuf,
-    /// Layers to name, comma-separated (default: the competition layers and the classifier; ResNet:
-    /// layer1..layer4 and fc).
-    #[arg(long, value_delimiter = ',')]
+    /// Folder for neurons.csv, summary.json and report.html. It holds one dissection: one made with
+    /// other settings (layers, similarity, concepts, probe, ...) is not replaced without --force
+    /// [default: RUN/dissect].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Replace the dissection in --out even when it was made with other settings.
+    #[arg(long)]
+    force: bool,
+    /// Layers to name, comma-separated [default: the competition layers and the classifier; ResNet:
+    /// layer1..layer4 and fc].
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     layers: Vec<String>,
     /// Hugging Face CLIP directory (config.json, model.safetensors, tokenizer.json). Without it the
     /// label backend names neurons after the probe set's classes.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR", value_parser = existing_dir)]
     clip: Option<PathBuf>,
     /// Concept set: a file (one concept per line) or 20k, 10k, 3k, broden, imagenet, places365,
-    /// cifar100, imagenet-gpt (default: 20k with --clip, the probe's class names without).
-    #[arg(long)]
+    /// cifar100, imagenet-gpt [default: 20k with --clip, the probe's class names without].
+    #[arg(long, value_name = "FILE|NAME")]
     concepts: Option<String>,
-    /// cos, cos-cubed, rank-reorder, wpmi or soft-wpmi.
+    /// Similarity of neurons and concepts: cos, cos-cubed, rank-reorder, wpmi or soft-wpmi.
     #[arg(long, default_value = "soft-wpmi")]
     similarity: Similarity,
-    /// Probe images: fashion-mnist-test (the run's Fashion-MNIST) or an ImageFolder directory.
-    #[arg(long, default_value = FASHION_MNIST_TEST)]
+    /// Probe images: fashion-mnist-test (the run's Fashion-MNIST test split) or an ImageFolder
+    /// directory.
+    #[arg(long, value_name = "NAME|DIR", default_value = FASHION_MNIST_TEST, value_parser = probe_spec)]
     probe: String,
-    /// Only the first N probe images.
-    #[arg(long)]
+    /// Only the first N probe images [default: all].
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     limit: Option<usize>,
-    /// Probe images explained by their winners in the report.
-    #[arg(long, default_value_t = 16)]
+    /// Probe images explained by their winners in the report (0: none).
+    #[arg(long, value_name = "N", default_value_t = 16)]
     examples: usize,
-    /// The layer whose winners explain the examples (default: the last named layer that feeds the
-    /// classifier, else the last named one before it).
-    #[arg(long)]
+    /// The layer whose winners explain the examples [default: the last named layer that feeds the
+    /// classifier, else the last named one before it].
+    #[arg(long, value_name = "NAME")]
     explain_layer: Option<String>,
     /// A second run (e.g. the conventional twin) dissected the same way and compared in the report.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR", value_parser = existing_dir)]
     compare: Option<PathBuf>,
     /// Spatial pooling of conv maps: mean or max.
     #[arg(long, default_value = "mean")]
     pooling: Pooling,
-    /// Sample competition winners with this seed (DISCOVER's stochastic inference) instead of argmax.
+    /// Sample the competition winners (DISCOVER's stochastic inference) instead of taking each
+    /// block's strongest unit.
     #[arg(long)]
-    sample: Option<u64>,
+    sampled: bool,
+    /// Seed of the sampled winners' noise (with --sampled) [default: the run's training seed].
+    #[arg(long, value_name = "N", requires = "sampled")]
+    seed: Option<u64>,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_name = "N", default_value = "64", value_parser = at_least_one)]
     batch: usize,
-    /// Recompute activations and CLIP embeddings instead of using runs/NAME/dissect/cache.
+    /// Recompute activations and CLIP embeddings instead of using RUN/dissect/cache.
     #[arg(long)]
     no_cache: bool,
     #[command(flatten)]
     device: crate::device::DeviceArgs,
+}
+
+impl Args {
+    /// Where the outputs go.
+    fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| self.run.join("dissect"))
+    }
+
+    /// `--force` (the demo replaces its whole run, dissection included).
+    pub fn forced(mut self) -> Self {
+        self.force = true;
+        self
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -91,24 +132,36 @@ pub fn dissect_run(args: &Args) -> anyhow::Result<Outputs> {
         Some(dir) => Some(ClipModelEncoder::load(dir, &device, args.device.dtype()).with_context(|| format!("--clip {}", dir.display()))?),
         None => None,
     };
-    let main = dissect_one(args, &args.run, clip.as_ref(), &device)?;
+    let main = Prepared::new(args, &args.run, clip.as_ref(), &device)?;
     let other = match &args.compare {
-        Some(other) => Some(dissect_one(args, other, clip.as_ref(), &device).with_context(|| format!("--compare {}", other.display()))?),
+        Some(other) => Some(Prepared::new(args, other, clip.as_ref(), &device).with_context(|| format!("--compare {}", other.display()))?),
         None => None,
     };
-    let (dissection, probe) = &main;
-    print_summary(&args.run, dissection);
-    let run_name = args.run.display().to_string();
-    let other_name = args.compare.as_ref().map(|p| p.display().to_string());
-    let compare = other.as_ref().zip(other_name.as_deref()).map(|((d, _), run)| Named { run, dissection: d });
-    if let Some(named) = compare {
-        print_summary(Path::new(named.run), named.dissection);
+    // Before the long work: the output folder must be free for these settings.
+    let out = args.out_dir();
+    let settings = main.settings(args);
+    check_out_dir(&out, &settings, args.force)?;
+    let provenance = Provenance::now(settings, std::env::args().collect());
+
+    let main = main.run(args, clip.as_ref())?;
+    print_summary(&args.run, &main.dissection);
+    let other = match other {
+        Some(prepared) => {
+            let dir = prepared.run_dir.clone();
+            Some(prepared.run(args, clip.as_ref()).with_context(|| format!("--compare {}", dir.display()))?)
+        }
+        None => None,
+    };
+    if let Some(o) = &other {
+        print_summary(&o.run_dir, &o.dissection);
     }
-    let dir = args.run.join("dissect");
-    write_outputs(&dir, Named { run: &run_name, dissection }, probe.as_ref(), compare).with_context(|| format!("writing {}", dir.display()))
+    let compare = other.as_ref().map(|o| Named { run: &o.info, dissection: &o.dissection });
+    write_outputs(&out, Named { run: &main.info, dissection: &main.dissection }, main.probe.as_ref(), compare, &provenance)
+        .with_context(|| format!("writing {}", out.display()))
 }
 
-/// Locks `--run` and `--compare` (once if they are the same folder).
+/// Locks `--run` and `--compare` (once if they are the same folder), and `--out` when it lies
+/// outside the run.
 fn lock_runs(args: &Args) -> anyhow::Result<Vec<RunLock>> {
     let mut locks = vec![RunLock::existing(&args.run)?];
     if let Some(other) = &args.compare {
@@ -117,63 +170,115 @@ fn lock_runs(args: &Args) -> anyhow::Result<Vec<RunLock>> {
             locks.push(RunLock::existing(other).with_context(|| format!("--compare {}", other.display()))?);
         }
     }
+    // An --out outside the run has a lock of its own.
+    let out = args.out_dir();
+    if cvn_models::run_lock::lock_if_writing_into(&args.run, &out.join("report.html"))?.is_none() {
+        locks.push(RunLock::acquire(&out).with_context(|| format!("--out {}", out.display()))?);
+    }
     Ok(locks)
 }
 
-fn dissect_one(
-    args: &Args,
-    run: &Path,
-    clip: Option<&ClipModelEncoder>,
-    device: &Device,
-) -> anyhow::Result<(Dissection, Box<dyn ProbeSet>)> {
-    let sampling = match args.sample {
-        Some(seed) => Sampling::Sample { seed, batch_size: args.batch },
-        None => Sampling::Deterministic,
-    };
-    let mut source = ModelSource::from_run(run, sampling)?;
-    if let Some(note) = integrity_note(&cvn_models::run::model_file(run)?, source.integrity()) {
-        println!("{note}");
+/// One run loaded with its probe set, concepts and options: everything but the long work.
+struct Prepared {
+    run_dir: PathBuf,
+    source: ModelSource,
+    probe: Box<dyn ProbeSet>,
+    concepts: ConceptSet,
+    options: Options,
+    cache: Cache,
+}
+
+/// One run dissected.
+struct Done {
+    run_dir: PathBuf,
+    info: RunInfo,
+    dissection: Dissection,
+    probe: Box<dyn ProbeSet>,
+}
+
+impl Prepared {
+    fn new(args: &Args, run: &Path, clip: Option<&ClipModelEncoder>, device: &Device) -> anyhow::Result<Self> {
+        let sampling = if args.sampled {
+            let seed = match args.seed {
+                Some(seed) => seed,
+                None => run_config(run)
+                    .map(|c| c.seed)
+                    .with_context(|| format!("--sampled: the seed of {} (or give --seed N)", run.display()))?,
+            };
+            Sampling::Sample { seed, batch_size: args.batch }
+        } else {
+            Sampling::Deterministic
+        };
+        let mut source = ModelSource::from_run(run, sampling)?;
+        if let Some(note) = integrity_note(&cvn_models::run::model_file(run)?, source.integrity()) {
+            println!("{note}");
+        }
+        source.to_device(device)?;
+        if let Some(note) = source.batch_norm_note() {
+            println!("{}: {note}", run.display());
+        }
+        let probe = load_probe(args, run, &source)?;
+        let concepts = match (&args.concepts, clip) {
+            (Some(spec), _) => ConceptSet::load(spec).with_context(|| format!("--concepts {spec}"))?,
+            (None, Some(_)) => ConceptSet::load("20k")?,
+            (None, None) => {
+                ConceptSet::from_lines(format!("class names of {}", args.probe), probe.class_names().iter().map(String::as_str))?
+            }
+        };
+        let options = Options {
+            layers: args.layers.clone(),
+            similarity: args.similarity,
+            pooling: args.pooling,
+            examples: args.examples,
+            explain_layer: args.explain_layer.clone(),
+            batch_size: args.batch,
+            ..Options::default()
+        };
+        let cache = if args.no_cache { Cache::disabled() } else { Cache::at(run.join("dissect").join("cache")) };
+        Ok(Self { run_dir: run.to_path_buf(), source, probe, concepts, options, cache })
     }
-    source.to_device(device)?;
-    if let Some(note) = source.batch_norm_note() {
-        println!("{}: {note}", run.display());
+
+    /// What makes this dissection differ from another of the same run.
+    fn settings(&self, args: &Args) -> Settings {
+        let (layers, explain_layer) = planned_layers(&self.source, &self.options);
+        Settings {
+            layers,
+            backend: args.clip.as_ref().map_or("labels".to_string(), |dir| format!("clip {}", dir.display())),
+            concepts: self.concepts.name().to_string(),
+            similarity: self.options.similarity.name().to_string(),
+            pooling: self.options.pooling.to_string(),
+            probe: self.probe.id(),
+            sampling: self.source.sampling().to_string(),
+            examples: self.options.examples,
+            explain_layer,
+            compare: args.compare.as_ref().map(|p| p.display().to_string()),
+        }
     }
-    let probe = load_probe(args, run, &source)?;
-    let concepts = match (&args.concepts, clip) {
-        (Some(spec), _) => ConceptSet::load(spec)?,
-        (None, Some(_)) => ConceptSet::load("20k")?,
-        (None, None) => ConceptSet::from_lines(format!("class names of {}", args.probe), probe.class_names().iter().map(String::as_str))?,
-    };
-    let scorer = match clip {
-        Some(clip) => Scorer::Clip(clip),
-        None => Scorer::Labels,
-    };
-    let options = Options {
-        layers: args.layers.clone(),
-        similarity: args.similarity,
-        pooling: args.pooling,
-        examples: args.examples,
-        explain_layer: args.explain_layer.clone(),
-        batch_size: args.batch,
-        ..Options::default()
-    };
-    let cache = if args.no_cache { Cache::disabled() } else { Cache::at(run.join("dissect").join("cache")) };
-    // The run is locked: temporary files here are a killed writer's.
-    cvn_autograd::io::remove_stale_temps(&run.join("dissect"))?;
-    cache.remove_stale_temps()?;
-    println!(
-        "dissecting {} on {} ({} images) against {} ({} concepts), {}",
-        run.display(),
-        args.probe,
-        probe.len(),
-        concepts.name(),
-        concepts.len(),
-        args.similarity
-    );
-    let bars = Bars::default();
-    let dissection = dissect(&mut source, probe.as_ref(), scorer, &concepts, &options, &cache, &bars)
-        .with_context(|| format!("dissecting {}", run.display()))?;
-    Ok((dissection, probe))
+
+    fn run(mut self, args: &Args, clip: Option<&ClipModelEncoder>) -> anyhow::Result<Done> {
+        let run = &self.run_dir;
+        // The run is locked: temporary files here are a killed writer's.
+        cvn_autograd::io::remove_stale_temps(&run.join("dissect"))?;
+        self.cache.remove_stale_temps()?;
+        println!(
+            "dissecting {} on {} ({} images) against {} ({} concepts), {}",
+            run.display(),
+            args.probe,
+            self.probe.len(),
+            self.concepts.name(),
+            self.concepts.len(),
+            args.similarity
+        );
+        let scorer = match clip {
+            Some(clip) => Scorer::Clip(clip),
+            None => Scorer::Labels,
+        };
+        let bars = Bars::default();
+        let dissection = dissect(&mut self.source, self.probe.as_ref(), scorer, &self.concepts, &self.options, &self.cache, &bars)
+            .with_context(|| format!("dissecting {}", run.display()))?;
+        let info = self.source.run_info(run)?;
+        Ok(Done { run_dir: self.run_dir, info, dissection, probe: self.probe })
+    }
 }
 
 fn load_probe(args: &Args, run: &Path, source: &ModelSource) -> anyhow::Result<Box<dyn ProbeSet>> {

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod build_kernels;
+mod cli;
 mod clip;
 mod demo;
 mod device;

@@ -19,8 +19,12 @@ pub enum DissectError {
     UnknownConceptSet(String, String),
     #[error("concept set {0} holds no concepts (every line is empty)")]
     EmptyConceptSet(PathBuf),
-    #[error("unknown layer `{layer}`: available layers are {available}")]
-    UnknownLayer { layer: String, available: String },
+    /// A layer name the model does not have; `suggestions` are its closest names.
+    #[error("unknown layer `{layer}`: {suggestions}")]
+    UnknownLayer { layer: String, suggestions: String },
+    /// The output folder holds another dissection, which would be replaced.
+    #[error("{dir} holds {what}: write this one elsewhere with --out DIR, or pass --force to replace it")]
+    OutputsExist { dir: PathBuf, what: String },
     /// The label backend needs the probe set's class labels.
     #[error("probe set `{0}` has no class labels: the label backend needs them (or pass --clip DIR for the CLIP backend)")]
     MissingLabels(String),
@@ -56,7 +60,38 @@ impl DissectError {
         Self::Parameter { name: name.into(), detail: detail.into() }
     }
 
+    /// An unknown layer name, with the closest of the `available` names (by edit distance)
+    /// suggested rather than all of them listed.
+    pub fn unknown_layer<S: AsRef<str>>(layer: &str, available: &[S]) -> Self {
+        /// How many of the closest names are suggested.
+        const SUGGESTIONS: usize = 3;
+        let mut ranked: Vec<(usize, &str)> = available.iter().map(|a| (strsim::levenshtein(layer, a.as_ref()), a.as_ref())).collect();
+        ranked.sort();
+        let closest: Vec<String> = ranked.iter().take(SUGGESTIONS).map(|(_, name)| format!("`{name}`")).collect();
+        let suggestions = match closest.len() {
+            0 => "the model has no recordable layers".to_string(),
+            _ => format!("did you mean {}? (the model has {} layers)", closest.join(", "), available.len()),
+        };
+        Self::UnknownLayer { layer: layer.to_string(), suggestions }
+    }
+
     pub(crate) fn shape(what: impl Into<String>, expected: impl Into<String>, got: impl Into<String>) -> Self {
         Self::Shape { what: what.into(), expected: expected.into(), got: got.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_layers_suggest_the_closest_names() {
+        let layers: Vec<String> =
+            (0..12).flat_map(|b| [format!("blocks.{b}.attn"), format!("blocks.{b}.mlp.act")]).chain(["head".into()]).collect();
+        let message = DissectError::unknown_layer("blocks.3.mlp.ac", &layers).to_string();
+        assert!(message.starts_with("unknown layer `blocks.3.mlp.ac`: did you mean `blocks.3.mlp.act`"), "{message}");
+        assert!(message.contains("(the model has 25 layers)") && !message.contains("blocks.11.attn"), "{message}");
+        assert_eq!(message.matches('`').count(), 2 + 2 * 3, "three suggestions: {message}");
+        assert!(DissectError::unknown_layer("x", &[] as &[String]).to_string().contains("no recordable layers"));
     }
 }

@@ -2,7 +2,7 @@
 //! `cvn-models`, CLIP from `clip-encoder`.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clip_encoder::Clip;
@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::{file_sha256, hex, hex_sha256};
 use crate::error::{DissectError, Result};
+use crate::outputs::RunInfo;
 use crate::source::{ActivationSource, ClipEncoder, Head, LayerOutput, ProbeSet, TextEncoder};
 
 fn upstream(context: impl Into<String>) -> impl FnOnce(String) -> DissectError {
@@ -58,6 +59,8 @@ pub struct ModelSource {
     /// Where a BatchNorm CVN's argmax statistics came from (deterministic recording of a run).
     batch_norm: Option<String>,
     integrity: Integrity,
+    /// The model file.
+    path: PathBuf,
 }
 
 impl ModelSource {
@@ -68,7 +71,7 @@ impl ModelSource {
         let weights_id = file_sha256(checkpoint)?;
         let (model, extras) = Model::load_checkpoint(checkpoint)
             .map_err(|e| upstream(format!("loading checkpoint {}", checkpoint.display()))(e.to_string()))?;
-        Ok(Self { model, weights_id, sampling, batch_norm: None, integrity: extras.integrity })
+        Ok(Self { model, weights_id, sampling, batch_norm: None, integrity: extras.integrity, path: checkpoint.to_path_buf() })
     }
 
     /// Loads a run folder's model (`model.safetensors`, or an old `checkpoint.safetensors`). The
@@ -105,12 +108,17 @@ impl ModelSource {
                 batch_norm = Some(note);
             }
         }
-        Ok(Self { model, weights_id, sampling, batch_norm, integrity })
+        Ok(Self { model, weights_id, sampling, batch_norm, integrity, path: run.path })
     }
 
     /// Where the BatchNorm statistics of a BatchNorm CVN's deterministic pass came from.
     pub fn batch_norm_note(&self) -> Option<&str> {
         self.batch_norm.as_deref()
+    }
+
+    /// How the competition layers pick winners.
+    pub fn sampling(&self) -> Sampling {
+        self.sampling
     }
 
     /// Whether the model file's content hash was checked.
@@ -120,6 +128,29 @@ impl ModelSource {
 
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// What the outputs say about the run in `dir` this model comes from: its preset and U (from
+    /// the run's training configuration, else the model's own), the model file and its stored
+    /// content hash, and the test accuracy of the run's `summary.json` when it has one.
+    pub fn run_info(&self, dir: &Path) -> Result<RunInfo> {
+        let (model, competitors) = match run_config(dir) {
+            Ok(config) => (config.model, config.competitors),
+            Err(_) => {
+                let kind = if self.is_vit() { "vit" } else { "resnet18" };
+                (format!("{kind} (no preset recorded)"), self.model.config().competition().competitors)
+            }
+        };
+        let test = cvn_models::train::Summary::read(dir).ok().map(|s| s.test);
+        Ok(RunInfo {
+            run: dir.display().to_string(),
+            model,
+            competitors,
+            checkpoint: self.path.display().to_string(),
+            content_sha256: stored_content_hash(&self.path)?,
+            test_top1_sampled: test.as_ref().and_then(|t| t.top1_sampled),
+            test_top1_deterministic: test.map(|t| t.top1_deterministic),
+        })
     }
 
     /// Records on `device` (the probe batches are copied there, the recordings back).
@@ -171,7 +202,9 @@ impl ActivationSource for ModelSource {
         };
         let mut forward = Forward::new(mode, seed, step).with_taps(layers.iter().cloned());
         self.model.forward(&x, &mut forward).map_err(|e| match e {
-            cvn_models::Error::UnknownLayer { name, available } => DissectError::UnknownLayer { layer: name, available },
+            cvn_models::Error::UnknownLayer { name, available } => {
+                DissectError::unknown_layer(&name, &available.split(", ").collect::<Vec<_>>())
+            }
             other => upstream("forward pass over the probe images")(other.to_string()),
         })?;
         let taps = forward.take_taps();
@@ -197,6 +230,14 @@ impl ActivationSource for ModelSource {
             weight: Array2::from_shape_vec((rows, cols), weight.to_vec().ok()?).ok()?,
         })
     }
+}
+
+/// The `content_sha256` a safetensors file stores in its metadata (`None` when it has none).
+fn stored_content_hash(path: &Path) -> Result<Option<String>> {
+    let bytes = std::fs::read(path).map_err(|err| DissectError::io(path, err))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|err| DissectError::format(path, format!("not a safetensors file: {err}")))?;
+    Ok(header.metadata().as_ref().and_then(|m| m.get(cvn_autograd::io::CONTENT_HASH_KEY).cloned()))
 }
 
 /// A `cvn-models` data set as probe images: labels, class names, raw images and model inputs.

@@ -13,7 +13,8 @@
 //! 4. [`label`] — each neuron's best concept and the next four; top-1/top-5 accuracy (and CLIP-text
 //!    cosine) of the classifier layer's names against the class names.
 //! 5. [`explain`] — per probe image, the active neurons of a layer, their names and contributions.
-//! 6. [`report`] — `neurons.csv`, `summary.json`, a self-contained `report.html`.
+//! 6. [`outputs`] — `neurons.csv`, `summary.json` and [`report`]'s self-contained `report.html`, one
+//!    dissection per folder.
 //!
 //! [`pipeline::dissect`] runs them in order against the small interfaces of [`source`]
 //! (`ProbeSet`, `ActivationSource`, `ClipEncoder`), which [`integration`] implements for the
@@ -35,6 +36,7 @@ mod error;
 pub mod explain;
 pub mod integration;
 pub mod label;
+pub mod outputs;
 pub mod parity;
 pub mod pipeline;
 pub mod record;

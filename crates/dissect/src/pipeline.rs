@@ -123,16 +123,7 @@ pub fn dissect(
     progress: &dyn Progress,
 ) -> Result<Dissection> {
     let head = source.head();
-    let mut named = if options.layers.is_empty() { source.default_layers() } else { options.layers.clone() };
-    let explain_layer = match &options.explain_layer {
-        Some(layer) => Some(layer.clone()),
-        None => default_explain_layer(&named, head.as_ref().map(|h| (h.layer.as_str(), h.inputs.as_slice()))),
-    };
-    if let Some(layer) = &explain_layer {
-        if !named.contains(layer) {
-            named.push(layer.clone());
-        }
-    }
+    let (named, explain_layer) = planned_layers(source, options);
     // The classifier is recorded whenever there is one: it gives the predictions of the examples.
     let mut recorded = named.clone();
     if let Some(h) = &head {
@@ -145,9 +136,7 @@ pub fn dissect(
     let activations = record_layers(source, probe, &recorded, options.pooling, options.batch_size, cache, progress)?;
     let record_seconds = start.elapsed().as_secs_f64();
     let by_name: HashMap<&str, &LayerActivations> = activations.iter().map(|a| (a.layer.as_str(), a)).collect();
-    let recorded_layer = |layer: &str| {
-        by_name.get(layer).copied().ok_or_else(|| DissectError::UnknownLayer { layer: layer.to_string(), available: recorded.join(", ") })
-    };
+    let recorded_layer = |layer: &str| by_name.get(layer).copied().ok_or_else(|| DissectError::unknown_layer(layer, &recorded));
 
     let start = Instant::now();
     let scores: Scores = match scorer {
@@ -217,6 +206,23 @@ pub fn dissect(
         record_seconds,
         score_seconds,
     })
+}
+
+/// The layers a dissection with `options` names (the explained layer included), and the layer whose
+/// winners explain the examples.
+pub fn planned_layers(source: &dyn ActivationSource, options: &Options) -> (Vec<String>, Option<String>) {
+    let head = source.head();
+    let mut named = if options.layers.is_empty() { source.default_layers() } else { options.layers.clone() };
+    let explain_layer = match &options.explain_layer {
+        Some(layer) => Some(layer.clone()),
+        None => default_explain_layer(&named, head.as_ref().map(|h| (h.layer.as_str(), h.inputs.as_slice()))),
+    };
+    if let Some(layer) = &explain_layer {
+        if !named.contains(layer) {
+            named.push(layer.clone());
+        }
+    }
+    (named, explain_layer)
 }
 
 /// The last named layer that is the classifier's input, else the last named one that is not the

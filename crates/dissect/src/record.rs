@@ -136,7 +136,7 @@ fn pool(output: &LayerOutput, pooling: Pooling, layer: &str) -> Result<PooledBat
 
 /// Records `layers` over all probe images, `batch_size` images per forward pass; layers found in
 /// `cache` (keyed by the source's fingerprint, the layer, the probe set and the pooling) are not
-/// recomputed. An unknown layer is an error listing the available ones.
+/// recomputed. An unknown layer is an error suggesting the closest names.
 pub fn record_layers(
     source: &mut dyn ActivationSource,
     probe: &dyn ProbeSet,
@@ -148,7 +148,7 @@ pub fn record_layers(
 ) -> Result<Vec<LayerActivations>> {
     let available = source.layers();
     if let Some(unknown) = layers.iter().find(|l| !available.contains(l)) {
-        return Err(DissectError::UnknownLayer { layer: unknown.clone(), available: available.join(", ") });
+        return Err(DissectError::unknown_layer(unknown, &available));
     }
     if probe.is_empty() {
         return Err(DissectError::parameter("probe set", format!("`{}` holds no images", probe.id())));
@@ -395,10 +395,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn unknown_layer_lists_the_available_ones() {
+    fn unknown_layer_suggests_the_available_ones() {
         let probe = CountingProbe { n: 3, classes: vec![] };
         let mut model = ToyModel { passes: 0 };
         let err = record_layers(&mut model, &probe, &["fc9".into()], Pooling::Mean, 8, &Cache::disabled(), &Silent).unwrap_err();
-        assert!(err.to_string().contains("fc9") && err.to_string().contains("conv, tokens, head"), "{err}");
+        assert!(err.to_string().contains("fc9") && err.to_string().contains("`head`"), "{err}");
     }
 }

@@ -1,255 +1,419 @@
-//! The outputs of a dissection: `neurons.csv`, `summary.json` and `report.html`, a self-contained
-//! page (thumbnails embedded as PNG data URIs, charts as inline SVG) that a person opens in a browser.
+//! `report.html`: one self-contained page (no external file or network access) that stays quick
+//! with tens of thousands of neurons. The header, summary tables and sparsity charts (inline SVG)
+//! are HTML; the neurons and examples travel as one embedded JSON document, from which a small
+//! script renders only what is shown — a page of rows per layer, more on request — so thumbnails
+//! (PNG data URIs) are decoded only for rendered rows. The script gives search by label, filters by
+//! layer, label and activity, sorting, per-layer anchors (`#layer-NAME`) and neuron anchors
+//! (`#n/LAYER/UNIT`, which the examples' winners link to); the same state can be set in the URL's
+//! query (`?search=…&layer=…&label=…&min=…&max=…&sort=score-desc&alts=1`).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
 
 use image::{imageops::FilterType, DynamicImage, ImageFormat};
 use serde::Serialize;
 
 use crate::error::{DissectError, Result};
 use crate::explain::Explanation;
-use crate::label::ClassifierEvaluation;
-use crate::pipeline::{Dissection, LabelCount, LayerReport};
+use crate::outputs::{Named, Provenance, RunInfo};
+use crate::pipeline::{Dissection, LayerReport};
 use crate::source::ProbeSet;
 
-/// A dissection with the run it belongs to.
-#[derive(Debug, Clone, Copy)]
-pub struct Named<'a> {
-    pub run: &'a str,
-    pub dissection: &'a Dissection,
-}
-
-/// The files [`write_outputs`] wrote.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outputs {
-    pub neurons_csv: PathBuf,
-    pub summary_json: PathBuf,
-    pub report_html: PathBuf,
-}
-
-/// Writes `neurons.csv`, `summary.json` and `report.html` into `dir`; `compare` adds the
-/// CVN-vs-conventional comparison.
-pub fn write_outputs(dir: &Path, main: Named, probe: &dyn ProbeSet, compare: Option<Named>) -> Result<Outputs> {
-    std::fs::create_dir_all(dir).map_err(|err| DissectError::io(dir, err))?;
-    let outputs =
-        Outputs { neurons_csv: dir.join("neurons.csv"), summary_json: dir.join("summary.json"), report_html: dir.join("report.html") };
-    let csv = neurons_csv(main.dissection);
-    let summary = serde_json::to_string_pretty(&summary(main, compare))
-        .map_err(|err| DissectError::format(&outputs.summary_json, err.to_string()))?;
-    let html = report_html(main, probe, compare)?;
-    // All three are written before any replaces its old version, so a failing write (a full
-    // disk) leaves the previous set whole.
-    let files: [(&Path, &[u8]); 3] =
-        [(&outputs.neurons_csv, csv.as_bytes()), (&outputs.summary_json, summary.as_bytes()), (&outputs.report_html, html.as_bytes())];
-    cvn_autograd::io::write_all_atomically(&files).map_err(|err| DissectError::format(dir, err.to_string()))?;
-    Ok(outputs)
-}
-
-/// One row per neuron: `layer,unit,label,score,alternatives` (alternatives as `name (score); …`).
-pub fn neurons_csv(d: &Dissection) -> String {
-    let mut out = String::from("layer,unit,label,score,alternatives\n");
-    for layer in &d.layers {
-        for n in &layer.neurons {
-            let alternatives = n.label.alternatives.iter().map(|(c, s)| format!("{c} ({s:.4})")).collect::<Vec<_>>().join("; ");
-            let _ = writeln!(
-                out,
-                "{},{},{},{},{}",
-                csv_field(&layer.layer),
-                n.label.unit,
-                csv_field(&n.label.label),
-                n.label.score,
-                csv_field(&alternatives)
-            );
-        }
-    }
-    out
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-/// How many of the most frequent labels each layer lists in the summary.
-const SUMMARY_LABELS: usize = 20;
-
-#[derive(Serialize)]
-struct LayerSummary<'a> {
-    layer: &'a str,
-    units: usize,
-    active_fraction: f64,
-    distinct_labels: usize,
-    label_distribution: &'a [LabelCount],
-    cached: bool,
-    similarity_seconds: f64,
-}
-
-#[derive(Serialize)]
-struct RunSummary<'a> {
-    run: &'a str,
-    backend: &'a str,
-    concept_set: &'a str,
-    concepts: usize,
-    similarity: &'a str,
-    pooling: &'a str,
-    probe: &'a str,
-    probe_images: usize,
-    unmatched_classes: &'a [String],
-    layers: Vec<LayerSummary<'a>>,
-    classifier: Option<&'a ClassifierEvaluation>,
-    examples: &'a [Explanation],
-    record_seconds: f64,
-    score_seconds: f64,
-}
-
-#[derive(Serialize)]
-struct Summary<'a> {
-    #[serde(flatten)]
-    main: RunSummary<'a>,
-    /// The other run of `--compare`, summarised the same way (without examples).
-    compare: Option<RunSummary<'a>>,
-}
-
-fn run_summary<'a>(named: Named<'a>, with_examples: bool) -> RunSummary<'a> {
-    let d = named.dissection;
-    RunSummary {
-        run: named.run,
-        backend: &d.backend,
-        concept_set: &d.concept_set,
-        concepts: d.concepts,
-        similarity: &d.similarity,
-        pooling: &d.pooling,
-        probe: &d.probe,
-        probe_images: d.probe_images,
-        unmatched_classes: &d.unmatched_classes,
-        layers: d
-            .layers
-            .iter()
-            .map(|l| LayerSummary {
-                layer: &l.layer,
-                units: l.units,
-                active_fraction: l.active_fraction,
-                distinct_labels: l.label_distribution.len(),
-                label_distribution: &l.label_distribution[..l.label_distribution.len().min(SUMMARY_LABELS)],
-                cached: l.cached,
-                similarity_seconds: l.similarity_seconds,
-            })
-            .collect(),
-        classifier: d.classifier.as_ref(),
-        examples: if with_examples { &d.examples } else { &[] },
-        record_seconds: d.record_seconds,
-        score_seconds: d.score_seconds,
-    }
-}
-
-fn summary<'a>(main: Named<'a>, compare: Option<Named<'a>>) -> Summary<'a> {
-    Summary { main: run_summary(main, true), compare: compare.map(|c| run_summary(c, false)) }
-}
+/// Neuron rows each layer shows at first, and adds per "more".
+pub const PAGE_ROWS: usize = 25;
 
 /// Longest side of an embedded thumbnail, in pixels.
 const THUMBNAIL: u32 = 64;
 
-/// The self-contained HTML report.
-pub fn report_html(main: Named, probe: &dyn ProbeSet, compare: Option<Named>) -> Result<String> {
-    let d = main.dissection;
-    let mut images: BTreeSet<usize> = d.examples.iter().map(|e| e.image).collect();
-    for layer in &d.layers {
-        for n in &layer.neurons {
-            images.extend(n.top_images.iter().copied());
+/// One neuron as the page's script reads it:
+/// `[unit, label, score, active fraction, [next concepts], [their scores], [top images]]`.
+type PageRow<'a> = (usize, &'a str, f32, f32, Vec<&'a str>, Vec<f32>, &'a [usize]);
+
+#[derive(Serialize)]
+struct PageLayer<'a> {
+    name: &'a str,
+    rows: Vec<PageRow<'a>>,
+}
+
+/// The embedded JSON document.
+#[derive(Serialize)]
+struct PageData<'a> {
+    layers: Vec<PageLayer<'a>>,
+    examples: &'a [Explanation],
+    /// Probe image → its class, for thumbnail captions.
+    image_class: BTreeMap<usize, String>,
+    /// Probe image → base64 PNG.
+    thumbs: BTreeMap<usize, String>,
+}
+
+fn page_data<'a>(d: &'a Dissection, probe: &dyn ProbeSet) -> Result<PageData<'a>> {
+    let layers = d
+        .layers
+        .iter()
+        .map(|layer| PageLayer {
+            name: &layer.layer,
+            rows: layer
+                .neurons
+                .iter()
+                .map(|n| {
+                    let (names, scores) = n.label.alternatives.iter().map(|(c, s)| (c.as_str(), *s)).unzip();
+                    (n.label.unit, n.label.label.as_str(), n.label.score, n.activity, names, scores, n.top_images.as_slice())
+                })
+                .collect(),
+        })
+        .collect();
+    let images: std::collections::BTreeSet<usize> = d
+        .examples
+        .iter()
+        .map(|e| e.image)
+        .chain(d.layers.iter().flat_map(|l| l.neurons.iter().flat_map(|n| n.top_images.iter().copied())))
+        .collect();
+    let class_names = probe.class_names();
+    let mut thumbs = BTreeMap::new();
+    let mut image_class = BTreeMap::new();
+    for i in images {
+        thumbs.insert(i, thumbnail_png_base64(probe, i)?);
+        if let Some(class) = probe.label(i).and_then(|c| class_names.get(c)) {
+            image_class.insert(i, class.clone());
         }
     }
-    let mut css = String::from(STYLE);
-    for &i in &images {
-        let _ = writeln!(css, ".i{i}{{background-image:url(data:image/png;base64,{})}}", thumbnail_png_base64(probe, i)?);
-    }
+    Ok(PageData { layers, examples: &d.examples, image_class, thumbs })
+}
 
+/// What a neuron's score means under each similarity function.
+fn score_meaning(similarity: &str) -> &'static str {
+    match similarity {
+        "soft-wpmi" => "soft weighted pointwise mutual information (CLIP-Dissect's default): the summed log-probability of the concept on the neuron's 100 top-activating probe images (each counted with a probability falling from 0.998 to 0.97 by rank), minus the concept's log-mean over all neurons of the layer — how much more the concept belongs to this neuron's images than to other neurons'",
+        "wpmi" => "weighted pointwise mutual information: the summed log-probability of the concept on the neuron's 28 top-activating probe images, minus 0.6 × the concept's log-mean over all neurons of the layer",
+        "cos" => "cosine between the neuron's activations over the probe images and the concept's scores on them (−1 to 1)",
+        "cos-cubed" => "cosine between the neuron's activations and the concept's scores, both centred and cubed first, which weights the strongest images most (−1 to 1)",
+        "rank-reorder" => "how closely the concept's scores follow the neuron's ranking of the probe images, against shuffled orderings (CLIP-Dissect's rank reorder)",
+        _ => "the similarity of the neuron's activations and the concept's scores over the probe images",
+    }
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or("—".to_string(), |v| format!("{:.2}%", 100.0 * v))
+}
+
+/// The page header: which model, checkpoint and accuracy, how and when it was dissected.
+fn header(h: &mut String, run: &RunInfo, d: &Dissection, provenance: &Provenance, compare: Option<Named>) {
+    let _ = write!(h, "<header><h1>Dissection of <code>{}</code></h1><dl class=meta>", esc(&run.run));
+    let mut item = |term: &str, value: String| {
+        let _ = write!(h, "<div><dt>{term}</dt><dd>{value}</dd></div>");
+    };
+    let kind = if run.competitors > 1 { "competition (LWTA) network" } else { "conventional network" };
+    item("model", format!("<b>{}</b>, U = {} ({kind})", esc(&run.model), run.competitors));
+    let hash = run.content_sha256.as_ref().map_or(" (no content hash)".to_string(), |hash| {
+        format!(" <span class=hash title=\"content_sha256 {0}\">sha256 {1}…</span>", esc(hash), esc(&hash[..hash.len().min(12)]))
+    });
+    item("checkpoint", format!("<code>{}</code>{hash}", esc(&run.checkpoint)));
+    let accuracy = if run.test_top1_sampled.is_none() && run.test_top1_deterministic.is_none() {
+        "not recorded (the run has no summary.json)".to_string()
+    } else {
+        format!("{} (stochastic passes averaged), {} (deterministic)", percent(run.test_top1_sampled), percent(run.test_top1_deterministic))
+    };
+    item("test top-1", accuracy);
+    if let Some(other) = compare {
+        let r = other.run;
+        item(
+            "compared with",
+            format!(
+                "<code>{}</code>: {}, U = {}, test top-1 {} / {}",
+                esc(&r.run),
+                esc(&r.model),
+                r.competitors,
+                percent(r.test_top1_sampled),
+                percent(r.test_top1_deterministic)
+            ),
+        );
+    }
+    let backend = if d.backend == "labels" {
+        "the <b>label backend</b>: no CLIP weights were given, so the probe set's class labels score the images and every neuron is named after a class".to_string()
+    } else {
+        format!("<b>{}</b>", esc(&d.backend))
+    };
+    item("labels by", backend);
+    item("concepts", format!("<b>{}</b> ({} concepts)", esc(&d.concept_set), d.concepts));
+    item("similarity", format!("<b>{}</b>", esc(&d.similarity)));
+    item(
+        "probe",
+        format!(
+            "<b>{}</b> ({} images), pooling {}, {}",
+            esc(&d.probe),
+            d.probe_images,
+            esc(&d.pooling),
+            esc(&provenance.settings.sampling)
+        ),
+    );
+    item("dissected", esc(&provenance.date));
+    item("command", format!("<code>{}</code>", esc(&provenance.command.join(" "))));
+    h.push_str("</dl></header>");
+}
+
+/// The self-contained HTML report.
+pub fn report_html(main: Named, probe: &dyn ProbeSet, compare: Option<Named>, provenance: &Provenance) -> Result<String> {
+    let d = main.dissection;
+    let data = serde_json::to_string(&page_data(d, probe)?).map_err(|e| DissectError::format("report.html", e.to_string()))?;
     let mut h = String::new();
     let _ = write!(
         h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Dissection of {run}</title><style>{css}</style></head><body>",
-        run = esc(main.run)
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+         <title>Dissection of {run}</title><style>{STYLE}</style></head><body>",
+        run = esc(&main.run.run)
     );
-    let _ = write!(h, "<h1>Dissection of <code>{}</code></h1>", esc(main.run));
-    let backend_note = if d.backend == "labels" {
-        " — the <b>label backend</b>: no CLIP weights were given, so P comes from the probe set's class labels and \
-         every neuron is named after a class"
-    } else {
-        ""
-    };
-    let _ = write!(
-        h,
-        "<p class=meta>Labels by <b>{}</b>{backend_note}. Concepts: <b>{}</b> ({} concepts). Similarity: <b>{}</b>. \
-         Probe: <b>{}</b> ({} images), pooling {}.</p>",
-        esc(&d.backend),
-        esc(&d.concept_set),
-        d.concepts,
-        esc(&d.similarity),
-        esc(&d.probe),
-        d.probe_images,
-        esc(&d.pooling)
-    );
+    header(&mut h, main.run, d, provenance, compare);
+    h.push_str("<nav><b>Contents</b>: <a href=\"#summary\">summary</a> · <a href=\"#sparsity\">sparsity</a>");
+    if !d.examples.is_empty() {
+        h.push_str(" · <a href=\"#examples\">examples</a>");
+    }
+    h.push_str(" · <a href=\"#neurons\">neurons</a>:");
+    for layer in &d.layers {
+        let _ = write!(h, " <a href=\"#layer-{0}\"><code>{0}</code></a>", esc(&layer.layer));
+    }
+    h.push_str("</nav>");
     if !d.unmatched_classes.is_empty() {
         let _ =
             write!(h, "<p class=warn>Classes not in the concept set (their images score 0): {}</p>", esc(&d.unmatched_classes.join(", ")));
     }
 
-    h.push_str("<h2>Summary</h2>");
+    h.push_str("<h2 id=summary>Summary</h2>");
     summary_table(&mut h, main, compare);
-    h.push_str("<h2>Sparsity</h2><p>Per neuron, the fraction of its outputs over the probe set that are active (|a| &gt; 1e-4). Competition layers sit near 1/U.</p><div class=charts>");
+    h.push_str("<h2 id=sparsity>Sparsity</h2><p>Per neuron, the fraction of its outputs over the probe set that are active (|a| &gt; 1e-4). Competition layers sit near 1/U.</p><div class=charts>");
     for layer in &d.layers {
         let other = compare.and_then(|c| c.dissection.layers.iter().find(|l| l.layer == layer.layer));
-        h.push_str(&sparsity_histogram(layer, main.run, other.map(|l| (l, compare.map_or("", |c| c.run)))));
+        h.push_str(&sparsity_histogram(layer, &main.run.run, other.map(|l| (l, compare.map_or("", |c| c.run.run.as_str())))));
     }
     h.push_str("</div>");
 
-    if !d.examples.is_empty() {
+    if let Some(first) = d.examples.first() {
         let _ = write!(
             h,
-            "<h2>Examples</h2><p>Each image's active (winner) neurons in <code>{}</code>, named, with their contribution \
-             (activation × classifier weight of the predicted class when the layer feeds the classifier, else the activation).</p>",
-            esc(&d.examples[0].layer)
+            "<h2 id=examples>Examples</h2><p>Each probe image's active (winner) neurons in <code>{}</code>, named, with their \
+             contribution (activation × the predicted class's classifier weight when the layer feeds the classifier, else the \
+             activation). A unit links to its row below; hover over an image to enlarge it.</p><div id=example-list></div>",
+            esc(&first.layer)
         );
-        for e in &d.examples {
-            example(&mut h, e);
-        }
     }
 
-    h.push_str("<h2>Neurons</h2>");
-    for (i, layer) in d.layers.iter().enumerate() {
-        neuron_table(&mut h, layer, i == 0);
+    let _ = write!(
+        h,
+        "<h2 id=neurons>Neurons</h2><p class=explain>Each row is one neuron: <b>label</b> is the concept most similar to it, \
+         <b>next concepts</b> the runners-up with their scores. <b>score</b> is the {similarity} similarity: {meaning}. Scores \
+         rank concepts for one neuron and compare neurons of one layer; they are not probabilities. <b>active</b> is the \
+         fraction of the neuron's outputs over the probe set that are active (≈ 1/U in a competition layer). The images are the \
+         probe images that activate the neuron most, strongest first (hover to enlarge, with the image's class).</p>",
+        similarity = esc(&d.similarity),
+        meaning = score_meaning(&d.similarity)
+    );
+    h.push_str(CONTROLS);
+    for layer in &d.layers {
+        let _ = write!(
+            h,
+            "<section class=layer id=\"layer-{name}\"><h3><code>{name}</code> <span class=count>{units} neurons, {labels} distinct labels</span> \
+             <a class=anchor href=\"#layer-{name}\" title=\"link to this layer\">#</a></h3><table class=neurons><thead><tr>\
+             <th class=num>unit</th><th>label</th><th>next concepts (score)</th><th class=num title=\"{score_title}\">score</th>\
+             <th class=num title=\"fraction of the neuron's outputs that are active\">active</th><th>top-activating probe images</th>\
+             </tr></thead><tbody></tbody></table><p class=more></p></section>",
+            name = esc(&layer.layer),
+            units = layer.units,
+            labels = layer.label_distribution.len(),
+            score_title = esc(&format!("{}: {}", d.similarity, score_meaning(&d.similarity)))
+        );
     }
-    h.push_str("</body></html>\n");
+    // `<` never appears raw inside the script element (labels are arbitrary text).
+    let _ = write!(
+        h,
+        "<script type=\"application/json\" id=\"report-data\">{}</script><script>const PAGE_ROWS = {PAGE_ROWS};{SCRIPT}</script></body></html>\n",
+        data.replace('<', "\\u003c")
+    );
     Ok(h)
 }
 
-const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}\
+const CONTROLS: &str = "<form id=filters class=filters onsubmit=\"return false\">\
+<label>search labels <input id=f-search type=search placeholder=\"e.g. stripes\" autocomplete=off></label> \
+<label><input id=f-alts type=checkbox> also next concepts</label> \
+<label>label <select id=f-label><option value=\"\">any</option></select></label> \
+<label>layer <select id=f-layer><option value=\"\">all</option></select></label> \
+<label>active from <input id=f-min type=number min=0 max=1 step=0.01 placeholder=0></label> \
+<label>to <input id=f-max type=number min=0 max=1 step=0.01 placeholder=1></label> \
+<label>sort by <select id=f-sort><option value=unit>layer, unit</option><option value=score-desc>score, highest first</option>\
+<option value=score-asc>score, lowest first</option><option value=active-desc>active, highest first</option>\
+<option value=active-asc>active, lowest first</option></select></label> \
+<button id=f-reset type=button>reset</button><p id=f-status class=status></p></form>";
+
+const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:1280px;color:#222;padding:0 1em}\
 code{background:#f3f3f3;padding:0 .25em}table{border-collapse:collapse;margin:.5em 0}\
 td,th{border-bottom:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:middle}th{background:#fafafa}\
-.num{text-align:right;font-variant-numeric:tabular-nums}.meta{color:#444}.warn{color:#a40}\
-.t{display:inline-block;width:48px;height:48px;background-size:contain;background-repeat:no-repeat;\
-background-position:center;image-rendering:pixelated;margin:1px;border:1px solid #ccc}\
-.t.big{width:96px;height:96px}.alt{color:#777;font-size:12px}.charts{display:flex;flex-wrap:wrap;gap:1em}\
+th[title]{text-decoration:underline dotted;cursor:help}\
+.num{text-align:right;font-variant-numeric:tabular-nums}.warn{color:#a40}.hash{color:#666;font-size:12px}\
+dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:.15em 1em;margin:.5em 0 1em}dl.meta div{display:contents}\
+dt{color:#666}dd{margin:0}nav{background:#f7f7f7;padding:.5em .8em;border-radius:4px;line-height:1.9}\
+.t{display:inline-block;position:relative;width:40px;height:40px;margin:1px;border:1px solid #ccc;vertical-align:middle;background:#eee}\
+.t img{display:block;width:100%;height:100%;image-rendering:pixelated;transition:transform .08s}\
+.t:hover{z-index:10}.t:hover img{transform:scale(3);box-shadow:0 2px 10px #0009}\
+.t:hover::after{content:attr(data-caption);position:absolute;left:50%;top:calc(200% + 4px);transform:translateX(-50%);\
+white-space:nowrap;background:#222;color:#fff;padding:1px 5px;border-radius:3px;font-size:12px}\
+.t.big{width:96px;height:96px}.t.big:hover img{transform:scale(2)}.t.big:hover::after{top:calc(150% + 4px)}\
+.alt{color:#666;font-size:12px}.charts{display:flex;flex-wrap:wrap;gap:1em}\
 .ex{display:flex;gap:1em;align-items:flex-start;border-bottom:1px solid #eee;padding:.5em 0}\
 .bar{display:inline-block;height:10px;background:#4a7fb5;vertical-align:middle}.bar.neg{background:#c0504d}\
-details{margin:.5em 0}summary{cursor:pointer;font-weight:600}\n";
+.filters{position:sticky;top:0;background:#fff;border-bottom:1px solid #ccc;padding:.4em 0;z-index:20}\
+.filters label{margin-right:.6em;white-space:nowrap}.filters input[type=number]{width:5em}.status{margin:.3em 0 0;color:#444}\
+.count{font-weight:normal;color:#666;font-size:13px}.anchor{color:#aaa;text-decoration:none}\
+tr.hit{background:#fff3b0}.more button{margin-right:.5em}.explain{max-width:70em}\n";
+
+/// Renders the examples and the neuron tables from the embedded JSON, `PAGE_ROWS` rows per layer
+/// at a time; see the module docs.
+const SCRIPT: &str = r##"
+"use strict";
+(function () {
+  const D = JSON.parse(document.getElementById("report-data").textContent);
+  const $ = (id) => document.getElementById(id);
+  const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" };
+  const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ESC[c]);
+  const num = (v) => (v === null ? "—" : v.toFixed(3));
+  const rowId = (layer, unit) => "n/" + layer + "/" + unit;
+  function thumb(i, big) {
+    const cls = D.image_class[i];
+    const caption = "probe image " + i + (cls === undefined ? "" : " · " + cls);
+    const src = D.thumbs[i];
+    return '<span class="t' + (big ? " big" : "") + '" data-caption="' + esc(caption) + '">' +
+      (src ? '<img alt="' + esc(caption) + '" decoding="async" src="data:image/png;base64,' + src + '">' : "") + "</span>";
+  }
+
+  // Examples: each winner links to its neuron's row.
+  const examples = $("example-list");
+  if (examples) {
+    examples.innerHTML = D.examples.map((e) => {
+      const scale = Math.max(1e-12, ...e.winners.map((w) => Math.abs(w.contribution)));
+      const rows = e.winners.map((w) =>
+        '<tr><td class="num"><a href="#' + esc(rowId(e.layer, w.unit)) + '">' + w.unit + "</a></td><td>" + esc(w.label) +
+        '</td><td class="num">' + num(w.activation) + '</td><td class="num">' + num(w.contribution) + '</td><td><span class="bar' +
+        (w.contribution < 0 ? " neg" : "") + '" style="width:' + Math.round(120 * Math.abs(w.contribution) / scale) + 'px"></span></td></tr>').join("");
+      return '<div class="ex">' + thumb(e.image, true) + "<div><b>probe image " + e.image + "</b>" +
+        (e.class === null ? "" : " — class <b>" + esc(e.class) + "</b>") +
+        (e.predicted === null ? "" : ", predicted <b>" + esc(e.predicted) + "</b>") +
+        "<br>" + e.active + " of " + e.units + " neurons of <code>" + esc(e.layer) + "</code> active" +
+        '<table><thead><tr><th class="num">unit</th><th>label</th><th class="num">activation</th><th class="num">contribution</th><th></th></tr></thead><tbody>' +
+        rows + "</tbody></table></div></div>";
+    }).join("");
+  }
+
+  // Controls.
+  const c = { search: $("f-search"), alts: $("f-alts"), label: $("f-label"), layer: $("f-layer"), min: $("f-min"), max: $("f-max"), sort: $("f-sort") };
+  const counts = new Map();
+  for (const layer of D.layers) for (const r of layer.rows) counts.set(r[1], (counts.get(r[1]) || 0) + 1);
+  c.label.insertAdjacentHTML("beforeend", [...counts].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+    .map(([l, n]) => '<option value="' + esc(l) + '">' + esc(l) + " (" + n + ")</option>").join(""));
+  c.layer.insertAdjacentHTML("beforeend", D.layers.map((l) => '<option value="' + esc(l.name) + '">' + esc(l.name) + "</option>").join(""));
+  const params = new URLSearchParams(location.search);
+  for (const key of ["search", "label", "layer", "min", "max", "sort"]) if (params.has(key)) c[key].value = params.get(key);
+  c.alts.checked = params.get("alts") === "1";
+
+  const sections = D.layers.map((layer) => {
+    const el = document.getElementById("layer-" + layer.name);
+    return { layer, el, tbody: el.querySelector("tbody"), more: el.querySelector(".more"), list: [], shown: 0 };
+  });
+  const score = (v) => (v === null ? -Infinity : v);
+  const SORTS = {
+    unit: null,
+    "score-desc": (a, b) => score(b[2]) - score(a[2]),
+    "score-asc": (a, b) => score(a[2]) - score(b[2]),
+    "active-desc": (a, b) => b[3] - a[3],
+    "active-asc": (a, b) => a[3] - b[3],
+  };
+
+  function rowHtml(layer, r) {
+    const alts = r[4].map((name, k) => esc(name) + " (" + num(r[5][k]) + ")").join(", ");
+    return '<tr class="neuron" id="' + esc(rowId(layer, r[0])) + '"><td class="num">' + r[0] + "</td><td><b>" + esc(r[1]) +
+      '</b></td><td class="alt">' + alts + '</td><td class="num">' + num(r[2]) + '</td><td class="num">' + num(r[3]) +
+      "</td><td>" + r[6].map((i) => thumb(i, false)).join("") + "</td></tr>";
+  }
+  function renderMore(s, upto) {
+    const end = Math.min(s.list.length, Math.max(s.shown + PAGE_ROWS, upto || 0));
+    s.tbody.insertAdjacentHTML("beforeend", s.list.slice(s.shown, end).map((r) => rowHtml(s.layer.name, r)).join(""));
+    s.shown = end;
+    const left = s.list.length - s.shown;
+    s.more.innerHTML = s.list.length === 0 ? "No neuron of this layer matches the filters." : left === 0 ? "" :
+      "<button type=button data-more>show " + Math.min(PAGE_ROWS, left) + " more</button><button type=button data-all>show all " + left +
+      " remaining</button> " + s.shown + " of " + s.list.length + " matching rows shown";
+  }
+  function refresh() {
+    const q = c.search.value.trim().toLowerCase();
+    const lo = c.min.value === "" ? -Infinity : Number(c.min.value);
+    const hi = c.max.value === "" ? Infinity : Number(c.max.value);
+    const sort = SORTS[c.sort.value] || null;
+    const matches = (r) => (q === "" || r[1].toLowerCase().includes(q) || (c.alts.checked && r[4].some((a) => a.toLowerCase().includes(q)))) &&
+      (c.label.value === "" || r[1] === c.label.value) && r[3] >= lo && r[3] <= hi;
+    let total = 0, matching = 0;
+    for (const s of sections) {
+      total += s.layer.rows.length;
+      const visible = c.layer.value === "" || c.layer.value === s.layer.name;
+      s.el.hidden = !visible;
+      s.list = visible ? s.layer.rows.filter(matches) : [];
+      if (sort) s.list.sort(sort);
+      matching += s.list.length;
+      s.shown = 0;
+      s.tbody.textContent = "";
+      renderMore(s);
+    }
+    $("f-status").textContent = matching + " of " + total + " neurons match";
+    const p = new URLSearchParams();
+    for (const key of ["search", "label", "layer", "min", "max"]) if (c[key].value !== "") p.set(key, c[key].value);
+    if (c.sort.value !== "unit") p.set("sort", c.sort.value);
+    if (c.alts.checked) p.set("alts", "1");
+    try { history.replaceState(null, "", (p.size ? "?" + p : location.pathname) + location.hash); } catch (_) { /* file: URL rules */ }
+  }
+  function reset() {
+    for (const key of ["search", "label", "layer", "min", "max"]) c[key].value = "";
+    c.sort.value = "unit";
+    c.alts.checked = false;
+  }
+  // `#n/LAYER/UNIT`: render the row (clearing filters that hide it), scroll to it and mark it.
+  function reveal() {
+    const target = decodeURIComponent(location.hash.slice(1));
+    if (!target.startsWith("n/")) return;
+    const cut = target.lastIndexOf("/");
+    const s = sections.find((x) => x.layer.name === target.slice(2, cut));
+    const unit = Number(target.slice(cut + 1));
+    if (!s || !s.layer.rows.some((r) => r[0] === unit)) return;
+    let at = s.list.findIndex((r) => r[0] === unit);
+    if (at < 0) { reset(); refresh(); at = s.list.findIndex((r) => r[0] === unit); }
+    if (at >= s.shown) renderMore(s, at + 1);
+    const row = document.getElementById(target);
+    document.querySelectorAll("tr.hit").forEach((r) => r.classList.remove("hit"));
+    row.classList.add("hit");
+    row.scrollIntoView({ block: "center" });
+  }
+
+  for (const el of Object.values(c)) el.addEventListener("input", refresh);
+  $("f-reset").addEventListener("click", () => { reset(); refresh(); });
+  document.addEventListener("click", (ev) => {
+    const button = ev.target.closest("button[data-more],button[data-all]");
+    if (!button) return;
+    const s = sections.find((x) => x.el.contains(button));
+    renderMore(s, button.hasAttribute("data-all") ? s.list.length : 0);
+  });
+  window.addEventListener("hashchange", reveal);
+  refresh();
+  reveal();
+  document.body.dataset.renderedMs = Math.round(performance.now());
+})();
+"##;
 
 fn summary_table(h: &mut String, main: Named, compare: Option<Named>) {
     let runs: Vec<Named> = std::iter::once(main).chain(compare).collect();
-    h.push_str("<table><tr><th>layer</th>");
+    h.push_str("<table><thead><tr><th>layer</th>");
     for r in &runs {
-        let _ = write!(h, "<th colspan=3>{}</th>", esc(r.run));
+        let _ = write!(h, "<th colspan=3>{}</th>", esc(&r.run.run));
     }
     h.push_str("</tr><tr><th></th>");
     for _ in &runs {
-        h.push_str("<th>units</th><th>active fraction</th><th>distinct labels</th>");
+        h.push_str("<th class=num>units</th><th class=num>active fraction</th><th class=num>distinct labels</th>");
     }
-    h.push_str("</tr>");
+    h.push_str("</tr></thead><tbody>");
     let mut layer_names: Vec<&str> = main.dissection.layers.iter().map(|l| l.layer.as_str()).collect();
     for r in &runs[1..] {
         for l in &r.dissection.layers {
@@ -259,7 +423,7 @@ fn summary_table(h: &mut String, main: Named, compare: Option<Named>) {
         }
     }
     for name in layer_names {
-        let _ = write!(h, "<tr><td><code>{}</code></td>", esc(name));
+        let _ = write!(h, "<tr><td><a href=\"#layer-{0}\"><code>{0}</code></a></td>", esc(name));
         for r in &runs {
             match r.dissection.layers.iter().find(|l| l.layer == name) {
                 Some(l) => {
@@ -276,16 +440,16 @@ fn summary_table(h: &mut String, main: Named, compare: Option<Named>) {
         }
         h.push_str("</tr>");
     }
-    h.push_str("</table>");
+    h.push_str("</tbody></table>");
     if runs.iter().any(|r| r.dissection.classifier.is_some()) {
-        h.push_str("<table><tr><th>classifier layer labels</th><th>top-1</th><th>top-5</th><th>mean cosine (CLIP text)</th></tr>");
+        h.push_str("<table><thead><tr><th>classifier layer labels</th><th class=num title=\"fraction of classes whose neuron is named after the class\">top-1</th><th class=num title=\"fraction of classes whose name is among their neuron's 5 best concepts\">top-5</th><th class=num>mean cosine (CLIP text)</th></tr></thead><tbody>");
         for r in &runs {
             if let Some(c) = &r.dissection.classifier {
                 let cosine = c.mean_cosine.map_or("—".to_string(), |v| format!("{v:.3}"));
                 let _ = write!(
                     h,
                     "<tr><td>{} <code>{}</code> ({} classes)</td><td class=num>{:.1}%</td><td class=num>{:.1}%</td><td class=num>{cosine}</td></tr>",
-                    esc(r.run),
+                    esc(&r.run.run),
                     esc(&c.layer),
                     c.classes,
                     100.0 * c.top1,
@@ -293,7 +457,7 @@ fn summary_table(h: &mut String, main: Named, compare: Option<Named>) {
                 );
             }
         }
-        h.push_str("</table>");
+        h.push_str("</tbody></table>");
     }
 }
 
@@ -375,60 +539,6 @@ fn sparsity_histogram(layer: &LayerReport, run: &str, other: Option<(&LayerRepor
     s
 }
 
-fn example(h: &mut String, e: &Explanation) {
-    let _ = write!(h, "<div class=ex><span class=\"t big i{}\" title=\"probe image {}\"></span><div>", e.image, e.image);
-    let _ = write!(h, "<b>image {}</b>", e.image);
-    if let Some(c) = &e.class {
-        let _ = write!(h, " — class <b>{}</b>", esc(c));
-    }
-    if let Some(p) = &e.predicted {
-        let _ = write!(h, ", predicted <b>{}</b>", esc(p));
-    }
-    let _ = write!(h, "<br>{} of {} neurons active<table>", e.active, e.units);
-    let scale = e.winners.iter().map(|w| w.contribution.abs()).fold(0.0f32, f32::max).max(1e-12);
-    for w in &e.winners {
-        let _ = write!(
-            h,
-            "<tr><td class=num>{}</td><td>{}</td><td class=num>{:.3}</td><td class=num>{:.3}</td><td><span class=\"bar{}\" style=\"width:{:.0}px\"></span></td></tr>",
-            w.unit,
-            esc(&w.label),
-            w.activation,
-            w.contribution,
-            if w.contribution < 0.0 { " neg" } else { "" },
-            120.0 * w.contribution.abs() / scale
-        );
-    }
-    h.push_str("</table></div></div>");
-}
-
-fn neuron_table(h: &mut String, layer: &LayerReport, open: bool) {
-    let _ = write!(
-        h,
-        "<details{}><summary><code>{}</code> — {} neurons, {} distinct labels</summary><table><tr><th>unit</th><th>label</th><th>score</th><th>active</th><th>top-activating probe images</th></tr>",
-        if open { " open" } else { "" },
-        esc(&layer.layer),
-        layer.units,
-        layer.label_distribution.len()
-    );
-    for n in &layer.neurons {
-        let alternatives = n.label.alternatives.iter().map(|(c, _)| esc(c)).collect::<Vec<_>>().join(", ");
-        let _ = write!(
-            h,
-            "<tr><td class=num>{}</td><td><b>{}</b><br><span class=alt>{}</span></td><td class=num>{:.3}</td><td class=num>{:.3}</td><td>",
-            n.label.unit,
-            esc(&n.label.label),
-            alternatives,
-            n.label.score,
-            n.activity
-        );
-        for i in &n.top_images {
-            let _ = write!(h, "<span class=\"t i{i}\" title=\"probe image {i}\"></span>");
-        }
-        h.push_str("</td></tr>");
-    }
-    h.push_str("</table></details>");
-}
-
 /// HTML-escapes text.
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -467,12 +577,8 @@ fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::Cache;
-    use crate::concepts::ConceptSet;
-    use crate::pipeline::{dissect, Options, Scorer};
-    use crate::record::tests::{CountingProbe, ToyModel};
-    use crate::similarity::Similarity;
-    use crate::source::Silent;
+    use crate::outputs::tests::{run_info, settings, toy};
+    use crate::record::tests::CountingProbe;
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
@@ -484,53 +590,37 @@ mod tests {
     }
 
     #[test]
-    fn csv_quotes_what_needs_quoting() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("tench, Tinca tinca"), "\"tench, Tinca tinca\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-    }
-
-    fn toy(probe: &CountingProbe) -> Dissection {
-        let concepts = ConceptSet::from_lines("classes".into(), ["a", "b, c"]).unwrap();
-        let mut model = ToyModel { passes: 0 };
-        let options = Options { examples: 2, similarity: Similarity::Cos, ..Options::default() };
-        dissect(&mut model, probe, Scorer::Labels, &concepts, &options, &Cache::disabled(), &Silent).unwrap()
-    }
-
-    #[test]
-    fn outputs_are_written_and_self_contained() {
+    fn the_page_is_self_contained_and_carries_every_neuron() {
         let probe = CountingProbe { n: 12, classes: vec!["a".into(), "b, c".into()] };
-        let d = toy(&probe);
-        let dir = std::env::temp_dir().join(format!("dissect-report-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let mut d = toy(&probe);
+        // A label that would end the script element if it were embedded raw.
+        d.layers[0].neurons[0].label.label = "</script><b>x".into();
         let other = Dissection { layers: d.layers.iter().take(1).cloned().collect(), ..d.clone() };
-        let out =
-            write_outputs(&dir, Named { run: "runs/cvn", dissection: &d }, &probe, Some(Named { run: "runs/gelu", dissection: &other }))
-                .unwrap();
-
-        let csv = std::fs::read_to_string(&out.neurons_csv).unwrap();
-        let rows: Vec<&str> = csv.lines().collect();
-        assert_eq!(rows[0], "layer,unit,label,score,alternatives");
-        assert_eq!(rows.len(), 1 + 3 + 2, "tokens has 3 units, head 2");
-        assert!(rows[4].starts_with("head,0,"), "{}", rows[4]);
-
-        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out.summary_json).unwrap()).unwrap();
-        assert_eq!(summary["backend"], "labels");
-        assert_eq!(summary["layers"][1]["layer"], "head");
-        assert!(summary["classifier"]["top1"].is_number());
-        assert_eq!(summary["compare"]["run"], "runs/gelu");
-
-        let html = std::fs::read_to_string(&out.report_html).unwrap();
-        assert!(html.contains("label backend"));
-        assert!(html.contains("data:image/png;base64,iVBOR"), "PNG thumbnails embedded");
-        assert!(html.contains("<svg"), "sparsity histogram");
-        assert!(html.contains("runs/gelu"), "comparison");
-        assert!(!html.contains("src=\"http") && !html.contains("<script"), "nothing external");
-        // Every thumbnail class used is defined.
-        for (i, _) in html.match_indices("class=\"t i") {
-            let id: String = html[i + 10..].chars().take_while(|c| c.is_ascii_digit()).collect();
-            assert!(html.contains(&format!(".i{id}{{")), "thumbnail {id} undefined");
+        let (cvn, gelu) = (run_info("runs/cvn"), run_info("runs/gelu"));
+        let provenance = Provenance::now(settings(), vec!["xtask".into(), "dissect".into()]);
+        let html =
+            report_html(Named { run: &cvn, dissection: &d }, &probe, Some(Named { run: &gelu, dissection: &other }), &provenance).unwrap();
+        assert!(!html.contains("src=\"http") && !html.contains("<link") && !html.contains(" src=\"/"), "nothing external");
+        assert_eq!(html.matches("</script>").count(), 2, "the JSON cannot close its element early");
+        assert!(html.contains("label backend") && html.contains("vit-fmnist") && html.contains("U = 4"));
+        assert!(html.contains("sha256 abababababab") && html.contains("75.00%") && html.contains(&provenance.date));
+        assert!(html.contains("<svg") && html.contains("runs/gelu"), "sparsity histogram and comparison");
+        for layer in &d.layers {
+            assert!(html.contains(&format!("id=\"layer-{}\"", layer.layer)), "section of {}", layer.layer);
         }
-        std::fs::remove_dir_all(&dir).unwrap();
+        let start = html.find("id=\"report-data\">").unwrap() + "id=\"report-data\">".len();
+        let json = &html[start..start + html[start..].find("</script>").unwrap()];
+        let data: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(data["layers"][0]["rows"][0][1], "</script><b>x");
+        assert_eq!(data["layers"][1]["rows"].as_array().unwrap().len(), d.layers[1].neurons.len());
+        // Every image a row or an example shows has its thumbnail and its class.
+        for layer in &d.layers {
+            for n in &layer.neurons {
+                for i in &n.top_images {
+                    assert!(data["thumbs"][i.to_string()].as_str().unwrap().starts_with("iVBOR"), "PNG thumbnail {i}");
+                    assert!(data["image_class"][i.to_string()].is_string());
+                }
+            }
+        }
     }
 }
