@@ -160,20 +160,19 @@ pub fn dissect_run(args: &Args) -> anyhow::Result<Outputs> {
         .with_context(|| format!("writing {}", out.display()))
 }
 
-/// Locks `--run` and `--compare` (once if they are the same folder), and `--out` when it lies
-/// outside the run.
+/// Locks `--run`, `--compare` (once if they are the same folder) and `--out` when it lies outside
+/// the run.
 fn lock_runs(args: &Args) -> anyhow::Result<Vec<RunLock>> {
-    let mut locks = vec![RunLock::existing(&args.run)?];
+    let out = args.out_dir();
+    let mut locks = match cvn_models::run_lock::lock_if_writing_into(&args.run, &out.join(dissect::outputs::REPORT_HTML))? {
+        Some(run) => vec![run],
+        None => vec![RunLock::existing(&args.run)?, RunLock::acquire(&out).with_context(|| format!("--out {}", out.display()))?],
+    };
     if let Some(other) = &args.compare {
         let same = std::fs::canonicalize(other).ok().zip(std::fs::canonicalize(&args.run).ok()).is_some_and(|(a, b)| a == b);
         if !same {
             locks.push(RunLock::existing(other).with_context(|| format!("--compare {}", other.display()))?);
         }
-    }
-    // An --out outside the run has a lock of its own.
-    let out = args.out_dir();
-    if cvn_models::run_lock::lock_if_writing_into(&args.run, &out.join("report.html"))?.is_none() {
-        locks.push(RunLock::acquire(&out).with_context(|| format!("--out {}", out.display()))?);
     }
     Ok(locks)
 }

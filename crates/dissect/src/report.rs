@@ -257,7 +257,9 @@ dt{color:#666}dd{margin:0}nav{background:#f7f7f7;padding:.5em .8em;border-radius
 white-space:nowrap;background:#222;color:#fff;padding:1px 5px;border-radius:3px;font-size:12px}\
 .t.big{width:96px;height:96px}.t.big:hover img{transform:scale(2)}.t.big:hover::after{top:calc(150% + 4px)}\
 .alt{color:#666;font-size:12px}.charts{display:flex;flex-wrap:wrap;gap:1em}\
-.ex{display:flex;gap:1em;align-items:flex-start;border-bottom:1px solid #eee;padding:.5em 0}\
+#example-list{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:0 1.5em}\
+.ex{display:flex;gap:.8em;align-items:flex-start;border-bottom:1px solid #eee;padding:.5em 0}.ex .t{flex:none}\
+.ex table{font-size:13px}.ex td,.ex th{padding:.1em .4em;white-space:nowrap}\
 .bar{display:inline-block;height:10px;background:#4a7fb5;vertical-align:middle}.bar.neg{background:#c0504d}\
 .filters{position:sticky;top:0;background:#fff;border-bottom:1px solid #ccc;padding:.4em 0;z-index:20}\
 .filters label{margin-right:.6em;white-space:nowrap}.filters input[type=number]{width:5em}.status{margin:.3em 0 0;color:#444}\
@@ -291,7 +293,7 @@ const SCRIPT: &str = r##"
       const rows = e.winners.map((w) =>
         '<tr><td class="num"><a href="#' + esc(rowId(e.layer, w.unit)) + '">' + w.unit + "</a></td><td>" + esc(w.label) +
         '</td><td class="num">' + num(w.activation) + '</td><td class="num">' + num(w.contribution) + '</td><td><span class="bar' +
-        (w.contribution < 0 ? " neg" : "") + '" style="width:' + Math.round(120 * Math.abs(w.contribution) / scale) + 'px"></span></td></tr>').join("");
+        (w.contribution < 0 ? " neg" : "") + '" style="width:' + Math.round(80 * Math.abs(w.contribution) / scale) + 'px"></span></td></tr>').join("");
       return '<div class="ex">' + thumb(e.image, true) + "<div><b>probe image " + e.image + "</b>" +
         (e.class === null ? "" : " — class <b>" + esc(e.class) + "</b>") +
         (e.predicted === null ? "" : ", predicted <b>" + esc(e.predicted) + "</b>") +
