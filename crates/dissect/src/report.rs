@@ -401,7 +401,9 @@ const SCRIPT: &str = r##"
   window.addEventListener("hashchange", reveal);
   refresh();
   reveal();
+  // When the page was usable, and when its images were decoded too (read by the browser test).
   document.body.dataset.renderedMs = Math.round(performance.now());
+  window.addEventListener("load", () => { document.body.dataset.loadedMs = Math.round(performance.now()); });
 })();
 "##;
 

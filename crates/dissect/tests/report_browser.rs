@@ -184,8 +184,13 @@ fn ten_thousand_neurons_render_lazily_and_filter_in_chromium() {
     assert!(dom.contains(&format!("{} of {} neurons match", LAYERS * UNITS, LAYERS * UNITS)));
     assert_eq!(dom.matches("<img alt=\"probe image ").count(), rows.len() * 5 + 4, "5 thumbnails per rendered row, 1 per example");
     assert_eq!(dom.matches("href=\"#n/layer.19/45").count(), 4 * 3, "each example's winners link to their rows");
-    let rendered_ms = dom.split("data-rendered-ms=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or("?");
-    println!("unfiltered: rendered {rendered_ms} ms after navigation (virtual time), chromium wall time {wall:.2?} in all");
+    let attribute =
+        |name: &str| dom.split(&format!("data-{name}-ms=\"")).nth(1).and_then(|s| s.split('"').next()).unwrap_or("?").to_string();
+    println!(
+        "unfiltered: rows rendered {} ms, load event {} ms after navigation (virtual time); chromium's wall time {wall:.2?} in all",
+        attribute("rendered"),
+        attribute("loaded")
+    );
 
     // Search by label: only the matching rows, fewer than a page per layer.
     let (dom, _) = dump_dom(&chromium, &scratch, &format!("{url}?search=ZEBRA"));
