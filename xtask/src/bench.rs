@@ -25,28 +25,31 @@ use serde::{Deserialize, Serialize};
 use cvn_autograd::Device;
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  cargo xtask bench\n  cargo xtask bench --device cuda --json bench.json --check benches/baselines/lwta_cuda_h100.json"
+)]
 pub struct Args {
     /// cpu (the criterion benches) or cuda / cuda:N (the LWTA kernels on that GPU).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Write the measurements as JSON.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Print a stored measurement (from --json) instead of measuring.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
     /// JSON from benches/torch_lwta.py to show beside the kernels.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     torch: Option<PathBuf>,
     /// Baseline JSON: fail when a ratio to the floor is more than 10% above it.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     check: Option<PathBuf>,
     /// Timed repetitions per measurement (after warm-up); the median is reported.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, value_name = "N", default_value = "30", value_parser = crate::cli::at_least_one)]
     iters: usize,
     /// Also time every kernel with the grid at these multiples of the resident CTAs (e.g. 1,4,16)
     /// and print the ratios to the floor side by side.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
     sweep_waves: Vec<u32>,
 }
 

@@ -20,15 +20,16 @@ use anyhow::{bail, Context};
 use crate::parity::repo_path;
 
 #[derive(clap::Args)]
+#[command(after_help = "Example: cargo xtask build-kernels --require-nvrtc")]
 pub struct Args {
-    /// Target architectures.
+    /// Target architectures, repeated for several.
     #[arg(long = "arch", default_values_t = ["sm_80".to_string(), "sm_90".to_string()])]
     archs: Vec<String>,
-    /// The ptxas binary (default: PATH, then the nvidia-cuda-nvcc wheel).
-    #[arg(long)]
+    /// The ptxas binary [default: PATH, then the nvidia-cuda-nvcc wheel].
+    #[arg(long, value_name = "FILE")]
     ptxas: Option<PathBuf>,
-    /// Directory of handwritten .ptx files (default: the repository's kernels/).
-    #[arg(long)]
+    /// Directory of handwritten .ptx files [default: the repository's kernels/].
+    #[arg(long, value_name = "DIR")]
     kernels: Option<PathBuf>,
     /// Write the PTX NVRTC makes from each kernels.cu instead of failing when it is stale.
     #[arg(long)]
@@ -36,8 +37,8 @@ pub struct Args {
     /// Fail when NVRTC is not installed (CI), rather than skipping the staleness check.
     #[arg(long)]
     require_nvrtc: bool,
-    /// Keep the assembled cubins here (for cuobjdump -sass); default: a temporary directory.
-    #[arg(long)]
+    /// Keep the assembled cubins here (for cuobjdump -sass) [default: a temporary directory].
+    #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
 }
 

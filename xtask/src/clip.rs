@@ -7,11 +7,12 @@ use anyhow::Context;
 use clip_encoder::Clip;
 
 #[derive(clap::Args)]
+#[command(after_help = "Example: cargo xtask clip --clip weights/clip-vit-base-patch16 --image dog.jpg --text \"a dog\" --text \"a cat\"")]
 pub struct Args {
-    /// Directory holding `config.json`, `model.safetensors` and `tokenizer.json` of a Hugging Face
-    /// CLIP repository (e.g. openai/clip-vit-base-patch16).
-    #[arg(long, value_name = "DIR")]
-    model: PathBuf,
+    /// Directory holding config.json, model.safetensors and tokenizer.json of a Hugging Face CLIP
+    /// repository (e.g. openai/clip-vit-base-patch16), as `dissect --clip` takes it.
+    #[arg(long, value_name = "DIR", alias = "model", value_parser = crate::cli::existing_dir)]
+    clip: PathBuf,
     /// An image file (JPEG or PNG); repeat for several.
     #[arg(long = "image", value_name = "FILE", required = true)]
     images: Vec<PathBuf>,
@@ -27,7 +28,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device = args.device.open()?;
-    let clip = Clip::load_on(&args.model, &device, args.device.dtype()).with_context(|| format!("--model {}", args.model.display()))?;
+    let clip = Clip::load_on(&args.clip, &device, args.device.dtype()).with_context(|| format!("--clip {}", args.clip.display()))?;
     let image_embeds = clip.encode_image_files(&args.images).context("--image")?;
     let text_embeds = clip.encode_texts(&args.texts).context("--text")?;
     let probabilities = clip.zero_shot(&image_embeds, &text_embeds)?;
@@ -39,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let image_names: Vec<String> = args.images.iter().map(|p| p.display().to_string()).collect();
     if args.json {
         let out = JsonOutput {
-            model: args.model.display().to_string(),
+            model: args.clip.display().to_string(),
             logit_scale: clip.model.logit_scale()?,
             images: image_names,
             texts: args.texts,

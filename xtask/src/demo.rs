@@ -23,12 +23,13 @@ const BATCH: usize = 64;
 const TRAIN_IMAGES: usize = 6000;
 
 #[derive(clap::Args)]
+#[command(after_help = "Example: cargo xtask demo --out runs/demo")]
 pub struct Args {
-    /// Run folder (a previous demo run there is replaced).
-    #[arg(long, default_value = "runs/demo")]
+    /// Run folder (a previous demo run there is replaced, its dissection included).
+    #[arg(long, value_name = "DIR", default_value = "runs/demo")]
     out: PathBuf,
-    /// Fashion-MNIST IDX folder (default: the installed package, else the embedded subset).
-    #[arg(long)]
+    /// Fashion-MNIST IDX folder [default: the installed package, else the embedded subset].
+    #[arg(long, value_name = "DIR", value_parser = crate::cli::existing_dir)]
     data: Option<PathBuf>,
 }
 

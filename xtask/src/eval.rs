@@ -18,29 +18,30 @@ use crate::train::{print_evaluation, Bars};
 #[command(after_help = "Example: cargo xtask eval --run runs/vit-u4 --samples 6 --out vit-u4-eval.json")]
 pub struct Args {
     /// Run folder (holding model.safetensors, or an old checkpoint.safetensors).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR", value_parser = crate::cli::existing_dir)]
     run: PathBuf,
-    /// Stochastic passes whose probabilities are averaged (LWTA models); at least 1 (use
-    /// --deterministic for none).
-    #[arg(long, default_value_t = 6)]
+    /// Stochastic passes whose probabilities are averaged (LWTA models); at least 1: 0 is refused
+    /// (--deterministic runs the argmax pass alone).
+    #[arg(long, value_name = "N", default_value_t = 6)]
     samples: usize,
     /// Only the deterministic (argmax-winner) pass.
     #[arg(long)]
     deterministic: bool,
-    /// Data folder replacing the one the run was trained with.
-    #[arg(long)]
+    /// Data folder replacing the one the run was trained with [default: the run's].
+    #[arg(long, value_name = "DIR", value_parser = crate::cli::existing_dir)]
     data: Option<PathBuf>,
     /// Evaluation batch size [default: the run's].
-    #[arg(long)]
+    #[arg(long, value_name = "N", value_parser = crate::cli::at_least_one)]
     batch: Option<usize>,
     /// Deterministic pass of a BatchNorm CVN (ResNet, U > 1): re-estimate its BatchNorm statistics
     /// on this many training images with argmax winners (0: the statistics from training) instead
     /// of the run's argmax_bn.safetensors [default: the stored ones; estimated on 4096 images
     /// when the run has none].
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     bn_recalibration: Option<usize>,
-    /// Also write the evaluation as JSON to this file (never into the run folder).
-    #[arg(long)]
+    /// Also write the evaluation as JSON to this file (the run folder stays untouched unless the
+    /// file lies in it).
+    #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
@@ -49,9 +50,6 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.samples == 0 && !args.deterministic {
         bail!("--samples 0: give at least 1 stochastic pass, or --deterministic for the argmax pass alone");
-    }
-    if args.batch == Some(0) {
-        bail!("--batch 0: the batch size must be at least 1");
     }
     let device = args.device.open()?;
     // Nothing is written into the run unless --out lies there: then one writer at a time.

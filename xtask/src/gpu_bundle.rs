@@ -13,9 +13,10 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 #[derive(clap::Args)]
+#[command(after_help = "Example: cargo xtask gpu-bundle, then on the GPU machine: bash .device-bundle/run.sh")]
 pub struct Args {
-    /// Where to put the bundle (default: the repository's .device-bundle).
-    #[arg(long)]
+    /// Where to put the bundle [default: the repository's .device-bundle].
+    #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
 }
 

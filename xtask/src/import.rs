@@ -10,26 +10,25 @@ use cvn_models::train::TrainConfig;
 use cvn_models::{ModelConfig, Stem};
 
 #[derive(clap::Args)]
-#[command(after_help = "Examples:
+#[command(after_help = "Examples (a .pth pickle converts first: python3 tools/pth_to_safetensors.py model.pth model.safetensors):
   cargo xtask import vit_fmnist_timm.safetensors --model vit-fmnist --competitors 4 --out runs/vit-imported
-  cargo xtask import resnet.safetensors --model resnet18 --num-classes 100 --data ~/imagenet100 --out runs/r18
-A .pth pickle converts first: python3 tools/pth_to_safetensors.py model.pth model.safetensors")]
+  cargo xtask import resnet.safetensors --model resnet18 --num-classes 100 --data ~/imagenet100 --out runs/r18")]
 pub struct Args {
     /// The state dict: a safetensors file (tools/pth_to_safetensors.py converts .pth pickles).
     file: PathBuf,
     /// Preset the file's model follows (vit-fmnist, deit-tiny, deit-small, deit-base, resnet18,
     /// resnet18-fmnist).
-    #[arg(long)]
+    #[arg(long, value_name = "PRESET")]
     model: String,
     /// LWTA competitors U the imported network runs with (1 = its GELU/ReLU as trained).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_name = "U", default_value = "1", value_parser = crate::cli::at_least_one)]
     competitors: usize,
     /// New run folder.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// Data folder for fine-tuning and, for a ResNet CVN, the argmax BatchNorm statistics
     /// [default: as `train`: the installed or embedded Fashion-MNIST for 1-channel models].
-    #[arg(long)]
+    #[arg(long, value_name = "DIR", value_parser = crate::cli::existing_dir)]
     data: Option<PathBuf>,
     /// Classes of the classifier [default: the preset's].
     #[arg(long)]

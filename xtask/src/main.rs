@@ -18,7 +18,13 @@ mod predict;
 mod train;
 
 #[derive(Parser)]
-#[command(name = "xtask", about = "DISCOVER in Rust: competition-based vision networks and their dissection")]
+#[command(
+    name = "xtask",
+    version,
+    propagate_version = true,
+    about = "DISCOVER in Rust: competition-based vision networks and their dissection",
+    after_help = "Example: cargo xtask demo (then `cargo xtask <command> --help` for each command's flags and an example)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,7 +72,76 @@ fn main() {
         Command::GpuBundle(args) => gpu_bundle::run(args),
     };
     if let Err(err) = result {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", error_chain(&err));
         std::process::exit(1);
+    }
+}
+
+/// The error and its causes joined by `: `, each said once: a cause whose text the message so far
+/// already holds (an I/O error that its parent quotes) is skipped.
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every flag is described, says its default once and in one form (clap's `[default: …]`,
+    /// written by hand where clap cannot know it), and every command's help ends with an example.
+    #[test]
+    fn every_flag_is_described_and_every_command_has_an_example() {
+        let cli = Cli::command();
+        for command in cli.get_subcommands() {
+            let name = command.get_name();
+            let example = command.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(example.starts_with("Example") && example.contains(&format!("cargo xtask {name}")), "{name}: {example:?}");
+            for arg in command.get_arguments() {
+                let id = format!("{name} --{}", arg.get_id());
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                assert!(!help.is_empty(), "{id} has no description");
+                let has_default = !arg.get_default_values().is_empty();
+                assert!(!(has_default && help.contains("default")), "{id}: clap shows the default; the text repeats it: {help}");
+                assert_eq!(help.matches("default").count(), help.matches("[default: ").count(), "{id}: write `[default: …]`: {help}");
+            }
+        }
+    }
+
+    #[test]
+    fn causes_that_their_parent_quotes_are_printed_once() {
+        let os = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        #[derive(Debug)]
+        struct Quoting(std::io::Error);
+        impl std::fmt::Display for Quoting {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "nope.txt: {}", self.0)
+            }
+        }
+        impl std::error::Error for Quoting {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let err = anyhow::Error::new(Quoting(os)).context("--concepts nope.txt");
+        assert_eq!(error_chain(&err), "--concepts nope.txt: nope.txt: No such file or directory (os error 2)");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&plain), "outer: inner");
     }
 }

@@ -17,14 +17,15 @@ use lwta_kernels::cuda::{parity::gpu_checks, LwtaCuda};
 use lwta_kernels::parity::Check;
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:\n  cargo xtask parity\n  cargo xtask parity --device cuda-emulated --quiet")]
 pub struct Args {
     /// Where the implementation under test runs: cpu (the reference fixtures), cuda / cuda:N (the
     /// LWTA kernels and the conformance suite on that GPU) or cuda-emulated (the suite on the PTX
     /// emulator).
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Reference fixtures (cpu); default: the repository's tests/fixtures.
-    #[arg(long)]
+    /// Reference fixtures (cpu) [default: the repository's tests/fixtures].
+    #[arg(long, value_name = "DIR", value_parser = crate::cli::existing_dir)]
     fixtures: Option<PathBuf>,
     /// Seed of the random inputs and noise streams (cuda).
     #[arg(long, default_value_t = 0x1f0a_2b3c_4d5e)]

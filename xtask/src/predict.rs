@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use cvn_models::data::{Dataset, Spread};
 use cvn_models::predict::predict;
 use cvn_models::run::ArgmaxBnOrigin;
@@ -20,29 +20,26 @@ use crate::train::Bars;
 #[command(after_help = "Example: cargo xtask predict --run runs/resnet-u2 --out resnet-u2-test.csv")]
 pub struct Args {
     /// Run folder (holding model.safetensors, or an old checkpoint.safetensors).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR", value_parser = crate::cli::existing_dir)]
     run: PathBuf,
     /// Output file: .csv (columns index,label,predicted,logit_0,…) or .safetensors (tensors logits,
     /// index, label, predicted).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     out: PathBuf,
-    /// Data folder replacing the one the run was trained with.
-    #[arg(long)]
+    /// Data folder replacing the one the run was trained with [default: the run's].
+    #[arg(long, value_name = "DIR", value_parser = crate::cli::existing_dir)]
     data: Option<PathBuf>,
     /// Only the first N test images [default: all].
-    #[arg(long)]
+    #[arg(long, value_name = "N", value_parser = crate::cli::at_least_one)]
     limit: Option<usize>,
     /// Images per forward pass [default: the run's evaluation batch size].
-    #[arg(long)]
+    #[arg(long, value_name = "N", value_parser = crate::cli::at_least_one)]
     batch: Option<usize>,
     #[command(flatten)]
     device: DeviceArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.batch == Some(0) || args.limit == Some(0) {
-        bail!("--batch and --limit must be at least 1");
-    }
     let device = args.device.open()?;
     // Nothing is written into the run unless --out lies there: then one writer at a time.
     let _lock = lock_if_writing_into(&args.run, &args.out).with_context(|| format!("--out {}", args.out.display()))?;

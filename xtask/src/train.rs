@@ -14,47 +14,56 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::device::DeviceArgs;
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  cargo xtask train --model vit-fmnist --competitors 4 --epochs 10 --out runs/vit-u4
+  cargo xtask train --resume --out runs/vit-u4 --epochs 20")]
 pub struct Args {
-    /// Preset model (vit-fmnist, resnet18-fmnist, deit-tiny, ...); default vit-fmnist.
-    #[arg(long)]
+    /// Preset model: vit-fmnist, resnet18-fmnist, deit-tiny, deit-small, deit-base or resnet18
+    /// [default: vit-fmnist; with --resume: the run's].
+    #[arg(long, value_name = "PRESET")]
     model: Option<String>,
-    /// LWTA competitors U (1 = the conventional network); default 4.
-    #[arg(long)]
+    /// LWTA competitors U (1 = the conventional network) [default: 4; with --resume: the run's].
+    #[arg(long, value_name = "U", value_parser = crate::cli::at_least_one)]
     competitors: Option<usize>,
-    /// Epochs in all (with --resume: may be raised to train longer); default 10.
-    #[arg(long)]
+    /// Epochs in all (with --resume: may be raised to train longer) [default: 10].
+    #[arg(long, value_name = "N")]
     epochs: Option<usize>,
-    /// Training batch size; default 128.
-    #[arg(long)]
+    /// Training batch size [default: 128].
+    #[arg(long, value_name = "N", value_parser = crate::cli::at_least_one)]
     batch: Option<usize>,
     /// Run folder.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// Continue the run in --out from its last checkpoint, with its settings (an imported run that
     /// has trained no epoch takes new ones: fine-tuning).
     #[arg(long)]
     resume: bool,
-    /// Fashion-MNIST IDX folder (default: the installed package, else the embedded subset), or for
-    /// RGB models a folder with train/ and val/ ImageFolder trees.
-    #[arg(long)]
+    /// Fashion-MNIST IDX folder, or for RGB models a folder with train/ and val/ ImageFolder trees
+    /// [default: the installed Fashion-MNIST, else the embedded subset].
+    #[arg(long, value_name = "DIR", value_parser = crate::cli::existing_dir)]
     data: Option<PathBuf>,
-    /// Peak learning rate (default: 1e-3 AdamW for ViTs; SGD for ResNets, 0.05 with U=1, 0.4 for CVNs).
-    #[arg(long)]
+    /// Peak learning rate [default: 1e-3 AdamW for ViTs; SGD for ResNets, 0.05 with U=1, 0.4 for CVNs].
+    #[arg(long, value_name = "LR")]
     lr: Option<f32>,
-    #[arg(long)]
+    /// Weight decay [default: the preset's recipe: 0.05 for ViTs, 5e-4 for ResNets].
+    #[arg(long, value_name = "W")]
     weight_decay: Option<f32>,
-    #[arg(long)]
+    /// Label smoothing of the cross-entropy loss [default: 0.1].
+    #[arg(long, value_name = "EPS")]
     label_smoothing: Option<f32>,
-    /// Warm-up of the cosine schedule, in epochs (ViTs).
-    #[arg(long)]
+    /// Warm-up of the cosine schedule, in epochs (ViTs) [default: a tenth of the epochs, at most 1].
+    #[arg(long, value_name = "EPOCHS")]
     warmup_epochs: Option<f32>,
-    #[arg(long)]
+    /// Seed of every random stream: LWTA and dropout noise, data order, augmentation,
+    /// initialisation [default: 0].
+    #[arg(long, value_name = "N")]
     seed: Option<u64>,
-    /// Stochastic test passes averaged in the final evaluation; default 6.
-    #[arg(long)]
+    /// Stochastic test passes averaged in the final evaluation [default: 6].
+    #[arg(long, value_name = "N")]
     samples: Option<usize>,
-    /// Train on N training images, spread evenly through the set (every class stays in).
-    #[arg(long)]
+    /// Train on N training images, spread evenly through the set (every class stays in) [default:
+    /// all].
+    #[arg(long, value_name = "N", value_parser = crate::cli::at_least_one)]
     train_limit: Option<usize>,
     /// Skip the deterministic test evaluation after each epoch.
     #[arg(long)]
