@@ -19,7 +19,7 @@ use cvn_models::{ArgmaxBatchNorm, Forward, Model};
 use dissect::integration::{DatasetProbe, ModelSource, Sampling};
 use dissect::source::ActivationSource;
 
-const TOLERANCE: f64 = 1e-4;
+const TOLERANCE: f64 = cvn_models::parity::IMPORT_TOLERANCE;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/import")
@@ -75,11 +75,6 @@ fn timm_torchvision_and_ddp_state_dicts_import_with_pytorchs_logits() {
     let io = io();
     let x = io.get("x").unwrap();
     let n = x.shape()[0];
-    let cases = [
-        ("vit_fmnist_timm.safetensors", "vit-fmnist", "logits_vit_gelu"),
-        ("vit_fmnist_ddp_prefix.safetensors", "vit-fmnist", "logits_vit_gelu"),
-        ("resnet18_fmnist_torchvision.safetensors", "resnet18-fmnist", "logits_resnet_relu"),
-    ];
     // The fixture's images are the first test images of Fashion-MNIST, as the embedded subset's.
     let mut embedded = vec![0.0f32; x.len()];
     let test = test_images(n);
@@ -88,7 +83,7 @@ fn timm_torchvision_and_ddp_state_dicts_import_with_pytorchs_logits() {
     }
     assert!(rel_err(&embedded, &x.to_vec().unwrap()) < 1e-6, "the embedded test images are the fixture's");
 
-    for (file, preset, key) in cases {
+    for (file, preset, key) in cvn_models::parity::IMPORT_FIXTURES {
         let dir = scratch(file);
         let expected = io.get(key).unwrap().to_vec().unwrap();
         let source = TensorFile::load(&fixtures().join(file)).unwrap();

@@ -1,6 +1,7 @@
 //! Parity with the reference fixtures `tiny_vit` (timm) and `tiny_resnet` (torchvision): logits of
 //! the conventional model and of the deterministic-LWTA model, and the tapped activations of the
-//! LWTA model. Architecture, U and the tapped layers all come from the files.
+//! LWTA model. Architecture, U and the tapped layers all come from the files. And `import/`: the
+//! state dicts timm, torchvision and DDP write, read as `import` reads them, give PyTorch's logits.
 
 use std::path::Path;
 
@@ -32,6 +33,39 @@ pub fn parity_checks_on(fixtures: &Path, device: &Device) -> Result<Vec<Check>> 
     let mut checks = Vec::new();
     for name in ["tiny_vit", "tiny_resnet"] {
         checks.extend(fixture_checks(name, &fixtures.join(name), device)?);
+    }
+    checks.extend(import_checks(&fixtures.join("import"), device)?);
+    Ok(checks)
+}
+
+/// The state dicts of `fixtures/import`: file, the preset it follows, and the key of PyTorch's
+/// logits in its `io.safetensors`.
+pub const IMPORT_FIXTURES: [(&str, &str, &str); 3] = [
+    ("vit_fmnist_timm.safetensors", "vit-fmnist", "logits_vit_gelu"),
+    ("vit_fmnist_ddp_prefix.safetensors", "vit-fmnist", "logits_vit_gelu"),
+    ("resnet18_fmnist_torchvision.safetensors", "resnet18-fmnist", "logits_resnet_relu"),
+];
+
+/// Tolerance of the import fixtures, relative to the largest logit.
+pub const IMPORT_TOLERANCE: f64 = 1e-4;
+
+fn import_checks(dir: &Path, device: &Device) -> Result<Vec<Check>> {
+    let io = TensorFile::load(&dir.join("io.safetensors"))?;
+    let x = io.get("x")?.to_device(device)?;
+    let mut checks = Vec::new();
+    for (file, preset, key) in IMPORT_FIXTURES {
+        let mut model = crate::import::read_state_dict(&dir.join(file), ModelConfig::preset(preset, 1)?)?.model;
+        model.to_device(device)?;
+        let logits = model.forward(&x, &mut Forward::deterministic())?.to_vec()?;
+        let expected = io.get(key)?.to_vec()?;
+        let scale = expected.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64)).max(f64::MIN_POSITIVE);
+        let err = max_rel_err(logits.iter().map(|&v| v as f64), expected.iter().map(|&v| v as f64), scale);
+        let detail = if logits.len() == expected.len() {
+            "relative to the largest logit".to_string()
+        } else {
+            format!("{} logits, expected {}", logits.len(), expected.len())
+        };
+        checks.push(Check::within(format!("import {file} {key}"), err, IMPORT_TOLERANCE).require(logits.len() == expected.len(), detail));
     }
     Ok(checks)
 }
