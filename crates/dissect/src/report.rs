@@ -223,9 +223,9 @@ pub fn report_html(main: Named, probe: &dyn ProbeSet, compare: Option<Named>, pr
         );
     }
     // `<` never appears raw inside the script element (labels are arbitrary text).
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "<script type=\"application/json\" id=\"report-data\">{}</script><script>const PAGE_ROWS = {PAGE_ROWS};{SCRIPT}</script></body></html>\n",
+        "<script type=\"application/json\" id=\"report-data\">{}</script><script>const PAGE_ROWS = {PAGE_ROWS};{SCRIPT}</script></body></html>",
         data.replace('<', "\\u003c")
     );
     Ok(h)
