@@ -141,6 +141,8 @@ pub fn dissect_run(args: &Args) -> anyhow::Result<Outputs> {
     let out = args.out_dir();
     let settings = main.settings(args);
     check_out_dir(&out, &settings, args.force)?;
+    // Locked above: temporary files there are a killed writer's.
+    cvn_autograd::io::remove_stale_temps(&out)?;
     let provenance = Provenance::now(settings, std::env::args().collect());
 
     let main = main.run(args, clip.as_ref())?;

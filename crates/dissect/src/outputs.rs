@@ -105,8 +105,14 @@ fn utc_iso8601(seconds: u64) -> String {
 /// Whether `dir` may receive a dissection made with `settings`: yes when it holds none, or one made
 /// with the same settings (a rerun replaces it), or `force`. Otherwise the error lists what
 /// differs. A folder whose `summary.json` records no settings (an older version's) is replaced only
-/// with `force` too.
+/// with `force` too. A run folder never is, forced or not: its `summary.json` is the training's.
 pub fn check_out_dir(dir: &Path, settings: &Settings, force: bool) -> Result<()> {
+    if cvn_models::run::has_model(dir) {
+        return Err(DissectError::OutputsExist {
+            dir: dir.to_path_buf(),
+            what: "a run (its model and training summary.json, which the outputs would replace)".into(),
+        });
+    }
     let summary_path = dir.join(SUMMARY_JSON);
     let present = [NEURONS_CSV, SUMMARY_JSON, REPORT_HTML].iter().any(|f| dir.join(f).exists());
     if force || !present {
@@ -214,7 +220,7 @@ pub fn neurons_csv(d: &Dissection) -> String {
 }
 
 /// RFC 4180 CSV of `rows` in `columns`.
-pub fn csv<'a>(columns: &[Column], rows: impl Iterator<Item = Row<'a>>) -> String {
+fn csv<'a>(columns: &[Column], rows: impl Iterator<Item = Row<'a>>) -> String {
     let line = |cells: &mut dyn Iterator<Item = String>| cells.map(|c| csv_field(&c)).collect::<Vec<_>>().join(",");
     let mut out = line(&mut columns.iter().map(|c| c.name.clone()));
     out.push('\n');
@@ -451,6 +457,14 @@ pub(crate) mod tests {
         assert!(message.contains("similarity: \"cos\" there, \"soft-wpmi\" now") && message.contains("layers:"), "{message}");
         assert!(!message.contains("pooling"), "only what differs: {message}");
         check_out_dir(&dir, &other, true).expect("--force replaces it");
+
+        // A run folder is never an output folder: its summary.json is the training's.
+        let run = scratch("run");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join(cvn_models::run::MODEL_FILE), b"weights").unwrap();
+        let message = check_out_dir(&run, &first, true).unwrap_err().to_string();
+        assert!(message.contains("a run (its model"), "{message}");
+        std::fs::remove_dir_all(&run).unwrap();
 
         // An older version's summary records no settings: it is not replaced unasked either.
         std::fs::write(dir.join(SUMMARY_JSON), "{\"backend\": \"labels\"}").unwrap();
