@@ -93,8 +93,17 @@ fn score_meaning(similarity: &str) -> &'static str {
     }
 }
 
-fn percent(v: Option<f64>) -> String {
-    v.map_or("—".to_string(), |v| format!("{:.2}%", 100.0 * v))
+/// A run's test top-1 as its `summary.json` recorded it.
+fn accuracy(run: &RunInfo) -> String {
+    let percent = |v: f64| format!("{:.2}%", 100.0 * v);
+    match (run.test_top1_sampled, run.test_top1_deterministic) {
+        (None, None) => "not recorded (the run has no summary.json)".to_string(),
+        (Some(sampled), Some(deterministic)) => {
+            format!("{} (stochastic passes averaged), {} (deterministic)", percent(sampled), percent(deterministic))
+        }
+        (None, Some(deterministic)) => format!("{} (deterministic)", percent(deterministic)),
+        (Some(sampled), None) => format!("{} (stochastic passes averaged)", percent(sampled)),
+    }
 }
 
 /// The page header: which model, checkpoint and accuracy, how and when it was dissected.
@@ -109,24 +118,12 @@ fn header(h: &mut String, run: &RunInfo, d: &Dissection, provenance: &Provenance
         format!(" <span class=hash title=\"content_sha256 {0}\">sha256 {1}…</span>", esc(hash), esc(&hash[..hash.len().min(12)]))
     });
     item("checkpoint", format!("<code>{}</code>{hash}", esc(&run.checkpoint)));
-    let accuracy = if run.test_top1_sampled.is_none() && run.test_top1_deterministic.is_none() {
-        "not recorded (the run has no summary.json)".to_string()
-    } else {
-        format!("{} (stochastic passes averaged), {} (deterministic)", percent(run.test_top1_sampled), percent(run.test_top1_deterministic))
-    };
-    item("test top-1", accuracy);
+    item("test top-1", accuracy(run));
     if let Some(other) = compare {
         let r = other.run;
         item(
             "compared with",
-            format!(
-                "<code>{}</code>: {}, U = {}, test top-1 {} / {}",
-                esc(&r.run),
-                esc(&r.model),
-                r.competitors,
-                percent(r.test_top1_sampled),
-                percent(r.test_top1_deterministic)
-            ),
+            format!("<code>{}</code>: {}, U = {}, test top-1 {}", esc(&r.run), esc(&r.model), r.competitors, accuracy(r)),
         );
     }
     let backend = if d.backend == "labels" {
