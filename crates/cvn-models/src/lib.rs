@@ -10,7 +10,8 @@
 //!   PyTorch state dicts in through [`import`]; the deterministic pass's BatchNorm statistics in
 //!   [`ArgmaxBatchNorm`].
 //! * [`data`] — Fashion-MNIST and ImageFolder data sets, augmentation, a parallel batch loader.
-//! * [`parity_checks`] — comparison with the reference fixtures `tiny_vit` and `tiny_resnet`.
+//! * [`parity_checks`] — comparison with the reference fixtures `tiny_vit`, `tiny_resnet` and the
+//!   PyTorch state dicts of `import/`.
 //!
 //! A training step:
 //! ```no_run
