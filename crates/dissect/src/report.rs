@@ -134,11 +134,13 @@ fn header(h: &mut String, run: &RunInfo, d: &Dissection, provenance: &Provenance
     item("labels by", backend);
     item("concepts", format!("<b>{}</b> ({} concepts)", esc(&d.concept_set), d.concepts));
     item("similarity", format!("<b>{}</b>", esc(&d.similarity)));
+    // A probe id is its name and content hash: the name shown, the whole id on hover.
     item(
         "probe",
         format!(
-            "<b>{}</b> ({} images), pooling {}, {}",
+            "<b title=\"{}\">{}</b> ({} images), pooling {}, {}",
             esc(&d.probe),
+            esc(d.probe.split_once(':').map_or(d.probe.as_str(), |(name, _)| name)),
             d.probe_images,
             esc(&d.pooling),
             esc(&provenance.settings.sampling)

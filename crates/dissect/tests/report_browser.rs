@@ -1,6 +1,7 @@
 //! `report.html` in a real browser: a report of 10,000 neurons (20 layers of 500) is loaded in
 //! headless Chromium (`--dump-dom`), and the rendered page is checked — the first page of rows per
-//! layer, search by label, a layer filter with sorting, and a neuron anchor that renders a row far
+//! layer, search by label, the exact-label filter, a layer filter with sorting and activity range, and
+//! a neuron anchor that renders a row far
 //! down its layer. Skips, saying why, when no `chromium` is installed (Debian: `apt-get install
 //! chromium`; `.ci/run` installs it).
 
@@ -198,6 +199,12 @@ fn ten_thousand_neurons_render_lazily_and_filter_in_chromium() {
     assert_eq!(rows.len(), LAYERS * 6);
     assert_eq!(dom.matches(&format!("<td><b>{ZEBRA}</b></td>")).count(), rows.len(), "every rendered row matches");
     assert!(dom.contains(&format!("{} of {} neurons match", LAYERS * 6, LAYERS * UNITS)));
+
+    // An exact label, from the label filter.
+    let (dom, _) = dump_dom(&chromium, &scratch, &format!("{url}?label=concept%2011"));
+    let expected = LAYERS * (0..UNITS).filter(|&u| label_of(u) == "concept 11").count();
+    assert_eq!(rendered_rows(&dom).len(), expected);
+    assert_eq!(dom.matches("<td><b>concept 11</b></td>").count(), expected);
 
     // One layer, active fraction at least 0.5, highest score first (ties in unit order).
     let (dom, _) = dump_dom(&chromium, &scratch, &format!("{url}?layer=layer.7&sort=score-desc&min=0.5"));
