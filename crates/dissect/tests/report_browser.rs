@@ -1,9 +1,8 @@
 //! `report.html` in a real browser: a report of 10,000 neurons (20 layers of 500) is loaded in
 //! headless Chromium (`--dump-dom`), and the rendered page is checked — the first page of rows per
-//! layer, search by label, the exact-label filter, a layer filter with sorting and activity range, and
-//! a neuron anchor that renders a row far
-//! down its layer. Skips, saying why, when no `chromium` is installed (Debian: `apt-get install
-//! chromium`; `.ci/run` installs it).
+//! layer, search by label, the exact-label filter, a layer filter with sorting and an activity
+//! range, and a neuron anchor that renders a row far down its layer. Skips, saying why, when no
+//! `chromium` is installed (Debian: `apt-get install chromium`; `.ci/run` installs it).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
