@@ -27,7 +27,7 @@ pub struct Args {
     /// Only the deterministic (argmax-winner) pass.
     #[arg(long)]
     deterministic: bool,
-    /// Data folder replacing the one the run was trained with.
+    /// Data folder (or `synthetic-concepts[:SEED]`) replacing the one the run was trained with.
     #[arg(long)]
     data: Option<PathBuf>,
     /// Evaluation batch size [default: the run's].

@@ -15,7 +15,8 @@ use crate::device::DeviceArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Preset model (vit-fmnist, resnet18-fmnist, deit-tiny, ...); default vit-fmnist.
+    /// Preset model (vit-fmnist, resnet18-fmnist, vit-concepts, resnet18-concepts, deit-tiny, ...);
+    /// default vit-fmnist.
     #[arg(long)]
     model: Option<String>,
     /// LWTA competitors U (1 = the conventional network); default 4.
@@ -35,7 +36,8 @@ pub struct Args {
     #[arg(long)]
     resume: bool,
     /// Fashion-MNIST IDX folder (default: the installed package, else the embedded subset), or for
-    /// RGB models a folder with train/ and val/ ImageFolder trees.
+    /// RGB models a folder with train/ and val/ ImageFolder trees, or `synthetic-concepts[:SEED]`
+    /// (generated 32 px images of known concepts; presets vit-concepts, resnet18-concepts).
     #[arg(long)]
     data: Option<PathBuf>,
     /// Peak learning rate (default: 1e-3 AdamW for ViTs; SGD for ResNets, 0.05 with U=1, 0.4 for CVNs).
