@@ -1,5 +1,5 @@
 //! `cargo xtask dissect --run runs/NAME [--layers a,b] [--clip DIR] [--concepts FILE|NAME]
-//! [--similarity soft-wpmi] [--probe fashion-mnist-test|IMAGEFOLDER] [--examples 16]
+//! [--similarity soft-wpmi] [--probe fashion-mnist-test|synthetic-concepts|IMAGEFOLDER] [--examples 16]
 //! [--compare runs/OTHER] [--no-cache]`: names the neurons of a run's network (CLIP-Dissect), explains
 //! probe images by their winners and writes `neurons.csv`, `summary.json` and `report.html` into
 //! `runs/NAME/dissect/` ([`dissect`]).
@@ -9,7 +9,8 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 use cvn_autograd::Device;
-use cvn_models::data::{FashionMnist, FolderTransform, ImageFolder};
+use cvn_models::data::synthetic_concepts::{self, Split, SplitSizes};
+use cvn_models::data::{ConceptSplit, FashionMnist, FolderTransform, ImageFolder};
 use cvn_models::train::{integrity_note, run_config};
 use cvn_models::RunLock;
 use dissect::cache::Cache;
@@ -21,7 +22,8 @@ use dissect::source::{ProbeSet, Progress};
 use dissect::{ConceptSet, Similarity};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// The probe set named `fashion-mnist-test`; anything else is an ImageFolder path.
+/// The probe set named `fashion-mnist-test`; besides it and `synthetic-concepts[:SEED]`, a probe is
+/// an ImageFolder path.
 const FASHION_MNIST_TEST: &str = "fashion-mnist-test";
 
 #[derive(clap::Args, Clone)]
@@ -34,17 +36,20 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     layers: Vec<String>,
     /// Hugging Face CLIP directory (config.json, model.safetensors, tokenizer.json). Without it the
-    /// label backend names neurons after the probe set's classes.
+    /// label backend names neurons after the probe set's annotated concepts, else its classes.
     #[arg(long)]
     clip: Option<PathBuf>,
     /// Concept set: a file (one concept per line) or 20k, 10k, 3k, broden, imagenet, places365,
-    /// cifar100, imagenet-gpt (default: 20k with --clip, the probe's class names without).
+    /// cifar100, imagenet-gpt (default: 20k with --clip; without, the probe's annotated concepts,
+    /// else its class names).
     #[arg(long)]
     concepts: Option<String>,
     /// cos, cos-cubed, rank-reorder, wpmi or soft-wpmi.
     #[arg(long, default_value = "soft-wpmi")]
     similarity: Similarity,
-    /// Probe images: fashion-mnist-test (the run's Fashion-MNIST) or an ImageFolder directory.
+    /// Probe images: fashion-mnist-test (the run's Fashion-MNIST), synthetic-concepts[:SEED] (the
+    /// generated set's probe split, with its true concepts), or an ImageFolder directory (with a
+    /// concepts.csv at its root: concept annotations).
     #[arg(long, default_value = FASHION_MNIST_TEST)]
     probe: String,
     /// Only the first N probe images.
@@ -142,7 +147,10 @@ fn dissect_one(
     let concepts = match (&args.concepts, clip) {
         (Some(spec), _) => ConceptSet::load(spec)?,
         (None, Some(_)) => ConceptSet::load("20k")?,
-        (None, None) => ConceptSet::from_lines(format!("class names of {}", args.probe), probe.class_names().iter().map(String::as_str))?,
+        (None, None) => match probe.annotations() {
+            Some(a) => ConceptSet::from_lines(format!("concepts annotated in {}", a.source()), a.names().iter().map(String::as_str))?,
+            None => ConceptSet::from_lines(format!("class names of {}", args.probe), probe.class_names().iter().map(String::as_str))?,
+        },
     };
     let scorer = match clip {
         Some(clip) => Scorer::Clip(clip),
@@ -177,7 +185,10 @@ fn dissect_one(
 }
 
 fn load_probe(args: &Args, run: &Path, source: &ModelSource) -> anyhow::Result<Box<dyn ProbeSet>> {
-    let probe = if args.probe == FASHION_MNIST_TEST {
+    let probe = if let Some(seed) = synthetic_concepts::parse_spec(&args.probe) {
+        let split = ConceptSplit::new(seed?, Split::Probe, SplitSizes::default().probe)?;
+        DatasetProbe::synthetic(split)?
+    } else if args.probe == FASHION_MNIST_TEST {
         // The Fashion-MNIST copy the run was trained on (its --data), else the usual search.
         let data_dir = run_config(run).ok().and_then(|c| c.data_dir);
         let data = FashionMnist::load(data_dir.as_deref())?;
@@ -190,7 +201,7 @@ fn load_probe(args: &Args, run: &Path, source: &ModelSource) -> anyhow::Result<B
         let folder = ImageFolder::open(&dir, FolderTransform::eval(size))
             .and_then(|f| f.scan(false))
             .with_context(|| format!("--probe {}", dir.display()))?;
-        DatasetProbe::image_folder(&args.probe, folder)?
+        DatasetProbe::annotated_image_folder(&args.probe, &dir, folder)?
     };
     probe.check_fits(source.model().config()).with_context(|| format!("--probe {}", args.probe))?;
     Ok(Box::new(match args.limit {

@@ -2,13 +2,13 @@
 //! `cvn-models`, CLIP from `clip-encoder`.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clip_encoder::Clip;
 use cvn_autograd::io::Integrity;
 use cvn_autograd::{DType, Device, LwtaMode, Tensor};
-use cvn_models::data::{Dataset, IdxDataset, ImageFolder};
+use cvn_models::data::{synthetic_concepts, ConceptSplit, Dataset, IdxDataset, ImageFolder};
 use cvn_models::rng::CounterRng;
 use cvn_models::run::ArgmaxBnOrigin;
 use cvn_models::train::{run_argmax_bn, run_config, TrainData};
@@ -18,6 +18,7 @@ use ndarray::Array2;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::annotations::{ConceptAnnotations, CONCEPTS_CSV};
 use crate::cache::{file_sha256, hex, hex_sha256};
 use crate::error::{DissectError, Result};
 use crate::source::{ActivationSource, ClipEncoder, Head, LayerOutput, ProbeSet, TextEncoder};
@@ -199,11 +200,13 @@ impl ActivationSource for ModelSource {
     }
 }
 
-/// A `cvn-models` data set as probe images: labels, class names, raw images and model inputs.
+/// A `cvn-models` data set as probe images: labels, class names, raw images, model inputs and,
+/// when known, concept annotations.
 pub struct DatasetProbe {
     id: String,
     dataset: Arc<dyn Dataset>,
     labels: Vec<usize>,
+    annotations: Option<ConceptAnnotations>,
 }
 
 impl DatasetProbe {
@@ -215,7 +218,7 @@ impl DatasetProbe {
             hasher.update(split.raw_image(i).map_err(|e| upstream(format!("reading {name}"))(e.to_string()))?.as_raw());
         }
         hasher.update(split.labels());
-        Ok(Self { id: format!("{name}:{}", hex(&hasher.finalize())), dataset: Arc::new(split), labels })
+        Ok(Self { id: format!("{name}:{}", hex(&hasher.finalize())), dataset: Arc::new(split), labels, annotations: None })
     }
 
     /// An ImageFolder tree; its id is `name` plus the sha256 of every file's path, size and
@@ -228,7 +231,27 @@ impl DatasetProbe {
             listing.push_str(&format!("{}\t{label}\t{}\t{modified:?}\n", path.display(), meta.len()));
         }
         let labels = folder.samples().iter().map(|(_, l)| *l).collect();
-        Ok(Self { id: format!("{name}:{}", hex_sha256(listing.as_bytes())), dataset: Arc::new(folder), labels })
+        Ok(Self { id: format!("{name}:{}", hex_sha256(listing.as_bytes())), dataset: Arc::new(folder), labels, annotations: None })
+    }
+
+    /// An ImageFolder tree with the concept annotations of its `concepts.csv` (see
+    /// [`crate::annotations`]); a folder without one is [`DatasetProbe::image_folder`].
+    pub fn annotated_image_folder(name: &str, root: &Path, folder: ImageFolder) -> Result<Self> {
+        let csv = root.join(CONCEPTS_CSV);
+        let paths: Vec<PathBuf> = folder.samples().iter().map(|(p, _)| p.clone()).collect();
+        let annotations = if csv.is_file() { Some(ConceptAnnotations::from_csv(&csv, root, &paths)?) } else { None };
+        let probe = Self::image_folder(name, folder)?;
+        Ok(Self { annotations, ..probe })
+    }
+
+    /// A split of the generated `synthetic-concepts` set, with its true concepts as annotations.
+    /// Its id names the seed and split: the images are a function of them.
+    pub fn synthetic(split: ConceptSplit) -> Result<Self> {
+        let scenes = (0..split.len()).map(|i| split.scene(i)).collect::<cvn_models::Result<Vec<_>>>().map_err(|e| upstream(split.describe())(e.to_string()))?;
+        let labels = scenes.iter().map(|s| s.class()).collect();
+        let images = scenes.iter().map(|s| s.concept_indices().to_vec()).collect();
+        let annotations = ConceptAnnotations::new(split.describe(), synthetic_concepts::concept_names(), images)?;
+        Ok(Self { id: format!("{}:{}", split.describe(), split.len()), dataset: Arc::new(split), labels, annotations: Some(annotations) })
     }
 
     /// Checks that the probe images fit `model` (channels, size, classes), as training checks its
@@ -241,6 +264,7 @@ impl DatasetProbe {
     pub fn truncated(mut self, n: usize) -> Self {
         if n < self.labels.len() {
             self.labels.truncate(n);
+            self.annotations = self.annotations.map(|a| a.truncated(n));
             self.id = format!("{}:first{n}", self.id);
         }
         self
@@ -262,6 +286,10 @@ impl ProbeSet for DatasetProbe {
 
     fn label(&self, index: usize) -> Option<usize> {
         self.labels.get(index).copied()
+    }
+
+    fn annotations(&self) -> Option<&ConceptAnnotations> {
+        self.annotations.as_ref()
     }
 
     fn image(&self, index: usize) -> Result<RgbImage> {

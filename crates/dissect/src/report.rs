@@ -48,20 +48,28 @@ pub fn write_outputs(dir: &Path, main: Named, probe: &dyn ProbeSet, compare: Opt
     Ok(outputs)
 }
 
-/// One row per neuron: `layer,unit,label,score,alternatives` (alternatives as `name (score); …`).
+/// One row per neuron: `layer,unit,label,score,alternatives,status,auprc,correlation,f1`
+/// (alternatives as `name (score); …`; the label's quality on the held-out probe images, empty where
+/// undefined).
 pub fn neurons_csv(d: &Dissection) -> String {
-    let mut out = String::from("layer,unit,label,score,alternatives\n");
+    let mut out = String::from("layer,unit,label,score,alternatives,status,auprc,correlation,f1\n");
     for layer in &d.layers {
         for n in &layer.neurons {
             let alternatives = n.label.alternatives.iter().map(|(c, s)| format!("{c} ({s:.4})")).collect::<Vec<_>>().join("; ");
+            let quality = n.label.quality.as_ref();
+            let metric = |m: Option<f32>| m.map_or(String::new(), |v| v.to_string());
             let _ = writeln!(
                 out,
-                "{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{}",
                 csv_field(&layer.layer),
                 n.label.unit,
                 csv_field(&n.label.label),
                 n.label.score,
-                csv_field(&alternatives)
+                csv_field(&alternatives),
+                n.label.status.name(),
+                metric(quality.and_then(|q| q.auprc)),
+                metric(quality.and_then(|q| q.correlation)),
+                metric(quality.and_then(|q| q.f1)),
             );
         }
     }
@@ -510,7 +518,7 @@ mod tests {
 
         let csv = std::fs::read_to_string(&out.neurons_csv).unwrap();
         let rows: Vec<&str> = csv.lines().collect();
-        assert_eq!(rows[0], "layer,unit,label,score,alternatives");
+        assert_eq!(rows[0], "layer,unit,label,score,alternatives,status,auprc,correlation,f1");
         assert_eq!(rows.len(), 1 + 3 + 2, "tokens has 3 units, head 2");
         assert!(rows[4].starts_with("head,0,"), "{}", rows[4]);
 
