@@ -37,7 +37,11 @@ impl ConceptAnnotations {
     /// came from in outputs and errors.
     pub fn new(source: String, names: Vec<String>, images: Vec<Vec<usize>>) -> Result<Self> {
         if let Some((n, &m)) = images.iter().enumerate().find_map(|(n, c)| c.iter().find(|&&m| m >= names.len()).map(|m| (n, m))) {
-            return Err(DissectError::shape(format!("annotations {source}, image {n}"), format!("concepts below {}", names.len()), m.to_string()));
+            return Err(DissectError::shape(
+                format!("annotations {source}, image {n}"),
+                format!("concepts below {}", names.len()),
+                m.to_string(),
+            ));
         }
         Ok(Self { source, names, images })
     }
@@ -101,7 +105,12 @@ impl ConceptAnnotations {
         if !missing.is_empty() {
             return Err(DissectError::format(
                 csv,
-                format!("{} of the {} probe images have no row, e.g. `{}`", missing.len(), paths.len(), missing[..missing.len().min(3)].join("`, `")),
+                format!(
+                    "{} of the {} probe images have no row, e.g. `{}`",
+                    missing.len(),
+                    paths.len(),
+                    missing[..missing.len().min(3)].join("`, `")
+                ),
             ));
         }
         if names.is_empty() {

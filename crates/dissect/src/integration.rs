@@ -247,7 +247,10 @@ impl DatasetProbe {
     /// A split of the generated `synthetic-concepts` set, with its true concepts as annotations.
     /// Its id names the seed and split: the images are a function of them.
     pub fn synthetic(split: ConceptSplit) -> Result<Self> {
-        let scenes = (0..split.len()).map(|i| split.scene(i)).collect::<cvn_models::Result<Vec<_>>>().map_err(|e| upstream(split.describe())(e.to_string()))?;
+        let scenes = (0..split.len())
+            .map(|i| split.scene(i))
+            .collect::<cvn_models::Result<Vec<_>>>()
+            .map_err(|e| upstream(split.describe())(e.to_string()))?;
         let labels = scenes.iter().map(|s| s.class()).collect();
         let images = scenes.iter().map(|s| s.concept_indices().to_vec()).collect();
         let annotations = ConceptAnnotations::new(split.describe(), synthetic_concepts::concept_names(), images)?;

@@ -11,8 +11,8 @@ use crate::concepts::ConceptSet;
 use crate::error::{DissectError, Result};
 use crate::explain::{example_images, explain, Classifier, Explanation};
 use crate::label::{evaluate_classifier, label_neurons, top_indices, ClassifierEvaluation, NeuronLabel, ALTERNATIVES};
+use crate::quality::{assess_labels, select_rows, Halves, LayerQuality, NeuronStatus};
 use crate::record::{record_layers, LayerActivations, Pooling};
-use crate::quality::{assess_labels, select_rows, Halves, NeuronStatus};
 use crate::score::{clip_scores, probe_scores, Scores};
 use crate::similarity::Similarity;
 use crate::source::{ActivationSource, ClipEncoder, ProbeSet, Progress, TextEncoder};
@@ -87,6 +87,8 @@ pub struct LayerReport {
     pub active_fraction: f64,
     /// Labels by how many neurons carry them, most frequent first (unlabelled neurons left out).
     pub label_distribution: Vec<LabelCount>,
+    /// Neurons by status and the labels' mean held-out quality.
+    pub quality: LayerQuality,
     pub neurons: Vec<NeuronReport>,
     /// Whether the activations came from the cache.
     pub cached: bool,
@@ -242,6 +244,7 @@ fn layer_report(acts: &LayerActivations, labels: Vec<NeuronLabel>, top_images: u
     let mut label_distribution: Vec<LabelCount> =
         counts.into_iter().map(|(label, neurons)| LabelCount { label: label.to_string(), neurons }).collect();
     label_distribution.sort_by(|a, b| b.neurons.cmp(&a.neurons).then_with(|| a.label.cmp(&b.label)));
+    let quality = LayerQuality::of(&labels);
     let neurons = labels
         .into_iter()
         .enumerate()
@@ -256,6 +259,7 @@ fn layer_report(acts: &LayerActivations, labels: Vec<NeuronLabel>, top_images: u
         units: acts.pooled.ncols(),
         active_fraction: acts.active_fraction(),
         label_distribution,
+        quality,
         neurons,
         cached: acts.cached,
         similarity_seconds,

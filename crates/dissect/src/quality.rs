@@ -122,6 +122,36 @@ pub fn assess_labels(
     Ok(())
 }
 
+/// A layer's neurons by status, and its labels' mean quality (over the labelled neurons whose metric
+/// is defined; `None` when none is).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerQuality {
+    pub labelled: usize,
+    pub inactive: usize,
+    pub too_few_images: usize,
+    pub mean_auprc: Option<f64>,
+    pub mean_correlation: Option<f64>,
+    pub mean_f1: Option<f64>,
+}
+
+impl LayerQuality {
+    pub fn of(labels: &[NeuronLabel]) -> Self {
+        let count = |status| labels.iter().filter(|l| l.status == status).count();
+        let mean = |metric: fn(&LabelQuality) -> Option<f32>| {
+            let values: Vec<f64> = labels.iter().filter_map(|l| l.quality.as_ref().and_then(metric)).map(f64::from).collect();
+            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+        };
+        Self {
+            labelled: count(NeuronStatus::Labelled),
+            inactive: count(NeuronStatus::Inactive),
+            too_few_images: count(NeuronStatus::TooFewImages),
+            mean_auprc: mean(|q| q.auprc),
+            mean_correlation: mean(|q| q.correlation),
+            mean_f1: mean(|q| q.f1),
+        }
+    }
+}
+
 /// A label's quality on the held-out images (see the module docs); `None` where a metric is
 /// undefined (a constant activation, a concept no held-out image shows, or P not exact).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -330,5 +360,37 @@ mod tests {
         assert_eq!(NeuronStatus::TooFewImages.name(), "too-few-images");
         assert_eq!(serde_json::to_string(&NeuronStatus::TooFewImages).unwrap(), "\"too-few-images\"");
         assert_eq!(Halves::of(5), Halves { labelling: vec![0, 2, 4], held_out: vec![1, 3] });
+    }
+
+    #[test]
+    fn layer_means_cover_labelled_neurons_with_defined_metrics() {
+        let label = |status, quality: Option<LabelQuality>| NeuronLabel {
+            unit: 0,
+            label: String::new(),
+            score: 0.0,
+            alternatives: vec![],
+            status,
+            quality,
+        };
+        let q = |auprc, correlation| LabelQuality {
+            images: 4,
+            correlation,
+            cosine: None,
+            prevalence: Some(0.5),
+            auprc: Some(auprc),
+            f1: Some(auprc),
+            iou: None,
+        };
+        let labels = [
+            label(NeuronStatus::Labelled, Some(q(1.0, Some(0.5)))),
+            label(NeuronStatus::Labelled, Some(q(0.5, None))),
+            label(NeuronStatus::Inactive, None),
+            label(NeuronStatus::TooFewImages, None),
+            label(NeuronStatus::TooFewImages, None),
+        ];
+        let layer = LayerQuality::of(&labels);
+        assert_eq!((layer.labelled, layer.inactive, layer.too_few_images), (2, 1, 2));
+        assert_eq!((layer.mean_auprc, layer.mean_correlation, layer.mean_f1), (Some(0.75), Some(0.5), Some(0.75)));
+        assert_eq!(LayerQuality::of(&labels[2..]).mean_auprc, None);
     }
 }

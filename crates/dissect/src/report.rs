@@ -13,6 +13,7 @@ use crate::error::{DissectError, Result};
 use crate::explain::Explanation;
 use crate::label::ClassifierEvaluation;
 use crate::pipeline::{Dissection, LabelCount, LayerReport};
+use crate::quality::LayerQuality;
 use crate::source::ProbeSet;
 
 /// A dissection with the run it belongs to.
@@ -94,6 +95,7 @@ struct LayerSummary<'a> {
     active_fraction: f64,
     distinct_labels: usize,
     label_distribution: &'a [LabelCount],
+    quality: &'a LayerQuality,
     cached: bool,
     similarity_seconds: f64,
 }
@@ -145,6 +147,7 @@ fn run_summary<'a>(named: Named<'a>, with_examples: bool) -> RunSummary<'a> {
                 active_fraction: l.active_fraction,
                 distinct_labels: l.label_distribution.len(),
                 label_distribution: &l.label_distribution[..l.label_distribution.len().min(SUMMARY_LABELS)],
+                quality: &l.quality,
                 cached: l.cached,
                 similarity_seconds: l.similarity_seconds,
             })
@@ -525,6 +528,7 @@ mod tests {
         let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out.summary_json).unwrap()).unwrap();
         assert_eq!(summary["backend"], "labels");
         assert_eq!(summary["layers"][1]["layer"], "head");
+        assert!(summary["layers"][1]["quality"]["labelled"].is_number());
         assert!(summary["classifier"]["top1"].is_number());
         assert_eq!(summary["compare"]["run"], "runs/gelu");
 

@@ -95,8 +95,7 @@ pub fn annotation_scores(probe: &dyn ProbeSet, annotations: &ConceptAnnotations,
             }
         }
     }
-    let unmatched_classes =
-        annotations.names().iter().zip(&concept_of).filter(|(_, m)| m.is_none()).map(|(c, _)| c.clone()).collect();
+    let unmatched_classes = annotations.names().iter().zip(&concept_of).filter(|(_, m)| m.is_none()).map(|(c, _)| c.clone()).collect();
     Ok(Scores { matrix, backend: Backend::Annotations(annotations.source().to_string()), unmatched_classes })
 }
 

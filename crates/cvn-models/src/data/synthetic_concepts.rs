@@ -208,7 +208,10 @@ pub fn parse_spec(spec: &str) -> Option<Result<u64>> {
         return Some(Ok(0));
     }
     let seed = rest.strip_prefix(':')?;
-    Some(seed.parse::<u64>().or_else(|_| config_err("data", format!("`{spec}`: expected {SYNTHETIC_CONCEPTS}:SEED with SEED a whole number"))))
+    Some(
+        seed.parse::<u64>()
+            .or_else(|_| config_err("data", format!("`{spec}`: expected {SYNTHETIC_CONCEPTS}:SEED with SEED a whole number"))),
+    )
 }
 
 /// The three splits of the set for one seed.
@@ -336,7 +339,8 @@ mod tests {
             let scene = set.scene(i).unwrap();
             scene.concept_indices().iter().for_each(|&c| seen[c] += 1);
             let name = &set.class_names()[scene.class()];
-            let (colour, shape) = (CONCEPT_GROUPS[COLOUR].concepts[scene.choices[COLOUR]], CONCEPT_GROUPS[SHAPE].concepts[scene.choices[SHAPE]]);
+            let (colour, shape) =
+                (CONCEPT_GROUPS[COLOUR].concepts[scene.choices[COLOUR]], CONCEPT_GROUPS[SHAPE].concepts[scene.choices[SHAPE]]);
             assert_eq!(*name, format!("{colour} {shape}"));
             assert_eq!(scene.objects.len(), scene.choices[COUNT] + 1);
         }
@@ -397,7 +401,8 @@ mod tests {
     #[test]
     fn shapes_are_what_their_names_say() {
         let scene = |shape: usize, size: usize| Scene { choices: [shape, 0, 0, size, 0, 0, 0], objects: vec![(0, 0)] };
-        let mask = |s: &Scene| -> Vec<bool> { (0..s.side() * s.side()).map(|k| s.object_pixel(k % s.side(), k / s.side()).is_some()).collect() };
+        let mask =
+            |s: &Scene| -> Vec<bool> { (0..s.side() * s.side()).map(|k| s.object_pixel(k % s.side(), k / s.side()).is_some()).collect() };
         let large = 1;
         let [circle, square, triangle, cross] = [0, 1, 2, 3].map(|s| mask(&scene(s, large)));
         assert!(square.iter().all(|&b| b));
