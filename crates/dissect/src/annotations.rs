@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::concepts::{MAX_CONCEPT_LINES, MAX_CONCEPT_LINE_BYTES};
+use crate::concepts::{read_text, MAX_CONCEPT_LINES, MAX_CONCEPT_LINE_BYTES};
 use crate::error::{DissectError, Result};
 
 /// The file an ImageFolder probe's annotations are read from.
@@ -50,14 +50,7 @@ impl ConceptAnnotations {
     /// needs a row; a row for an image not in `paths`, a repeated row or a malformed one is an error
     /// naming the file and line.
     pub fn from_csv(csv: &Path, root: &Path, paths: &[PathBuf]) -> Result<Self> {
-        use std::io::Read;
-        let file = std::fs::File::open(csv).map_err(|err| DissectError::io(csv, err))?;
-        let mut bytes = Vec::new();
-        file.take(MAX_CSV_BYTES + 1).read_to_end(&mut bytes).map_err(|err| DissectError::io(csv, err))?;
-        if bytes.len() as u64 > MAX_CSV_BYTES {
-            return Err(DissectError::format(csv, format!("an annotation file may hold at most {MAX_CSV_BYTES} bytes")));
-        }
-        let text = String::from_utf8(bytes).map_err(|err| DissectError::format(csv, format!("not UTF-8 text: {err}")))?;
+        let text = read_text(csv, MAX_CSV_BYTES, "an annotation file")?;
         let index_of: HashMap<String, usize> = paths.iter().enumerate().map(|(i, p)| (relative_name(root, p), i)).collect();
         let mut images: Vec<Option<Vec<usize>>> = vec![None; paths.len()];
         let mut names: Vec<String> = Vec::new();
