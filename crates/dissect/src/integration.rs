@@ -245,16 +245,23 @@ impl DatasetProbe {
     }
 
     /// A split of the generated `synthetic-concepts` set, with its true concepts as annotations.
-    /// Its id names the seed and split: the images are a function of them.
+    /// Its id is the split's name plus the sha256 of its rendered images and labels, so that a
+    /// change to the generator never meets stale cached activations.
     pub fn synthetic(split: ConceptSplit) -> Result<Self> {
         let scenes = (0..split.len())
             .map(|i| split.scene(i))
             .collect::<cvn_models::Result<Vec<_>>>()
             .map_err(|e| upstream(split.describe())(e.to_string()))?;
-        let labels = scenes.iter().map(|s| s.class()).collect();
+        let labels: Vec<usize> = scenes.iter().map(|s| s.class()).collect();
+        let mut hasher = Sha256::new();
+        for (i, &label) in labels.iter().enumerate() {
+            hasher.update(split.raw_image(i).map_err(|e| upstream(split.describe())(e.to_string()))?.as_raw());
+            hasher.update((label as u64).to_le_bytes());
+        }
         let images = scenes.iter().map(|s| s.concept_indices().to_vec()).collect();
         let annotations = ConceptAnnotations::new(split.describe(), synthetic_concepts::concept_names(), images)?;
-        Ok(Self { id: format!("{}:{}", split.describe(), split.len()), dataset: Arc::new(split), labels, annotations: Some(annotations) })
+        let id = format!("{}:{}", split.describe(), hex(&hasher.finalize()));
+        Ok(Self { id, dataset: Arc::new(split), labels, annotations: Some(annotations) })
     }
 
     /// Checks that the probe images fit `model` (channels, size, classes), as training checks its

@@ -78,3 +78,45 @@ fn a_detector_firing_on_too_few_images_is_not_labelled() {
     let circle = &d.layers[0].neurons[0].label;
     assert_eq!((circle.status, circle.label.as_str(), circle.quality.as_ref()), (NeuronStatus::TooFewImages, "", None));
 }
+
+#[test]
+fn probe_ids_follow_the_images() {
+    let id = |seed| DatasetProbe::synthetic(ConceptSplit::new(seed, Split::Probe, 20).unwrap()).unwrap().id();
+    assert_eq!(id(0), id(0));
+    assert_ne!(id(0), id(1));
+    assert!(id(0).starts_with("synthetic-concepts:0 probe split:"), "{}", id(0));
+}
+
+#[test]
+fn an_image_folder_with_concepts_csv_is_annotated() {
+    use cvn_models::data::{FolderTransform, ImageFolder};
+    let root = std::env::temp_dir().join(format!("dissect-annotated-folder-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    for (class, rgb) in [("blue", [10, 10, 250]), ("red", [250, 10, 10])] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..2 {
+            image::RgbImage::from_pixel(8, 8, image::Rgb(rgb)).save(root.join(format!("{class}/{i}.png"))).unwrap();
+        }
+    }
+    let open = || ImageFolder::open(&root, FolderTransform::eval(8)).unwrap();
+    let plain = DatasetProbe::annotated_image_folder("folder", &root, open()).unwrap();
+    assert!(plain.annotations().is_none(), "no concepts.csv: class labels only");
+    std::fs::write(
+        root.join("concepts.csv"),
+        "image,concepts\nblue/0.png,blue;round\nblue/1.png,blue\nred/0.png,red\nred/1.png,red;round\n",
+    )
+    .unwrap();
+    let probe = DatasetProbe::annotated_image_folder("folder", &root, open()).unwrap();
+    let annotations = probe.annotations().unwrap();
+    assert_eq!(annotations.names(), ["blue", "round", "red"]);
+    // ImageFolder lists blue/0, blue/1, red/0, red/1.
+    assert_eq!(annotations.of_image(3), Some(&[2, 1][..]));
+    let concepts = ConceptSet::from_lines("c".into(), ["round", "red", "blue"]).unwrap();
+    let scores = dissect::score::probe_scores(&probe, &concepts).unwrap();
+    assert_eq!(scores.matrix.column(0).to_vec(), vec![1.0, 0.0, 0.0, 1.0]);
+    assert_eq!(probe.truncated(2).annotations().unwrap().len(), 2);
+    std::fs::write(root.join("concepts.csv"), "image,concepts\nblue/0.png,blue\n").unwrap();
+    let err = DatasetProbe::annotated_image_folder("folder", &root, open()).err().unwrap().to_string();
+    assert!(err.contains("concepts.csv") && err.contains("3 of the 4 probe images have no row"), "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}

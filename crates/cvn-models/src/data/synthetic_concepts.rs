@@ -76,6 +76,16 @@ pub enum Split {
     Probe,
 }
 
+impl Split {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Train => "train",
+            Self::Test => "test",
+            Self::Probe => "probe",
+        }
+    }
+}
+
 /// One image's content: the chosen concept of each group and where its objects are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scene {
@@ -245,7 +255,7 @@ pub struct ConceptSplit {
 impl ConceptSplit {
     pub fn new(seed: u64, split: Split, len: usize) -> Result<Self> {
         if len == 0 {
-            return config_err("data", format!("{SYNTHETIC_CONCEPTS} {split:?} split: at least 1 image"));
+            return config_err("data", format!("{SYNTHETIC_CONCEPTS} {} split: at least 1 image", split.name()));
         }
         // Centred on mid-grey with a quarter of the range as the scale (fixed, not measured).
         let normalize = Normalize::new(vec![0.5; 3], vec![0.25; 3])?;
@@ -254,7 +264,7 @@ impl ConceptSplit {
 
     /// Which split and seed, in words (`synthetic-concepts:0 probe`).
     pub fn describe(&self) -> String {
-        format!("{SYNTHETIC_CONCEPTS}:{} {:?} split", self.seed, self.split).to_lowercase()
+        format!("{SYNTHETIC_CONCEPTS}:{} {} split", self.seed, self.split.name())
     }
 
     /// The scene of image `index`.
