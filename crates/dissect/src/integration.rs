@@ -244,7 +244,9 @@ impl DatasetProbe {
         Ok(Self { annotations, ..probe })
     }
 
-    /// A split of the generated `synthetic-concepts` set, with its true concepts as annotations.
+    /// A split of the generated `synthetic-concepts` set, with its true concepts as annotations:
+    /// the 21 concepts of its groups and its class (`red circle`, …), so that the classifier layer's
+    /// labels can be evaluated against the class names too.
     /// Its id is the split's name plus the sha256 of its rendered images and labels, so that a
     /// change to the generator never meets stale cached activations.
     pub fn synthetic(split: ConceptSplit) -> Result<Self> {
@@ -258,8 +260,11 @@ impl DatasetProbe {
             hasher.update(split.raw_image(i).map_err(|e| upstream(split.describe())(e.to_string()))?.as_raw());
             hasher.update((label as u64).to_le_bytes());
         }
-        let images = scenes.iter().map(|s| s.concept_indices().to_vec()).collect();
-        let annotations = ConceptAnnotations::new(split.describe(), synthetic_concepts::concept_names(), images)?;
+        let mut names = synthetic_concepts::concept_names();
+        let classes = names.len();
+        names.extend(synthetic_concepts::class_names());
+        let images = scenes.iter().map(|s| [&s.concept_indices()[..], &[classes + s.class()]].concat()).collect();
+        let annotations = ConceptAnnotations::new(split.describe(), names, images)?;
         let id = format!("{}:{}", split.describe(), hex(&hasher.finalize()));
         Ok(Self { id, dataset: Arc::new(split), labels, annotations: Some(annotations) })
     }
