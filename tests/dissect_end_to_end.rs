@@ -9,6 +9,7 @@ use cvn_models::Model;
 use dissect::cache::Cache;
 use dissect::integration::{ClipModelEncoder, DatasetProbe, ModelSource, Sampling};
 use dissect::outputs::{write_outputs, Named, Provenance, RunInfo, Settings};
+use dissect::quality::NeuronStatus;
 use dissect::source::{ProbeSet, Silent};
 use dissect::{dissect, ConceptSet, DissectError, Options, Scorer};
 
@@ -36,7 +37,8 @@ fn probe(images: usize) -> DatasetProbe {
 fn label_backend_dissects_a_competition_vit_and_caches_its_activations() {
     let dir = scratch("labels");
     let checkpoint = vit_checkpoint(&dir, 4);
-    let probe = probe(120);
+    // soft-wpmi's top_k = 100 images of the labelling half.
+    let probe = probe(240);
     let concepts = ConceptSet::from_lines("class names".into(), probe.class_names().iter().map(String::as_str)).unwrap();
     let options = Options { examples: 4, batch_size: 32, ..Options::default() };
     let cache = Cache::at(dir.join("cache"));
@@ -50,7 +52,12 @@ fn label_backend_dissects_a_competition_vit_and_caches_its_activations() {
         // One winner of every 4 competitors passes: a quarter of the outputs at most.
         assert!(layer.active_fraction > 0.2 && layer.active_fraction <= 0.25 + 1e-9, "{}: {}", layer.layer, layer.active_fraction);
         assert_eq!(layer.units, 384);
-        assert!(layer.neurons.iter().all(|n| probe.class_names().contains(&n.label.label)));
+        // Labelled units are named after a class and scored; the rest carry no label.
+        for n in &layer.neurons {
+            let labelled = n.label.status == NeuronStatus::Labelled;
+            assert_eq!(labelled, probe.class_names().contains(&n.label.label), "{:?}", n.label);
+            assert_eq!(labelled, n.label.quality.as_ref().is_some_and(|q| q.images == 120 && q.auprc.is_some()), "{:?}", n.label);
+        }
     }
     let classifier = d.classifier.as_ref().unwrap();
     assert_eq!((classifier.layer.as_str(), classifier.classes), ("head", 10));
@@ -117,7 +124,7 @@ fn clip_backend_runs_end_to_end_with_the_tiny_clip_fixture() {
     }
     let clip = ClipModelEncoder::load(&clip_dir, &cvn_autograd::Device::Cpu, cvn_autograd::DType::F32).unwrap();
     let checkpoint = vit_checkpoint(&dir, 4);
-    let probe = probe(110); // soft-wpmi needs top_k = 100 images
+    let probe = probe(220); // soft-wpmi needs top_k = 100 images in the labelling half
     let concepts = ConceptSet::from_lines(
         "mini".into(),
         ["shirt", "shoe", "bag", "dress", "stripes", "dark", "bright", "sleeve", "heel", "strap", "trouser", "coat"],
@@ -128,7 +135,12 @@ fn clip_backend_runs_end_to_end_with_the_tiny_clip_fixture() {
     let d = dissect(&mut source, &probe, Scorer::Clip(&clip), &concepts, &options, &Cache::disabled(), &Silent).unwrap();
     assert!(d.backend.starts_with("clip ("), "{}", d.backend);
     assert_eq!(d.concepts, 12);
-    assert!(d.layers.iter().flat_map(|l| &l.neurons).all(|n| concepts.find(&n.label.label).is_some()));
+    for n in d.layers.iter().flat_map(|l| &l.neurons).filter(|n| n.label.status == NeuronStatus::Labelled) {
+        assert!(concepts.find(&n.label.label).is_some(), "{:?}", n.label);
+        // CLIP's P is not presence: correlation and cosine only.
+        let q = n.label.quality.as_ref().unwrap();
+        assert!(q.auprc.is_none() && q.f1.is_none() && q.correlation.is_none_or(|r| r.abs() <= 1.0 + 1e-6), "{q:?}");
+    }
     let cosine = d.classifier.as_ref().and_then(|c| c.mean_cosine).unwrap();
     assert!(cosine.is_finite() && cosine.abs() <= 1.0 + 1e-6, "{cosine}");
     std::fs::remove_dir_all(&dir).unwrap();

@@ -15,6 +15,15 @@ pub fn existing_dir(value: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// `--data`: `synthetic-concepts[:SEED]` (a generated data set), else a folder that exists.
+pub fn data_source(value: &str) -> Result<PathBuf, String> {
+    match cvn_models::data::synthetic_concepts::parse_spec(value) {
+        Some(Ok(_)) => Ok(PathBuf::from(value)),
+        Some(Err(err)) => Err(err.to_string()),
+        None => existing_dir(value),
+    }
+}
+
 /// A count of at least 1 (batch sizes, passes, image limits).
 pub fn at_least_one(value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {

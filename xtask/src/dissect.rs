@@ -1,5 +1,5 @@
 //! `cargo xtask dissect --run runs/NAME [--out DIR] [--layers a,b] [--clip DIR] [--concepts FILE|NAME]
-//! [--similarity soft-wpmi] [--probe fashion-mnist-test|IMAGEFOLDER] [--examples 16]
+//! [--similarity soft-wpmi] [--probe fashion-mnist-test|synthetic-concepts|IMAGEFOLDER] [--examples 16]
 //! [--compare runs/OTHER] [--sampled [--seed N]] [--no-cache] [--force]`: names the neurons of a
 //! run's network (CLIP-Dissect), explains probe images by their winners and writes `neurons.csv`,
 //! `summary.json` and `report.html` into `--out` (default `runs/NAME/dissect/`), which holds one
@@ -10,7 +10,8 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 use cvn_autograd::Device;
-use cvn_models::data::{FashionMnist, FolderTransform, ImageFolder};
+use cvn_models::data::synthetic_concepts::{self, Split, SplitSizes};
+use cvn_models::data::{ConceptSplit, FashionMnist, FolderTransform, ImageFolder};
 use cvn_models::train::{integrity_note, run_config};
 use cvn_models::RunLock;
 use dissect::cache::Cache;
@@ -24,15 +25,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{at_least_one, existing_dir};
 
-/// The probe set named `fashion-mnist-test`; anything else is an ImageFolder path.
+/// The probe set named `fashion-mnist-test`; besides it and `synthetic-concepts[:SEED]`, a probe is
+/// an ImageFolder path.
 const FASHION_MNIST_TEST: &str = "fashion-mnist-test";
 
-/// `--probe`: the name `fashion-mnist-test`, else a folder that exists.
+/// `--probe`: the name `fashion-mnist-test`, `synthetic-concepts[:SEED]`, else a folder that exists.
 fn probe_spec(value: &str) -> Result<String, String> {
     if value == FASHION_MNIST_TEST {
         Ok(value.to_string())
     } else {
-        existing_dir(value).map(|_| value.to_string())
+        crate::cli::data_source(value).map(|_| value.to_string())
     }
 }
 
@@ -57,18 +59,20 @@ pub struct Args {
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     layers: Vec<String>,
     /// Hugging Face CLIP directory (config.json, model.safetensors, tokenizer.json). Without it the
-    /// label backend names neurons after the probe set's classes.
+    /// label backend names neurons after the probe set's annotated concepts, else its classes.
     #[arg(long, value_name = "DIR", value_parser = existing_dir)]
     clip: Option<PathBuf>,
     /// Concept set: a file (one concept per line) or 20k, 10k, 3k, broden, imagenet, places365,
-    /// cifar100, imagenet-gpt [default: 20k with --clip, the probe's class names without].
+    /// cifar100, imagenet-gpt [default: 20k with --clip; without, the probe's annotated concepts,
+    /// else its class names].
     #[arg(long, value_name = "FILE|NAME")]
     concepts: Option<String>,
     /// Similarity of neurons and concepts: cos, cos-cubed, rank-reorder, wpmi or soft-wpmi.
     #[arg(long, default_value = "soft-wpmi")]
     similarity: Similarity,
-    /// Probe images: fashion-mnist-test (the run's Fashion-MNIST test split) or an ImageFolder
-    /// directory.
+    /// Probe images: fashion-mnist-test (the run's Fashion-MNIST test split),
+    /// synthetic-concepts[:SEED] (the generated set's probe split, with its true concepts), or an
+    /// ImageFolder directory (with a concepts.csv at its root: concept annotations).
     #[arg(long, value_name = "NAME|DIR", default_value = FASHION_MNIST_TEST, value_parser = probe_spec)]
     probe: String,
     /// Only the first N probe images [default: all].
@@ -222,9 +226,10 @@ impl Prepared {
         let concepts = match (&args.concepts, clip) {
             (Some(spec), _) => ConceptSet::load(spec).with_context(|| format!("--concepts {spec}"))?,
             (None, Some(_)) => ConceptSet::load("20k")?,
-            (None, None) => {
-                ConceptSet::from_lines(format!("class names of {}", args.probe), probe.class_names().iter().map(String::as_str))?
-            }
+            (None, None) => match probe.annotations() {
+                Some(a) => ConceptSet::from_lines(format!("concepts annotated in {}", a.source()), a.names().iter().map(String::as_str))?,
+                None => ConceptSet::from_lines(format!("class names of {}", args.probe), probe.class_names().iter().map(String::as_str))?,
+            },
         };
         let options = Options {
             layers: args.layers.clone(),
@@ -283,7 +288,10 @@ impl Prepared {
 }
 
 fn load_probe(args: &Args, run: &Path, source: &ModelSource) -> anyhow::Result<Box<dyn ProbeSet>> {
-    let probe = if args.probe == FASHION_MNIST_TEST {
+    let probe = if let Some(seed) = synthetic_concepts::parse_spec(&args.probe) {
+        let split = ConceptSplit::new(seed?, Split::Probe, SplitSizes::default().probe)?;
+        DatasetProbe::synthetic(split)?
+    } else if args.probe == FASHION_MNIST_TEST {
         // The Fashion-MNIST copy the run was trained on (its --data), else the usual search.
         let data_dir = run_config(run).ok().and_then(|c| c.data_dir);
         let data = FashionMnist::load(data_dir.as_deref())?;
@@ -296,7 +304,7 @@ fn load_probe(args: &Args, run: &Path, source: &ModelSource) -> anyhow::Result<B
         let folder = ImageFolder::open(&dir, FolderTransform::eval(size))
             .and_then(|f| f.scan(false))
             .with_context(|| format!("--probe {}", dir.display()))?;
-        DatasetProbe::image_folder(&args.probe, folder)?
+        DatasetProbe::annotated_image_folder(&args.probe, &dir, folder)?
     };
     probe.check_fits(source.model().config()).with_context(|| format!("--probe {}", args.probe))?;
     Ok(Box::new(match args.limit {

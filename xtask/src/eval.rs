@@ -27,8 +27,9 @@ pub struct Args {
     /// Only the deterministic (argmax-winner) pass.
     #[arg(long)]
     deterministic: bool,
-    /// Data folder replacing the one the run was trained with [default: the run's].
-    #[arg(long, value_name = "DIR", value_parser = crate::cli::existing_dir)]
+    /// Data folder (or `synthetic-concepts[:SEED]`) replacing the one the run was trained with
+    /// [default: the run's].
+    #[arg(long, value_name = "DIR", value_parser = crate::cli::data_source)]
     data: Option<PathBuf>,
     /// Evaluation batch size [default: the run's].
     #[arg(long, value_name = "N", value_parser = crate::cli::at_least_one)]

@@ -17,7 +17,7 @@ pub struct Args {
     /// The state dict: a safetensors file (tools/pth_to_safetensors.py converts .pth pickles).
     file: PathBuf,
     /// Preset the file's model follows (vit-fmnist, deit-tiny, deit-small, deit-base, resnet18,
-    /// resnet18-fmnist).
+    /// resnet18-fmnist, vit-concepts, resnet18-concepts).
     #[arg(long, value_name = "PRESET")]
     model: String,
     /// LWTA competitors U the imported network runs with (1 = its GELU/ReLU as trained).

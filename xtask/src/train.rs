@@ -18,8 +18,8 @@ use crate::device::DeviceArgs;
   cargo xtask train --model vit-fmnist --competitors 4 --epochs 10 --out runs/vit-u4
   cargo xtask train --resume --out runs/vit-u4 --epochs 20")]
 pub struct Args {
-    /// Preset model: vit-fmnist, resnet18-fmnist, deit-tiny, deit-small, deit-base or resnet18
-    /// [default: vit-fmnist; with --resume: the run's].
+    /// Preset model: vit-fmnist, resnet18-fmnist, vit-concepts, resnet18-concepts, deit-tiny,
+    /// deit-small, deit-base or resnet18 [default: vit-fmnist; with --resume: the run's].
     #[arg(long, value_name = "PRESET")]
     model: Option<String>,
     /// LWTA competitors U (1 = the conventional network) [default: 4; with --resume: the run's].
@@ -38,9 +38,11 @@ pub struct Args {
     /// has trained no epoch takes new ones: fine-tuning).
     #[arg(long)]
     resume: bool,
-    /// Fashion-MNIST IDX folder, or for RGB models a folder with train/ and val/ ImageFolder trees
-    /// [default: the installed Fashion-MNIST, else the embedded subset].
-    #[arg(long, value_name = "DIR", value_parser = crate::cli::existing_dir)]
+    /// Fashion-MNIST IDX folder, or for RGB models a folder with train/ and val/ ImageFolder trees,
+    /// or `synthetic-concepts[:SEED]` (generated 32 px images of known concepts; presets
+    /// vit-concepts, resnet18-concepts) [default: the installed Fashion-MNIST, else the embedded
+    /// subset].
+    #[arg(long, value_name = "DIR", value_parser = crate::cli::data_source)]
     data: Option<PathBuf>,
     /// Peak learning rate [default: 1e-3 AdamW for ViTs; SGD for ResNets, 0.05 with U=1, 0.4 for CVNs].
     #[arg(long, value_name = "LR")]

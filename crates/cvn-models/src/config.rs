@@ -4,11 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::synthetic_concepts::{CLASSES, IMAGE_SIDE};
 use crate::error::{Error, Result};
 use lwta_kernels::LwtaConfig;
 
 /// The named models of `--model`.
-pub const PRESETS: [&str; 6] = ["vit-fmnist", "deit-tiny", "deit-small", "deit-base", "resnet18", "resnet18-fmnist"];
+pub const PRESETS: [&str; 8] =
+    ["vit-fmnist", "deit-tiny", "deit-small", "deit-base", "resnet18", "resnet18-fmnist", "vit-concepts", "resnet18-concepts"];
 
 /// The largest value of each size field a configuration may hold: far above every published ViT,
 /// DeiT and ResNet-18, far below what would exhaust memory before a file is even compared with it.
@@ -169,6 +171,9 @@ impl ModelConfig {
             "deit-base" => vit(224, 16, 3, 1000, 768, 12, 12),
             "resnet18" => resnet([64, 128, 256, 512], 3, 1000, Stem::Imagenet),
             "resnet18-fmnist" => resnet([16, 32, 64, 128], 1, 10, Stem::Small),
+            // The fmnist sizes on `synthetic-concepts`' 32 px RGB images and classes.
+            "vit-concepts" => vit(IMAGE_SIDE, 4, 3, CLASSES, 96, 4, 3),
+            "resnet18-concepts" => resnet([16, 32, 64, 128], 3, CLASSES, Stem::Small),
             _ => return Err(Error::UnknownModel { name: name.to_string(), available: PRESETS.join(", ") }),
         };
         config.validate()?;

@@ -29,7 +29,11 @@ use serde_json::json;
 use crate::argmax_bn::{ArgmaxBatchNorm, BnRecalibration};
 use crate::checkpoint::Extras;
 use crate::config::ModelConfig;
-use crate::data::{Batch, BatchLoader, Dataset, FashionMnist, FolderTransform, ImageFolder, LoaderConfig, PadCropFlip, Spread};
+use crate::data::synthetic_concepts::{self, SplitSizes};
+use crate::data::{
+    Batch, BatchLoader, Dataset, FashionMnist, FolderTransform, ImageFolder, LoaderConfig, PadCropFlip, Spread, SyntheticConcepts,
+    SYNTHETIC_CONCEPTS,
+};
 use crate::forward::{ActivityCounters, Forward};
 use crate::model::Model;
 use crate::run::{self, RunModel, ARGMAX_BN_FILE, EPOCHS_KEY, MODEL_FILE};
@@ -131,7 +135,8 @@ pub struct TrainConfig {
     /// Train on N training images spread evenly through the set (quick runs; every class of an
     /// ImageFolder tree stays in).
     pub train_limit: Option<usize>,
-    /// Data folder (`--data`); `None` = installed Fashion-MNIST, else the embedded subset.
+    /// Data folder (`--data`), or `synthetic-concepts[:SEED]` for the generated set; `None` =
+    /// installed Fashion-MNIST, else the embedded subset.
     pub data_dir: Option<PathBuf>,
     /// Write a `metrics.jsonl` step line every this many steps.
     pub log_every: usize,
@@ -289,12 +294,23 @@ pub struct TrainData {
 }
 
 impl TrainData {
-    /// The data set a configuration's model expects: Fashion-MNIST for one-channel models (`data_dir`,
-    /// else the installed package, else the embedded subset), an ImageFolder tree
-    /// (`data_dir/train`, `data_dir/val`) for RGB models.
+    /// The data set a configuration's model expects: the generated `synthetic-concepts[:SEED]` when
+    /// `data_dir` names it, else Fashion-MNIST for one-channel models (`data_dir`, else the installed
+    /// package, else the embedded subset), an ImageFolder tree (`data_dir/train`, `data_dir/val`) for
+    /// RGB models.
     pub fn load(config: &TrainConfig) -> Result<Self> {
         let model = config.model_config()?;
-        let data = if model.in_chans() == 1 {
+        let synthetic = config.data_dir.as_deref().and_then(|d| d.to_str()).and_then(synthetic_concepts::parse_spec);
+        let data = if let Some(seed) = synthetic {
+            let seed = seed?;
+            let set = SyntheticConcepts::new(seed, SplitSizes::default())?;
+            TrainData {
+                train: Arc::new(set.train),
+                test: Arc::new(set.test),
+                source: format!("{SYNTHETIC_CONCEPTS}:{seed} (generated)"),
+                notes: Vec::new(),
+            }
+        } else if model.in_chans() == 1 {
             let fm = FashionMnist::load(config.data_dir.as_deref())?;
             TrainData {
                 train: Arc::new(fm.train.with_augment(config.augment)),
@@ -306,7 +322,10 @@ impl TrainData {
             let Some(dir) = &config.data_dir else {
                 return config_err(
                     "data",
-                    format!("model `{}` takes RGB images: give --data DIR holding train/ and val/ ImageFolder trees", config.model),
+                    format!(
+                        "model `{}` takes RGB images: give --data DIR holding train/ and val/ ImageFolder trees, or --data {SYNTHETIC_CONCEPTS}",
+                        config.model
+                    ),
                 );
             };
             let size = model.img_size().unwrap_or(224);

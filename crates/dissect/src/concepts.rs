@@ -53,15 +53,7 @@ impl ConceptSet {
 
     /// A set from a file; an empty one is an error naming the file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        use std::io::Read;
-        let file = std::fs::File::open(path).map_err(|err| DissectError::io(path, err))?;
-        // Never read more than the limit, whatever the file's size.
-        let mut bytes = Vec::new();
-        file.take(MAX_CONCEPT_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|err| DissectError::io(path, err))?;
-        if bytes.len() as u64 > MAX_CONCEPT_FILE_BYTES {
-            return Err(DissectError::format(path, format!("a concept file may hold at most {MAX_CONCEPT_FILE_BYTES} bytes")));
-        }
-        let text = String::from_utf8(bytes).map_err(|err| DissectError::format(path, format!("not UTF-8 text: {err}")))?;
+        let text = read_text(path, MAX_CONCEPT_FILE_BYTES, "a concept file")?;
         Self::from_lines(path.display().to_string(), text.lines())
     }
 
@@ -143,6 +135,19 @@ impl ConceptSet {
 }
 
 /// One line → a concept (possibly empty).
+/// The UTF-8 text of `path`, which may hold at most `max_bytes` (`what` names the kind of file in
+/// the error). Never reads more than the limit, whatever the file's size.
+pub(crate) fn read_text(path: &Path, max_bytes: u64, what: &str) -> Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|err| DissectError::io(path, err))?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes + 1).read_to_end(&mut bytes).map_err(|err| DissectError::io(path, err))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(DissectError::format(path, format!("{what} may hold at most {max_bytes} bytes")));
+    }
+    String::from_utf8(bytes).map_err(|err| DissectError::format(path, format!("not UTF-8 text: {err}")))
+}
+
 fn clean_line(line: &str) -> String {
     let line = line.trim();
     match places365_name(line) {

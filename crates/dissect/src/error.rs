@@ -31,6 +31,9 @@ pub enum DissectError {
     /// The label backend found no class name in the concept set.
     #[error("none of the {classes} class names of probe set `{probe}` is in the concept set `{concepts}`")]
     NoClassConcepts { probe: String, concepts: String, classes: usize },
+    /// The annotation backend found no annotated concept in the concept set.
+    #[error("none of the {annotated} concepts annotated in {annotations} is in the concept set `{concepts}`")]
+    NoAnnotatedConcepts { annotations: String, concepts: String, annotated: usize },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -133,7 +133,14 @@ mod tests {
         ["stripes", "sole", "collar", "strap"]
             .iter()
             .enumerate()
-            .map(|(unit, l)| NeuronLabel { unit, label: l.to_string(), score: 1.0, alternatives: vec![] })
+            .map(|(unit, l)| NeuronLabel {
+                unit,
+                label: l.to_string(),
+                score: 1.0,
+                alternatives: vec![],
+                status: crate::quality::NeuronStatus::Labelled,
+                quality: None,
+            })
             .collect()
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clip_encoder::Clip;
 use cvn_autograd::io::Integrity;
 use cvn_autograd::{DType, Device, LwtaMode, Tensor};
-use cvn_models::data::{Dataset, IdxDataset, ImageFolder};
+use cvn_models::data::{synthetic_concepts, ConceptSplit, Dataset, IdxDataset, ImageFolder};
 use cvn_models::rng::CounterRng;
 use cvn_models::run::ArgmaxBnOrigin;
 use cvn_models::train::{run_argmax_bn, run_config, TrainData};
@@ -18,6 +18,7 @@ use ndarray::Array2;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::annotations::{ConceptAnnotations, CONCEPTS_CSV};
 use crate::cache::{file_sha256, hex, hex_sha256};
 use crate::error::{DissectError, Result};
 use crate::outputs::RunInfo;
@@ -240,11 +241,13 @@ fn stored_content_hash(path: &Path) -> Result<Option<String>> {
     Ok(header.metadata().as_ref().and_then(|m| m.get(cvn_autograd::io::CONTENT_HASH_KEY).cloned()))
 }
 
-/// A `cvn-models` data set as probe images: labels, class names, raw images and model inputs.
+/// A `cvn-models` data set as probe images: labels, class names, raw images, model inputs and,
+/// when known, concept annotations.
 pub struct DatasetProbe {
     id: String,
     dataset: Arc<dyn Dataset>,
     labels: Vec<usize>,
+    annotations: Option<ConceptAnnotations>,
 }
 
 impl DatasetProbe {
@@ -256,7 +259,7 @@ impl DatasetProbe {
             hasher.update(split.raw_image(i).map_err(|e| upstream(format!("reading {name}"))(e.to_string()))?.as_raw());
         }
         hasher.update(split.labels());
-        Ok(Self { id: format!("{name}:{}", hex(&hasher.finalize())), dataset: Arc::new(split), labels })
+        Ok(Self { id: format!("{name}:{}", hex(&hasher.finalize())), dataset: Arc::new(split), labels, annotations: None })
     }
 
     /// An ImageFolder tree; its id is `name` plus the sha256 of every file's path, size and
@@ -269,7 +272,42 @@ impl DatasetProbe {
             listing.push_str(&format!("{}\t{label}\t{}\t{modified:?}\n", path.display(), meta.len()));
         }
         let labels = folder.samples().iter().map(|(_, l)| *l).collect();
-        Ok(Self { id: format!("{name}:{}", hex_sha256(listing.as_bytes())), dataset: Arc::new(folder), labels })
+        Ok(Self { id: format!("{name}:{}", hex_sha256(listing.as_bytes())), dataset: Arc::new(folder), labels, annotations: None })
+    }
+
+    /// An ImageFolder tree with the concept annotations of its `concepts.csv` (see
+    /// [`crate::annotations`]); a folder without one is [`DatasetProbe::image_folder`].
+    pub fn annotated_image_folder(name: &str, root: &Path, folder: ImageFolder) -> Result<Self> {
+        let csv = root.join(CONCEPTS_CSV);
+        let paths: Vec<PathBuf> = folder.samples().iter().map(|(p, _)| p.clone()).collect();
+        let annotations = if csv.is_file() { Some(ConceptAnnotations::from_csv(&csv, root, &paths)?) } else { None };
+        let probe = Self::image_folder(name, folder)?;
+        Ok(Self { annotations, ..probe })
+    }
+
+    /// A split of the generated `synthetic-concepts` set, with its true concepts as annotations:
+    /// the 21 concepts of its groups and its class (`red circle`, …), so that the classifier layer's
+    /// labels can be evaluated against the class names too.
+    /// Its id is the split's name plus the sha256 of its rendered images and labels, so that a
+    /// change to the generator never meets stale cached activations.
+    pub fn synthetic(split: ConceptSplit) -> Result<Self> {
+        let scenes = (0..split.len())
+            .map(|i| split.scene(i))
+            .collect::<cvn_models::Result<Vec<_>>>()
+            .map_err(|e| upstream(split.describe())(e.to_string()))?;
+        let labels: Vec<usize> = scenes.iter().map(|s| s.class()).collect();
+        let mut hasher = Sha256::new();
+        for (i, &label) in labels.iter().enumerate() {
+            hasher.update(split.raw_image(i).map_err(|e| upstream(split.describe())(e.to_string()))?.as_raw());
+            hasher.update((label as u64).to_le_bytes());
+        }
+        let mut names = synthetic_concepts::concept_names();
+        let classes = names.len();
+        names.extend(synthetic_concepts::class_names());
+        let images = scenes.iter().map(|s| [&s.concept_indices()[..], &[classes + s.class()]].concat()).collect();
+        let annotations = ConceptAnnotations::new(split.describe(), names, images)?;
+        let id = format!("{}:{}", split.describe(), hex(&hasher.finalize()));
+        Ok(Self { id, dataset: Arc::new(split), labels, annotations: Some(annotations) })
     }
 
     /// Checks that the probe images fit `model` (channels, size, classes), as training checks its
@@ -282,6 +320,7 @@ impl DatasetProbe {
     pub fn truncated(mut self, n: usize) -> Self {
         if n < self.labels.len() {
             self.labels.truncate(n);
+            self.annotations = self.annotations.map(|a| a.truncated(n));
             self.id = format!("{}:first{n}", self.id);
         }
         self
@@ -303,6 +342,10 @@ impl ProbeSet for DatasetProbe {
 
     fn label(&self, index: usize) -> Option<usize> {
         self.labels.get(index).copied()
+    }
+
+    fn annotations(&self) -> Option<&ConceptAnnotations> {
+        self.annotations.as_ref()
     }
 
     fn image(&self, index: usize) -> Result<RgbImage> {

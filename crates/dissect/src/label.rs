@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::concepts::ConceptSet;
 use crate::error::{DissectError, Result};
+use crate::quality::{LabelQuality, NeuronStatus};
 use crate::score::cosine_matrix;
 use crate::similarity::largest;
 use crate::source::TextEncoder;
@@ -22,6 +23,10 @@ pub struct NeuronLabel {
     pub score: f32,
     /// The next most similar concepts with their scores, best first.
     pub alternatives: Vec<(String, f32)>,
+    /// Whether the neuron carries a label at all; the others have an empty label, NaN score.
+    pub status: NeuronStatus,
+    /// The label's score on the held-out probe images (labelled neurons, once assessed).
+    pub quality: Option<LabelQuality>,
 }
 
 /// Indices of the `n` highest values, highest first (ties: lower index); NaN ranks below every
@@ -32,7 +37,8 @@ pub(crate) fn top_indices(values: impl Iterator<Item = f32>, n: usize) -> Vec<us
 }
 
 /// Names every neuron (row of `similarity`, K × M) after its best concept, with
-/// `alternatives` runners-up.
+/// `alternatives` runners-up; status `labelled` and no quality yet
+/// ([`crate::quality::assess_labels`] gives both).
 pub fn label_neurons(similarity: ArrayView2<f32>, concepts: &ConceptSet, alternatives: usize) -> Result<Vec<NeuronLabel>> {
     if similarity.ncols() != concepts.len() {
         return Err(DissectError::shape(
@@ -50,7 +56,14 @@ pub fn label_neurons(similarity: ArrayView2<f32>, concepts: &ConceptSet, alterna
             let best = top_indices(row.iter().copied(), alternatives + 1);
             let entry = |m: usize| (names[m].clone(), row[m]);
             let (label, score) = entry(best[0]);
-            NeuronLabel { unit, label, score, alternatives: best[1..].iter().map(|&m| entry(m)).collect() }
+            NeuronLabel {
+                unit,
+                label,
+                score,
+                alternatives: best[1..].iter().map(|&m| entry(m)).collect(),
+                status: NeuronStatus::Labelled,
+                quality: None,
+            }
         })
         .collect())
 }

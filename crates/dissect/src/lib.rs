@@ -7,11 +7,13 @@
 //! 1. [`record`] — a layer's activations over the probe images, pooled as CLIP-Dissect does, with
 //!    activity (sparsity) statistics; cached by content in [`cache`].
 //! 2. [`score`] — P, the probe images × concepts matrix: CLIP image–text cosines, or the probe set's
-//!    labels when there are no CLIP weights.
+//!    concept [`annotations`] or labels when there are no CLIP weights.
 //! 3. [`similarity`] — neurons × concepts: `cos`, `cos-cubed`, `rank-reorder`, `wpmi`, `soft-wpmi`,
 //!    CLIP-Dissect's functions and defaults (parity in [`parity`]).
 //! 4. [`label`] — each neuron's best concept and the next four; top-1/top-5 accuracy (and CLIP-text
 //!    cosine) of the classifier layer's names against the class names.
+//!    [`quality`] — each label's score on the probe images labelling did not see; neurons that
+//!    are inactive or active on too few images get no label.
 //! 5. [`explain`] — per probe image, the active neurons of a layer, their names and contributions.
 //! 6. [`outputs`] — `neurons.csv`, `summary.json` and [`report`]'s self-contained `report.html`, one
 //!    dissection per folder.
@@ -30,6 +32,7 @@
 //! assert!(sim[[0, 0]] > sim[[0, 1]]); // the neuron follows concept 0
 //! ```
 
+pub mod annotations;
 pub mod cache;
 pub mod concepts;
 mod error;
@@ -39,6 +42,7 @@ pub mod label;
 pub mod outputs;
 pub mod parity;
 pub mod pipeline;
+pub mod quality;
 pub mod record;
 pub mod report;
 pub mod score;

@@ -15,6 +15,7 @@ use crate::error::{DissectError, Result};
 use crate::explain::Explanation;
 use crate::label::ClassifierEvaluation;
 use crate::pipeline::{Dissection, LabelCount, LayerReport, NeuronReport};
+use crate::quality::{LabelQuality, LayerQuality};
 use crate::report::report_html;
 use crate::source::ProbeSet;
 
@@ -184,7 +185,9 @@ impl<'a> Column<'a> {
     }
 }
 
-/// The columns of `neurons.csv`, one value per cell: `layer, unit, label, score, active_fraction`,
+/// The columns of `neurons.csv`, one value per cell: `layer, unit, label, score, active_fraction,
+/// status` (`labelled`, `inactive`, `too-few-images`), the label's held-out `auprc, correlation, f1`
+/// (empty where there is no label or the metric is undefined),
 /// then `alt_1, alt_1_score, …` (the next concepts, best first) and `top_image_1, …` (probe
 /// indices, highest activation first); a neuron with fewer leaves the cells empty. Numbers are
 /// written in shortest round-trip form. A new column is one more entry here.
@@ -198,6 +201,10 @@ pub fn neuron_columns(d: &Dissection) -> Vec<Column<'static>> {
         Column::new("label", |r| r.neuron.label.label.clone()),
         Column::new("score", |r| r.neuron.label.score.to_string()),
         Column::new("active_fraction", |r| r.neuron.activity.to_string()),
+        Column::new("status", |r| r.neuron.label.status.name().to_string()),
+        Column::new("auprc", |r| quality_cell(r, |q| q.auprc)),
+        Column::new("correlation", |r| quality_cell(r, |q| q.correlation)),
+        Column::new("f1", |r| quality_cell(r, |q| q.f1)),
     ];
     for k in 0..alternatives {
         columns.push(Column::new(format!("alt_{}", k + 1), move |r| {
@@ -212,6 +219,11 @@ pub fn neuron_columns(d: &Dissection) -> Vec<Column<'static>> {
             .push(Column::new(format!("top_image_{}", k + 1), move |r| r.neuron.top_images.get(k).map_or(String::new(), usize::to_string)));
     }
     columns
+}
+
+/// A label-quality metric's cell: empty where the neuron has no label or the metric is undefined.
+fn quality_cell(r: &Row, metric: impl Fn(&LabelQuality) -> Option<f32>) -> String {
+    r.neuron.label.quality.as_ref().and_then(metric).map_or(String::new(), |v| v.to_string())
 }
 
 /// `neurons.csv`: a header, then one row per neuron of every layer ([`neuron_columns`]).
@@ -248,6 +260,7 @@ struct LayerSummary<'a> {
     active_fraction: f64,
     distinct_labels: usize,
     label_distribution: &'a [LabelCount],
+    quality: &'a LayerQuality,
     cached: bool,
     similarity_seconds: f64,
 }
@@ -302,6 +315,7 @@ fn run_summary<'a>(named: Named<'a>, with_examples: bool) -> RunSummary<'a> {
                 active_fraction: l.active_fraction,
                 distinct_labels: l.label_distribution.len(),
                 label_distribution: &l.label_distribution[..l.label_distribution.len().min(SUMMARY_LABELS)],
+                quality: &l.quality,
                 cached: l.cached,
                 similarity_seconds: l.similarity_seconds,
             })
@@ -416,19 +430,22 @@ pub(crate) mod tests {
         // The toy's concept set has two concepts: one alternative per neuron; 5 top images of 12.
         assert_eq!(
             rows[0],
-            "layer,unit,label,score,active_fraction,alt_1,alt_1_score,top_image_1,top_image_2,top_image_3,top_image_4,top_image_5"
+            "layer,unit,label,score,active_fraction,status,auprc,correlation,f1,alt_1,alt_1_score,top_image_1,top_image_2,top_image_3,\
+             top_image_4,top_image_5"
         );
         assert_eq!(rows.len(), 1 + 3 + 2, "tokens has 3 units, head 2");
         let head0 = &d.layers[1].neurons[0];
         let cells = split_csv_line(rows[4]);
         assert_eq!(head0.label.label, "b, c", "a label that needs quoting");
         assert_eq!(cells[..3], ["head", "0", "b, c"]);
-        assert_eq!(cells.len(), 12);
+        assert_eq!(cells.len(), 16);
         assert_eq!(cells[4].parse::<f32>().unwrap(), head0.activity);
-        assert_eq!(cells[7..].iter().map(|c| c.parse::<usize>().unwrap()).collect::<Vec<_>>(), head0.top_images);
+        assert_eq!(cells[5], head0.label.status.name());
+        assert_eq!(cells[11..].iter().map(|c| c.parse::<usize>().unwrap()).collect::<Vec<_>>(), head0.top_images);
 
         let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out.summary_json).unwrap()).unwrap();
         assert_eq!(summary["backend"], "labels");
+        assert!(summary["layers"][1]["quality"]["labelled"].is_number());
         assert_eq!((summary["model"].as_str(), summary["competitors"].as_u64()), (Some("vit-fmnist"), Some(4)));
         assert_eq!(summary["content_sha256"], "ab".repeat(32));
         assert_eq!(summary["command"][2], "--run");

@@ -11,15 +11,16 @@ use crate::concepts::ConceptSet;
 use crate::error::{DissectError, Result};
 use crate::explain::{example_images, explain, Classifier, Explanation};
 use crate::label::{evaluate_classifier, label_neurons, top_indices, ClassifierEvaluation, NeuronLabel, ALTERNATIVES};
+use crate::quality::{assess_labels, select_rows, Halves, LayerQuality, NeuronStatus};
 use crate::record::{record_layers, LayerActivations, Pooling};
-use crate::score::{clip_scores, label_scores, Scores};
+use crate::score::{clip_scores, probe_scores, Scores};
 use crate::similarity::Similarity;
 use crate::source::{ActivationSource, ClipEncoder, ProbeSet, Progress, TextEncoder};
 
 /// Where P comes from.
 #[derive(Clone, Copy)]
 pub enum Scorer<'a> {
-    /// The probe set's labels (no CLIP weights given).
+    /// The probe set's concept annotations, else its class labels (no CLIP weights given).
     Labels,
     Clip(&'a dyn ClipEncoder),
 }
@@ -84,8 +85,10 @@ pub struct LayerReport {
     pub units: usize,
     /// Fraction of the layer's outputs that are active (sparsity; ≈ 1/U for competition layers).
     pub active_fraction: f64,
-    /// Labels by how many neurons carry them, most frequent first.
+    /// Labels by how many neurons carry them, most frequent first (unlabelled neurons left out).
     pub label_distribution: Vec<LabelCount>,
+    /// Neurons by status and the labels' mean held-out quality.
+    pub quality: LayerQuality,
     pub neurons: Vec<NeuronReport>,
     /// Whether the activations came from the cache.
     pub cached: bool,
@@ -140,21 +143,28 @@ pub fn dissect(
 
     let start = Instant::now();
     let scores: Scores = match scorer {
-        Scorer::Labels => label_scores(probe, concepts)?,
+        Scorer::Labels => probe_scores(probe, concepts)?,
         Scorer::Clip(clip) => clip_scores(clip, probe, concepts, options.batch_size, cache, progress)?,
     };
     let score_seconds = start.elapsed().as_secs_f64();
 
+    // Labels are chosen on one half of the probe set and scored on the other.
+    let halves = Halves::of(probe.len());
+    let labelling_scores = select_rows(scores.matrix.view(), &halves.labelling);
     let mut layers = Vec::with_capacity(named.len());
     let mut classifier = None;
     progress.start("similarity", named.len() as u64);
     for layer in &named {
         let acts = recorded_layer(layer)?;
         let start = Instant::now();
-        let similarity = options.similarity.compute(scores.matrix.view(), acts.pooled.view())?;
+        let labelling_acts = select_rows(acts.pooled.view(), &halves.labelling);
+        let similarity = options.similarity.compute(labelling_scores.view(), labelling_acts.view())?;
         let similarity_seconds = start.elapsed().as_secs_f64();
-        let labels = label_neurons(similarity.view(), concepts, ALTERNATIVES)?;
-        if head.as_ref().is_some_and(|h| h.layer == *layer) && !probe.class_names().is_empty() {
+        let mut labels = label_neurons(similarity.view(), concepts, ALTERNATIVES)?;
+        let is_classifier = head.as_ref().is_some_and(|h| h.layer == *layer);
+        let top_k = options.similarity.top_k(halves.labelling.len());
+        assess_labels(&mut labels, acts.pooled.view(), &scores, concepts, &halves, top_k, !is_classifier)?;
+        if is_classifier && !probe.class_names().is_empty() {
             let text = match scorer {
                 Scorer::Clip(clip) => Some(clip as &dyn TextEncoder),
                 Scorer::Labels => None,
@@ -234,12 +244,13 @@ fn default_explain_layer(named: &[String], head: Option<(&str, &[String])>) -> O
 
 fn layer_report(acts: &LayerActivations, labels: Vec<NeuronLabel>, top_images: usize, similarity_seconds: f64) -> LayerReport {
     let mut counts: HashMap<&str, usize> = HashMap::new();
-    for l in &labels {
+    for l in labels.iter().filter(|l| l.status == NeuronStatus::Labelled) {
         *counts.entry(l.label.as_str()).or_default() += 1;
     }
     let mut label_distribution: Vec<LabelCount> =
         counts.into_iter().map(|(label, neurons)| LabelCount { label: label.to_string(), neurons }).collect();
     label_distribution.sort_by(|a, b| b.neurons.cmp(&a.neurons).then_with(|| a.label.cmp(&b.label)));
+    let quality = LayerQuality::of(&labels);
     let neurons = labels
         .into_iter()
         .enumerate()
@@ -254,6 +265,7 @@ fn layer_report(acts: &LayerActivations, labels: Vec<NeuronLabel>, top_images: u
         units: acts.pooled.ncols(),
         active_fraction: acts.active_fraction(),
         label_distribution,
+        quality,
         neurons,
         cached: acts.cached,
         similarity_seconds,

@@ -6,12 +6,15 @@
 //! * Label backend (no CLIP weights): `P[n, m] = 1` when image n's class name is concept m. Class
 //!   names are matched into the concept set ([`ConceptSet::find`]); classes that are not in it leave
 //!   their images' rows at 0. With this backend a neuron can only be named after a class.
+//! * Annotation backend (no CLIP weights, a probe set with [`ConceptAnnotations`]): the same with
+//!   every annotated concept of an image instead of its one class — the label backend generalised.
 
 use std::fmt;
 
 use ndarray::Array2;
 use rayon::prelude::*;
 
+use crate::annotations::ConceptAnnotations;
 use crate::cache::{hex_sha256, Cache, CacheKey, Entry};
 use crate::concepts::ConceptSet;
 use crate::error::{DissectError, Result};
@@ -23,6 +26,8 @@ use cvn_autograd::cpu::gemm::{matmul, Mat};
 pub enum Backend {
     /// The probe set's class labels.
     Labels,
+    /// The probe set's concept annotations; the string says where they came from.
+    Annotations(String),
     /// A CLIP model; the string identifies its weights.
     Clip(String),
 }
@@ -31,6 +36,7 @@ impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Labels => f.write_str("labels"),
+            Self::Annotations(source) => write!(f, "annotations ({source})"),
             Self::Clip(id) => write!(f, "clip ({id})"),
         }
     }
@@ -42,8 +48,55 @@ pub struct Scores {
     /// N × M.
     pub matrix: Array2<f32>,
     pub backend: Backend,
-    /// Label backend: class names that are not in the concept set (their images score 0 everywhere).
+    /// Label and annotation backends: class names (annotated concepts) that are not in the concept
+    /// set; they contribute nothing to P.
     pub unmatched_classes: Vec<String>,
+}
+
+impl Scores {
+    /// Whether P is presence (0 or 1) known from labels or annotations, not CLIP's estimate.
+    pub fn is_exact(&self) -> bool {
+        !matches!(self.backend, Backend::Clip(_))
+    }
+}
+
+/// P from the probe set's own knowledge: its concept annotations when it has them
+/// ([`annotation_scores`]), else its class labels ([`label_scores`]).
+pub fn probe_scores(probe: &dyn ProbeSet, concepts: &ConceptSet) -> Result<Scores> {
+    match probe.annotations() {
+        Some(annotations) => annotation_scores(probe, annotations, concepts),
+        None => label_scores(probe, concepts),
+    }
+}
+
+/// P from concept annotations (see the module docs). Errors when they do not cover every probe
+/// image or none of their concepts is in the concept set.
+pub fn annotation_scores(probe: &dyn ProbeSet, annotations: &ConceptAnnotations, concepts: &ConceptSet) -> Result<Scores> {
+    if annotations.len() != probe.len() {
+        return Err(DissectError::shape(
+            format!("annotations {} of probe set `{}`", annotations.source(), probe.id()),
+            format!("one row per probe image ({})", probe.len()),
+            format!("{} rows", annotations.len()),
+        ));
+    }
+    let concept_of: Vec<Option<usize>> = annotations.names().iter().map(|c| concepts.find(c)).collect();
+    if concept_of.iter().all(Option::is_none) {
+        return Err(DissectError::NoAnnotatedConcepts {
+            annotations: annotations.source().to_string(),
+            concepts: concepts.name().to_string(),
+            annotated: annotations.names().len(),
+        });
+    }
+    let mut matrix = Array2::<f32>::zeros((probe.len(), concepts.len()));
+    for (n, mut row) in matrix.rows_mut().into_iter().enumerate() {
+        for &a in annotations.of_image(n).unwrap_or_default() {
+            if let Some(m) = concept_of[a] {
+                row[m] = 1.0;
+            }
+        }
+    }
+    let unmatched_classes = annotations.names().iter().zip(&concept_of).filter(|(_, m)| m.is_none()).map(|(c, _)| c.clone()).collect();
+    Ok(Scores { matrix, backend: Backend::Annotations(annotations.source().to_string()), unmatched_classes })
 }
 
 /// P from the probe set's labels (see the module docs). Errors when the set has no labels or none of
@@ -193,6 +246,62 @@ mod tests {
         assert!(matches!(label_scores(&unlabelled, &concepts), Err(DissectError::MissingLabels(_))));
         let labelled = CountingProbe { n: 2, classes: vec!["car".into()] };
         assert!(matches!(label_scores(&labelled, &concepts), Err(DissectError::NoClassConcepts { .. })));
+    }
+
+    /// `CountingProbe` with concept annotations: image n shows "even" or "odd", and "big" from 3 on.
+    struct AnnotatedProbe {
+        inner: CountingProbe,
+        annotations: ConceptAnnotations,
+    }
+
+    impl ProbeSet for AnnotatedProbe {
+        fn id(&self) -> String {
+            self.inner.id()
+        }
+        fn len(&self) -> usize {
+            self.inner.len()
+        }
+        fn class_names(&self) -> &[String] {
+            self.inner.class_names()
+        }
+        fn label(&self, index: usize) -> Option<usize> {
+            self.inner.label(index)
+        }
+        fn annotations(&self) -> Option<&ConceptAnnotations> {
+            Some(&self.annotations)
+        }
+        fn image(&self, index: usize) -> Result<RgbImage> {
+            self.inner.image(index)
+        }
+        fn input_shape(&self) -> [usize; 3] {
+            self.inner.input_shape()
+        }
+        fn load_input(&self, index: usize, out: &mut [f32]) -> Result<()> {
+            self.inner.load_input(index, out)
+        }
+    }
+
+    #[test]
+    fn annotation_backend_marks_every_annotated_concept() {
+        let names = ["even", "odd", "big", "unseen"].map(String::from).to_vec();
+        let images = (0..5).map(|n| [vec![n % 2], if n >= 3 { vec![2] } else { vec![] }].concat()).collect();
+        let annotations = ConceptAnnotations::new("test annotations".into(), names, images).unwrap();
+        let probe = AnnotatedProbe { inner: CountingProbe { n: 5, classes: vec!["x".into()] }, annotations };
+        let concepts = ConceptSet::from_lines("t".into(), ["big", "odd", "even", "tree"]).unwrap();
+        let scores = probe_scores(&probe, &concepts).unwrap();
+        assert_eq!(scores.backend, Backend::Annotations("test annotations".into()));
+        assert!(scores.is_exact());
+        assert_eq!(scores.matrix.row(0).to_vec(), vec![0.0, 0.0, 1.0, 0.0]);
+        assert_eq!(scores.matrix.row(3).to_vec(), vec![1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(scores.unmatched_classes, vec!["unseen".to_string()]);
+        // Without annotations the class labels decide, as before.
+        let err = probe_scores(&probe.inner, &concepts).unwrap_err();
+        assert!(matches!(err, DissectError::NoClassConcepts { .. }), "{err}");
+        let none = ConceptSet::from_lines("n".into(), ["tree"]).unwrap();
+        let err = probe_scores(&probe, &none).unwrap_err().to_string();
+        assert!(err.contains("none of the 4 concepts annotated in test annotations"), "{err}");
+        let short = AnnotatedProbe { inner: CountingProbe { n: 6, classes: vec![] }, annotations: probe.annotations.clone() };
+        assert!(probe_scores(&short, &concepts).unwrap_err().to_string().contains("one row per probe image (6)"));
     }
 
     /// Embeds an image as (red, 1) and a text as (its length, 1); counts image calls.

@@ -136,6 +136,18 @@ impl Similarity {
         }
     }
 
+    /// How many top-activating of `images` probe images the function compares per neuron
+    /// (`None`: it uses every image).
+    pub fn top_k(&self, images: usize) -> Option<usize> {
+        match self {
+            Self::Cos | Self::CosCubed(_) => None,
+            // As `rank_reorder` counts them (Python's int() truncates).
+            Self::RankReorder(params) => Some((images as f64 * params.top_fraction) as usize),
+            Self::Wpmi(params) => Some(params.top_k),
+            Self::SoftWpmi(params) => Some(params.top_k),
+        }
+    }
+
     /// K × M similarities of `target` (N × K activations) to `clip` (N × M image–concept scores).
     pub fn compute(&self, clip: ArrayView2<f32>, target: ArrayView2<f32>) -> Result<Array2<f32>> {
         match self {

@@ -4,6 +4,7 @@
 use image::RgbImage;
 use ndarray::Array2;
 
+use crate::annotations::ConceptAnnotations;
 use crate::error::Result;
 
 /// The probe images: what the neurons are dissected on.
@@ -22,6 +23,11 @@ pub trait ProbeSet: Sync {
 
     /// The class of image `index`, `None` when the set has no labels.
     fn label(&self, index: usize) -> Option<usize>;
+
+    /// Which concepts each image shows, when the set ships such annotations.
+    fn annotations(&self) -> Option<&ConceptAnnotations> {
+        None
+    }
 
     /// The original image (CLIP input, report thumbnails).
     fn image(&self, index: usize) -> Result<RgbImage>;

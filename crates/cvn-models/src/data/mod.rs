@@ -1,5 +1,6 @@
 //! Data: Fashion-MNIST (IDX, from `--data DIR`, the Debian package or the embedded subset),
-//! ImageFolder trees (ImageNet/Places365 layouts), augmentation, and a batch loader that prepares
+//! ImageFolder trees (ImageNet/Places365 layouts), the generated `synthetic-concepts` set with its
+//! concept annotations, augmentation, and a batch loader that prepares
 //! the next batches on other threads while the model computes.
 
 mod fashion_mnist;
@@ -7,6 +8,7 @@ mod idx;
 mod image_folder;
 mod loader;
 mod subset;
+pub mod synthetic_concepts;
 mod transform;
 
 pub use fashion_mnist::{DataSource, FashionMnist, IdxDataset, FASHION_MNIST_CLASSES, INSTALLED_FASHION_MNIST};
@@ -14,6 +16,7 @@ pub use idx::{encode_idx, parse_idx, read_idx, IdxArray};
 pub use image_folder::{check_image_bytes, check_image_file, decode_image, ImageFolder, MAX_IMAGE_BYTES, MAX_IMAGE_SIDE};
 pub use loader::{Batch, BatchLoader, LoaderConfig};
 pub use subset::Spread;
+pub use synthetic_concepts::{ConceptSplit, SyntheticConcepts, SYNTHETIC_CONCEPTS};
 pub use transform::{FolderTransform, Normalize, PadCropFlip};
 
 use crate::error::Result;
