@@ -13,10 +13,11 @@ fn dissect_removes_stale_temporary_files_at_start() {
     let run = root.join("run");
     std::fs::create_dir_all(run.join("dissect/cache")).unwrap();
     Model::preset("vit-fmnist", 2, 3).unwrap().save(&run.join(cvn_models::run::MODEL_FILE), &Default::default()).unwrap();
-    let stale: Vec<PathBuf> = [".model.safetensors.tmp-999999", "dissect/.report.html.tmp-999999", "dissect/cache/.0f3a.safetensors.tmp-12"]
-        .iter()
-        .map(|name| run.join(name))
-        .collect();
+    let stale: Vec<PathBuf> =
+        [".model.safetensors.tmp-999999", "dissect/.report.html.tmp-999999", "dissect/cache/.0f3a.safetensors.tmp-12"]
+            .iter()
+            .map(|name| run.join(name))
+            .collect();
     let kept = run.join("dissect/notes.txt");
     for path in stale.iter().chain([&kept]) {
         std::fs::write(path, b"left behind").unwrap();
