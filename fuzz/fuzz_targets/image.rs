@@ -1,4 +1,5 @@
-//! The image decoder with its size limits, and the truncation check of the pre-training scan.
+//! The image decoders with their size limits — the data sets' (and the truncation check of the
+//! pre-training scan) and CLIP's preprocessing (`clip --image`) — on arbitrary bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -6,4 +7,5 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let _ = cvn_models::data::check_image_bytes(data, "fuzz");
     let _ = cvn_models::data::decode_image(data, "fuzz");
+    let _ = clip_encoder::ImageProcessor::clip(224).decode(data, "fuzz");
 });

@@ -10,6 +10,7 @@
 
 use std::path::Path;
 
+use cvn_autograd::io::{MAX_IMAGE_BYTES, MAX_IMAGE_SIDE};
 use cvn_autograd::Tensor;
 use rayon::prelude::*;
 
@@ -36,20 +37,30 @@ impl ImageProcessor {
 
     /// Decodes an image file (JPEG or PNG) and preprocesses it.
     pub fn load(&self, path: &Path) -> Result<Vec<f32>> {
-        let err = |detail: String| ClipError::Image { source_name: path.display().to_string(), detail };
-        let decoded = image::ImageReader::open(path)
-            .map_err(|e| ClipError::io(path, e))?
-            .with_guessed_format()
-            .map_err(|e| ClipError::io(path, e))?
-            .decode()
-            .map_err(|e| err(format!("cannot decode: {e}")))?;
+        let bytes = std::fs::read(path).map_err(|e| ClipError::io(path, e))?;
+        self.decode(&bytes, &path.display().to_string())
+    }
+
+    /// Decodes JPEG or PNG bytes — at most [`MAX_IMAGE_SIDE`] pixels a side and
+    /// [`MAX_IMAGE_BYTES`] of decoding memory, checked on the header before any pixel is
+    /// allocated — and preprocesses them; `name` identifies the image in errors.
+    pub fn decode(&self, bytes: &[u8], name: &str) -> Result<Vec<f32>> {
+        let err = |detail: String| ClipError::Image { source_name: name.to_string(), detail };
+        let mut reader =
+            image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| err(format!("cannot read: {e}")))?;
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(MAX_IMAGE_SIDE);
+        limits.max_image_height = Some(MAX_IMAGE_SIDE);
+        limits.max_alloc = Some(MAX_IMAGE_BYTES);
+        reader.limits(limits);
+        let decoded = reader.decode().map_err(|e| err(format!("cannot decode: {e}")))?;
         let (width, height) = (decoded.width() as usize, decoded.height() as usize);
         let planes = if decoded.color().has_alpha() {
             rgb_planes(&composite_on_white(decoded.to_rgba8().as_raw()), width, height)
         } else {
             rgb_planes(decoded.to_rgb8().as_raw(), width, height)
         };
-        self.planes(planes, width, height, &path.display().to_string())
+        self.planes(planes, width, height, name)
     }
 
     /// Preprocesses interleaved 8-bit RGB pixels (`height * width * 3` bytes, row-major).
@@ -96,6 +107,15 @@ impl ImageProcessor {
             return Err(ClipError::Image { source_name: what.into(), detail: "the image is empty".into() });
         }
         let (out_w, out_h) = shortest_edge_size(width, height, self.size);
+        // A thin strip resizes to a huge one (1×10,000 pixels at size 224: 224×2,240,000).
+        if out_w.max(out_h) > MAX_IMAGE_SIDE as usize {
+            return Err(ClipError::Image {
+                source_name: what.into(),
+                detail: format!(
+                    "a {width}x{height} image would be resized to {out_w}x{out_h}, longer than {MAX_IMAGE_SIDE} pixels: crop it nearer to a square"
+                ),
+            });
+        }
         let (top, left) = ((out_h - self.size) / 2, (out_w - self.size) / 2);
         let mut out = Vec::with_capacity(3 * self.size * self.size);
         for (c, plane) in planes.iter().enumerate() {
@@ -109,7 +129,7 @@ impl ImageProcessor {
 }
 
 fn check_len(what: &'static str, len: usize, width: usize, height: usize, channels: usize) -> Result<()> {
-    if len != width * height * channels {
+    if width.checked_mul(height).and_then(|n| n.checked_mul(channels)) != Some(len) {
         return Err(ClipError::input(what, format!("{len} values do not make a {width}x{height} image with {channels} channel(s)")));
     }
     Ok(())
@@ -367,5 +387,25 @@ mod tests {
         assert!(p.gray8(&[], 0, 0).is_err());
         let err = p.load(Path::new("/nonexistent/cat.jpg")).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/cat.jpg"), "{err}");
+        let err = p.rgb8(&[0; 12], usize::MAX, 2).unwrap_err().to_string();
+        assert!(err.contains("rgb8"), "{err}");
+    }
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        image::GrayImage::new(width, height).write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn images_too_large_to_decode_or_to_resize_are_refused() {
+        let p = ImageProcessor::clip(224);
+        // Small files both: one is wider than any decoded image may be, the other would be
+        // resized to 224 × 2,240,000 pixels.
+        let err = p.decode(&png(MAX_IMAGE_SIDE + 1, 1), "wide.png").unwrap_err().to_string();
+        assert!(err.contains("wide.png") && err.contains("cannot decode") && err.contains("limit"), "{err}");
+        let err = p.decode(&png(1, 10_000), "strip.png").unwrap_err().to_string();
+        assert!(err.contains("strip.png") && err.contains("1x10000 image would be resized to 224x2240000"), "{err}");
+        assert_eq!(p.decode(&png(300, 200), "fine.png").unwrap().len(), 3 * 224 * 224);
     }
 }

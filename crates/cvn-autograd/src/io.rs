@@ -12,6 +12,12 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
+/// The longest side of any image decoded from a file (training and probe sets, `clip --image`):
+/// an image header may announce any size, so decoders are held to these before they allocate.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// The most memory one image's decoding may take (`image::Limits::max_alloc`).
+pub const MAX_IMAGE_BYTES: u64 = 512 << 20;
+
 fn file_err(path: &Path, detail: impl Into<String>) -> Error {
     Error::File { file: path.display().to_string(), detail: detail.into(), source: None }
 }

@@ -224,6 +224,42 @@ fn a_lost_epoch_line_is_restored_and_stale_temporary_files_removed_on_resume() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn an_epochs_metrics_line_is_written_before_its_checkpoint() {
+    let dir = temp_dir("metrics-first");
+    let (config, data) = tiny(1);
+    let mut trainer = Trainer::start(config, data, &dir).unwrap();
+    // A directory where the checkpoint's temporary file goes makes the checkpoint write fail, as a
+    // crash at that moment would stop it: the epoch's line must already be there.
+    std::fs::create_dir_all(cvn_autograd::io::temp_path(&dir.join(TRAINING_STATE_FILE))).unwrap();
+    let err = trainer.train(1, &mut nothing).err().expect("the checkpoint cannot be written").to_string();
+    assert!(err.contains(TRAINING_STATE_FILE), "{err}");
+    assert!(!dir.join(MODEL_FILE).exists());
+    assert_eq!(epochs_logged(&dir), [1], "the epoch's line was not written before its checkpoint");
+    drop(trainer);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_fresh_run_removes_stale_temporary_files() {
+    let dir = temp_dir("fresh-stale");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stale = [".model.safetensors.tmp-4242", ".metrics.jsonl.tmp-17"].map(|name| dir.join(name));
+    for path in &stale {
+        std::fs::write(path, b"left by a killed writer").unwrap();
+    }
+    let kept = dir.join("notes.tmp-1");
+    std::fs::write(&kept, b"not ours: no leading dot").unwrap();
+    let (config, data) = tiny(1);
+    let trainer = Trainer::start(config, data, &dir).unwrap();
+    for path in &stale {
+        assert!(!path.exists(), "{} left behind", path.display());
+    }
+    assert!(kept.exists(), "a file that is not a temporary file was removed");
+    drop(trainer);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Writes `root/<split>/<class>/<i>.png` images, each class a colour.
 fn write_split(root: &Path, split: &str, classes: &[&str]) {
     for (k, class) in classes.iter().enumerate() {

@@ -27,10 +27,7 @@ pub struct ImageFolder {
 
 const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
-/// The longest side of an image accepted for decoding.
-pub const MAX_IMAGE_SIDE: u32 = 16_384;
-/// The most memory one image's decoding may take.
-pub const MAX_IMAGE_BYTES: u64 = 512 << 20;
+pub use cvn_autograd::io::{MAX_IMAGE_BYTES, MAX_IMAGE_SIDE};
 
 fn image_limits() -> image::Limits {
     let mut limits = image::Limits::default();
