@@ -3,12 +3,18 @@
 //! progress bars, writing `model.safetensors` and `training_state.safetensors` (every epoch),
 //! `argmax_bn.safetensors` (ResNet CVNs), `metrics.jsonl` and `summary.json` into the run folder
 //! ([`cvn_models::train`], [`cvn_models::run`]).
+//!
+//! Under `mpirun -n N` (a build with `--features mpi`) every process is one data-parallel rank:
+//! `--batch` is per rank, rank 0 alone prints and writes (see `cvn_models::train`'s module docs).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use cvn_models::data::PadCropFlip;
-use cvn_models::train::{run_config, Evaluation, Progress, ScheduleConfig, Summary, TrainConfig, TrainData, Trainer};
+use cvn_dist::Collectives;
+use cvn_models::train::{run_config, Evaluation, OptimizerConfig, Progress, ScheduleConfig, Summary, TrainConfig, TrainData, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::device::DeviceArgs;
@@ -24,7 +30,8 @@ pub struct Args {
     /// Epochs in all (with --resume: may be raised to train longer); default 10.
     #[arg(long)]
     epochs: Option<usize>,
-    /// Training batch size; default 128.
+    /// Training batch size per rank (the global batch is this × the ranks under `mpirun`, as in
+    /// PyTorch DDP); default 128 in all.
     #[arg(long)]
     batch: Option<usize>,
     /// Run folder.
@@ -43,6 +50,9 @@ pub struct Args {
     lr: Option<f32>,
     #[arg(long)]
     weight_decay: Option<f32>,
+    /// Optimiser instead of the model's recipe: adamw, or sgd (momentum 0.9).
+    #[arg(long, value_parser = ["adamw", "sgd"])]
+    optimizer: Option<String>,
     #[arg(long)]
     label_smoothing: Option<f32>,
     /// Warm-up of the cosine schedule, in epochs (ViTs).
@@ -66,13 +76,17 @@ pub struct Args {
     /// first.
     #[arg(long)]
     skip_bad_images: bool,
+    /// Data-parallel runs: seconds a collective waits for the other ranks before the job ends
+    /// with an error (a rank died or hangs).
+    #[arg(long, default_value_t = cvn_dist::DEFAULT_TIMEOUT.as_secs())]
+    collective_timeout: u64,
     #[command(flatten)]
     device: DeviceArgs,
 }
 
 impl Args {
-    /// Writes the flags that were given over `config`.
-    fn apply(&self, config: &mut TrainConfig) -> anyhow::Result<()> {
+    /// Writes the flags that were given over `config`; `--batch` is per rank of `world`.
+    fn apply(&self, config: &mut TrainConfig, world: usize) -> anyhow::Result<()> {
         if let Some(v) = &self.model {
             config.model.clone_from(v);
         }
@@ -83,13 +97,18 @@ impl Args {
             config.epochs = v;
         }
         if let Some(v) = self.batch {
-            config.batch_size = v;
+            config.batch_size = v.checked_mul(world).with_context(|| format!("--batch {v} × {world} ranks overflows"))?;
         }
         if let Some(v) = self.lr {
             config.lr = v;
         }
         if let Some(v) = self.weight_decay {
             config.weight_decay = v;
+        }
+        match self.optimizer.as_deref() {
+            Some("adamw") => config.optimizer = OptimizerConfig::AdamW,
+            Some("sgd") => config.optimizer = OptimizerConfig::Sgd { momentum: 0.9 },
+            _ => {}
         }
         if let Some(v) = self.label_smoothing {
             config.label_smoothing = v;
@@ -128,36 +147,77 @@ impl Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let comm = cvn_dist::init(Duration::from_secs(args.collective_timeout))?;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    if world == 1 {
+        return train(args, comm);
+    }
+    if let Err(err) = train(args, comm.clone()) {
+        eprintln!("error (rank {rank} of {world}): {err:#}");
+        // Every rank ends now; the others would otherwise wait in their next collective.
+        comm.abort(1);
+    }
+    Ok(())
+}
+
+/// Trains as this process's rank of `comm` (one process: the only rank).
+fn train(args: Args, comm: Arc<dyn Collectives>) -> anyhow::Result<()> {
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let say = |line: &str| {
+        if rank == 0 {
+            println!("{line}");
+        }
+    };
     let device = args.device.open()?;
+    let engine = comm.engine();
     let trainer = if args.resume {
         let mut config = run_config(&args.out)?;
-        args.apply(&mut config)?;
+        args.apply(&mut config, world)?;
         let data = TrainData::load(&config)?;
-        data.notes.iter().for_each(|note| println!("note: {note}"));
-        let trainer = Trainer::resume(&args.out, config, data)?;
-        trainer.integrity_notes().iter().for_each(|note| println!("{note}"));
+        data.notes.iter().for_each(|note| say(&format!("note: {note}")));
+        let trainer = Trainer::resume_distributed(&args.out, config, data, comm)?;
+        trainer.integrity_notes().iter().for_each(|note| say(note));
         trainer
     } else {
         let model = args.model.as_deref().unwrap_or("vit-fmnist");
         let mut config = TrainConfig::for_model(model, args.competitors.unwrap_or(4), args.epochs.unwrap_or(10))?;
-        args.apply(&mut config)?;
+        args.apply(&mut config, world)?;
         config.validate()?;
         let data = TrainData::load(&config)?;
-        data.notes.iter().for_each(|note| println!("note: {note}"));
-        Trainer::start(config, data, &args.out)?
+        data.notes.iter().for_each(|note| say(&format!("note: {note}")));
+        Trainer::start_distributed(config, data, &args.out, comm)?
     };
+    if world > 1 {
+        let config = trainer.config();
+        say(&format!(
+            "data-parallel: {world} ranks ({engine}) × batch {} = global batch {}; lr {:e} is the global batch's (not rescaled)",
+            config.batch_size / world,
+            config.batch_size,
+            config.lr
+        ));
+    }
     let mut trainer = trainer.on_device(&device)?.with_autocast(args.device.autocast());
     let summary = train_with_progress(&mut trainer)?;
-    print_summary(&summary, trainer.dir());
+    if rank == 0 {
+        print_summary(&summary, trainer.dir());
+    }
     Ok(())
 }
 
 /// Runs `trainer` to the end with progress bars and one line per epoch.
+/// (Only rank 0 of a data-parallel run shows them.)
 pub fn train_with_progress(trainer: &mut Trainer) -> anyhow::Result<Summary> {
     let mut bars = Bars::default();
     let (model, competitors) = (trainer.config().model.clone(), trainer.config().competitors);
     let dir = trainer.dir().to_path_buf();
-    trainer.run(&mut |p| bars.show(&p, &model, competitors)).with_context(|| format!("training run {}", dir.display()))
+    let shown = trainer.rank().0 == 0;
+    trainer
+        .run(&mut |p| {
+            if shown {
+                bars.show(&p, &model, competitors)
+            }
+        })
+        .with_context(|| format!("training run {}", dir.display()))
 }
 
 /// Progress bars for training epochs and evaluation.
