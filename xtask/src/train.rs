@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use cvn_models::data::PadCropFlip;
 use cvn_dist::Collectives;
+use cvn_models::data::PadCropFlip;
 use cvn_models::train::{run_config, Evaluation, OptimizerConfig, Progress, ScheduleConfig, Summary, TrainConfig, TrainData, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -80,6 +80,10 @@ pub struct Args {
     /// with an error (a rank died or hangs).
     #[arg(long, default_value_t = cvn_dist::DEFAULT_TIMEOUT.as_secs())]
     collective_timeout: u64,
+    /// With --device cuda: one process per GPU on this machine, ranks of one NCCL job (a build
+    /// with `--features nccl`; never run yet).
+    #[arg(long)]
+    gpus: Option<usize>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -147,7 +151,10 @@ impl Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let comm = cvn_dist::init(Duration::from_secs(args.collective_timeout))?;
+    if let Some(gpus) = args.gpus.filter(|&n| n > 1) {
+        return spawn_gpu_ranks(gpus, &args);
+    }
+    let comm = cvn_dist::init(!args.device.device.starts_with("cpu"), Duration::from_secs(args.collective_timeout))?;
     let (rank, world) = (comm.rank(), comm.world_size());
     if world == 1 {
         return train(args, comm);
@@ -168,7 +175,14 @@ fn train(args: Args, comm: Arc<dyn Collectives>) -> anyhow::Result<()> {
             println!("{line}");
         }
     };
-    let device = args.device.open()?;
+    // Several ranks on one machine given plain `cuda` take a GPU each, by local rank.
+    let device = match cvn_dist::Launch::from_env()? {
+        launch if world > 1 && args.device.device == "cuda" => {
+            DeviceArgs { device: format!("cuda:{}", launch.local_rank), ..args.device.clone() }
+        }
+        _ => args.device.clone(),
+    }
+    .open()?;
     let engine = comm.engine();
     let trainer = if args.resume {
         let mut config = run_config(&args.out)?;
@@ -202,6 +216,63 @@ fn train(args: Args, comm: Arc<dyn Collectives>) -> anyhow::Result<()> {
         print_summary(&summary, trainer.dir());
     }
     Ok(())
+}
+
+/// `train --gpus N`: this process makes the NCCL id and runs itself `N` times with torchrun-style
+/// variables (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`) and the id; when one rank fails the others are
+/// ended.
+#[cfg(feature = "nccl")]
+fn spawn_gpu_ranks(gpus: usize, args: &Args) -> anyhow::Result<()> {
+    if args.device.device != "cuda" {
+        bail!("--gpus {gpus} needs --device cuda (each rank takes GPU LOCAL_RANK), got --device {}", args.device.device);
+    }
+    let id = cvn_dist::id_to_hex(&cvn_dist::Nccl::new_id().context("--gpus: cannot make an NCCL id")?);
+    let exe = std::env::current_exe().context("--gpus: cannot find this program to start its ranks")?;
+    // The same command line without --gpus.
+    let mut passed = Vec::new();
+    let mut given = std::env::args_os().skip(1);
+    while let Some(arg) = given.next() {
+        match arg.to_str() {
+            Some("--gpus") => {
+                given.next();
+            }
+            Some(a) if a.starts_with("--gpus=") => {}
+            _ => passed.push(arg),
+        }
+    }
+    let mut ranks = Vec::new();
+    for rank in 0..gpus {
+        let child = std::process::Command::new(&exe)
+            .args(&passed)
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", gpus.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env(cvn_dist::NCCL_ID_VAR, &id)
+            .spawn()
+            .with_context(|| format!("--gpus: cannot start rank {rank}"))?;
+        ranks.push(child);
+    }
+    let mut running = gpus;
+    while running > 0 {
+        running = 0;
+        for (rank, child) in ranks.iter_mut().enumerate() {
+            match child.try_wait()? {
+                None => running += 1,
+                Some(status) if status.success() => {}
+                Some(status) => {
+                    ranks.iter_mut().for_each(|c| drop(c.kill()));
+                    bail!("rank {rank} of {gpus} ended with {status}; the other ranks were stopped");
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "nccl"))]
+fn spawn_gpu_ranks(gpus: usize, _args: &Args) -> anyhow::Result<()> {
+    bail!("--gpus {gpus}: this binary was built without NCCL; rebuild with `--features nccl`, or launch the ranks with `mpirun -n {gpus}`")
 }
 
 /// Runs `trainer` to the end with progress bars and one line per epoch.

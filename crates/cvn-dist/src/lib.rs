@@ -31,7 +31,7 @@ mod nccl_engine;
 #[cfg(feature = "mpi")]
 pub use mpi_engine::Mpi;
 #[cfg(feature = "nccl")]
-pub use nccl_engine::Nccl;
+pub use nccl_engine::{id_to_hex, Nccl, NCCL_ID_BYTES};
 
 /// Gradient buckets of PyTorch DDP's default size (`bucket_cap_mb = 25`), in bytes.
 pub const BUCKET_BYTES: usize = 25 << 20;
@@ -204,7 +204,8 @@ impl Launch {
         if MPI_SIZE_VARS.iter().any(|name| var(name).is_some()) {
             // The engine reads rank and size from MPI itself; the variables only say MPI is there.
             let world_size = MPI_SIZE_VARS.iter().find_map(|n| number(n).transpose()).transpose()?.unwrap_or(1);
-            let rank = ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"].iter().find_map(|n| number(n).transpose()).transpose()?.unwrap_or(0);
+            let rank =
+                ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"].iter().find_map(|n| number(n).transpose()).transpose()?.unwrap_or(0);
             let local_rank = number("OMPI_COMM_WORLD_LOCAL_RANK")?.or(number("MPI_LOCALRANKID")?).unwrap_or(0);
             return Ok(Self { launcher: Launcher::Mpi, rank, world_size, local_rank });
         }
@@ -223,36 +224,68 @@ impl Launch {
     }
 }
 
-/// The engine for this process's launch, for CPU ranks: [`Single`] when alone or one rank, MPI
-/// under an MPI launcher. `timeout` bounds every collective. A launch this build cannot serve
-/// is an error naming what is missing, never a silent single-process run (which would train `N`
-/// copies side by side).
-pub fn init(timeout: Duration) -> Result<Arc<dyn Collectives>> {
+/// Variable by which `train --gpus N` hands rank 0's NCCL unique id (hex) to the ranks it spawns.
+pub const NCCL_ID_VAR: &str = "CVN_NCCL_ID";
+
+/// The engine for this process's launch. One rank, whoever launched it: [`Single`]. Under an MPI
+/// launcher: MPI, or for `gpu` ranks in a build with the `nccl` feature NCCL, its id broadcast
+/// over MPI. torchrun-style variables: NCCL, with the id in [`NCCL_ID_VAR`] (what `train --gpus N`
+/// sets). `timeout` bounds every collective. A launch this build cannot serve is an error naming
+/// what is missing, never a silent single-process run (which would train `N` copies side by side).
+pub fn init(gpu: bool, timeout: Duration) -> Result<Arc<dyn Collectives>> {
     let launch = Launch::from_env()?;
     match launch.launcher {
-        // One rank needs no engine, whoever launched it.
         _ if launch.world_size == 1 => Ok(Arc::new(Single)),
         Launcher::Alone => Ok(Arc::new(Single)),
-        Launcher::Mpi => init_mpi(timeout),
-        Launcher::Torchrun => Err(DistError::Launch(format!(
-            "RANK={} WORLD_SIZE={}: CPU ranks communicate over MPI; launch them with `mpirun -n {}` instead \
-             (torchrun-style variables drive the NCCL engine: `train --device cuda --gpus N`)",
-            launch.rank, launch.world_size, launch.world_size
-        ))),
+        Launcher::Mpi => init_mpi(gpu, &launch, timeout),
+        Launcher::Torchrun => init_torchrun(gpu, &launch, timeout),
     }
 }
 
 #[cfg(feature = "mpi")]
-fn init_mpi(timeout: Duration) -> Result<Arc<dyn Collectives>> {
-    Ok(Arc::new(Mpi::init(timeout)?))
+fn init_mpi(gpu: bool, launch: &Launch, timeout: Duration) -> Result<Arc<dyn Collectives>> {
+    let mpi = Mpi::init(timeout)?;
+    #[cfg(feature = "nccl")]
+    if gpu {
+        return Ok(Arc::new(Nccl::bootstrap_with_mpi(Arc::new(mpi), launch.local_rank, timeout)?));
+    }
+    // Without NCCL, GPU ranks reduce their gradients over MPI through host memory.
+    let _ = (gpu, launch);
+    Ok(Arc::new(mpi))
 }
 
 #[cfg(not(feature = "mpi"))]
-fn init_mpi(_timeout: Duration) -> Result<Arc<dyn Collectives>> {
+fn init_mpi(_gpu: bool, _launch: &Launch, _timeout: Duration) -> Result<Arc<dyn Collectives>> {
     Err(DistError::Launch(
         "started by an MPI launcher (OMPI_COMM_WORLD_SIZE / PMI_SIZE is set), but this binary was built without MPI: \
          rebuild with `--features mpi` (Debian: apt-get install libopenmpi-dev openmpi-bin libclang-dev)"
             .into(),
+    ))
+}
+
+#[cfg(feature = "nccl")]
+fn init_torchrun(gpu: bool, launch: &Launch, timeout: Duration) -> Result<Arc<dyn Collectives>> {
+    match (gpu, std::env::var(NCCL_ID_VAR)) {
+        (true, Ok(hex)) => {
+            let id = nccl_engine::parse_id(&hex)?;
+            Ok(Arc::new(Nccl::init(launch.local_rank, launch.rank, launch.world_size, id, timeout)?))
+        }
+        _ => Err(torchrun_unsupported(launch)),
+    }
+}
+
+#[cfg(not(feature = "nccl"))]
+fn init_torchrun(_gpu: bool, launch: &Launch, _timeout: Duration) -> Result<Arc<dyn Collectives>> {
+    Err(torchrun_unsupported(launch))
+}
+
+/// Why torchrun-style variables alone cannot start a job (no rendezvous at `MASTER_ADDR` exists).
+fn torchrun_unsupported(launch: &Launch) -> DistError {
+    DistError::Launch(format!(
+        "RANK={} WORLD_SIZE={}: ranks need an engine to meet through: launch CPU ranks with `mpirun -n {}`, GPU ranks \
+         with `train --device cuda --gpus N` (a build with `--features nccl`, which passes the NCCL id in {NCCL_ID_VAR}) \
+         or under mpirun; a rendezvous at MASTER_ADDR:MASTER_PORT is not implemented",
+        launch.rank, launch.world_size, launch.world_size
     ))
 }
 

@@ -71,7 +71,15 @@ impl Mpi {
         }
         let world = universe.world();
         let (rank, size) = (world.rank() as usize, world.size() as usize);
-        Ok(Self { universe: ManuallyDrop::new(universe), world, rank, size, timeout, serial: Mutex::new(()), broken: AtomicBool::new(false) })
+        Ok(Self {
+            universe: ManuallyDrop::new(universe),
+            world,
+            rank,
+            size,
+            timeout,
+            serial: Mutex::new(()),
+            broken: AtomicBool::new(false),
+        })
     }
 
     /// The serial lock, unless an earlier collective failed.

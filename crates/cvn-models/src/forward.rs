@@ -124,7 +124,17 @@ pub struct Forward {
 
 impl Forward {
     pub fn new(mode: LwtaMode, seed: u64, step: u64) -> Self {
-        Self { mode, seed, step, rank: 0, requested: BTreeSet::new(), taps: BTreeMap::new(), sparsity: None, recalibrating: false, autocast: None }
+        Self {
+            mode,
+            seed,
+            step,
+            rank: 0,
+            requested: BTreeSet::new(),
+            taps: BTreeMap::new(),
+            sparsity: None,
+            recalibrating: false,
+            autocast: None,
+        }
     }
 
     pub fn train(seed: u64, step: u64) -> Self {

@@ -764,7 +764,13 @@ impl Trainer {
         let mut h = DefaultHasher::new();
         (self.state.step, self.state.epochs_done).hash(&mut h);
         let optimizer = self.optimizer.state();
-        let tensors = self.model.params().entries().iter().map(|e| (e.name.as_str(), &e.tensor)).chain(optimizer.iter().map(|(n, t)| (n.as_str(), t)));
+        let tensors = self
+            .model
+            .params()
+            .entries()
+            .iter()
+            .map(|e| (e.name.as_str(), &e.tensor))
+            .chain(optimizer.iter().map(|(n, t)| (n.as_str(), t)));
         for (name, tensor) in tensors {
             name.hash(&mut h);
             tensor.to_vec()?.iter().for_each(|v| v.to_bits().hash(&mut h));
