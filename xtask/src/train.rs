@@ -3,12 +3,18 @@
 //! progress bars, writing `model.safetensors` and `training_state.safetensors` (every epoch),
 //! `argmax_bn.safetensors` (ResNet CVNs), `metrics.jsonl` and `summary.json` into the run folder
 //! ([`cvn_models::train`], [`cvn_models::run`]).
+//!
+//! Under `mpirun -n N` (a build with `--features mpi`) every process is one data-parallel rank:
+//! `--batch` is per rank, rank 0 alone prints and writes (see `cvn_models::train`'s module docs).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
+use cvn_dist::Collectives;
 use cvn_models::data::PadCropFlip;
-use cvn_models::train::{run_config, Evaluation, Progress, ScheduleConfig, Summary, TrainConfig, TrainData, Trainer};
+use cvn_models::train::{run_config, Evaluation, OptimizerConfig, Progress, ScheduleConfig, Summary, TrainConfig, TrainData, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::device::DeviceArgs;
@@ -28,7 +34,8 @@ pub struct Args {
     /// Epochs in all (with --resume: may be raised to train longer) [default: 10].
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
-    /// Training batch size [default: 128].
+    /// Training batch size per rank (the global batch is this × the ranks under `mpirun`, as in
+    /// PyTorch DDP) [default: 128 in all, split across the ranks].
     #[arg(long, value_name = "N", value_parser = crate::cli::at_least_one)]
     batch: Option<usize>,
     /// Run folder.
@@ -50,6 +57,10 @@ pub struct Args {
     /// Weight decay [default: the preset's recipe: 0.05 for ViTs, 5e-4 for ResNets].
     #[arg(long, value_name = "W")]
     weight_decay: Option<f32>,
+    /// Optimiser instead of the model's recipe: adamw, or sgd (momentum 0.9) [default: the
+    /// preset's: AdamW for ViTs, SGD for ResNets].
+    #[arg(long, value_name = "NAME", value_parser = ["adamw", "sgd"])]
+    optimizer: Option<String>,
     /// Label smoothing of the cross-entropy loss [default: 0.1].
     #[arg(long, value_name = "EPS")]
     label_smoothing: Option<f32>,
@@ -77,13 +88,21 @@ pub struct Args {
     /// first.
     #[arg(long)]
     skip_bad_images: bool,
+    /// Data-parallel runs: seconds a collective waits for the other ranks before the job ends
+    /// with an error (a rank died or hangs).
+    #[arg(long, default_value_t = cvn_dist::DEFAULT_TIMEOUT.as_secs())]
+    collective_timeout: u64,
+    /// With --device cuda: one process per GPU on this machine, ranks of one NCCL job (a build
+    /// with `--features nccl`; never run yet).
+    #[arg(long)]
+    gpus: Option<usize>,
     #[command(flatten)]
     device: DeviceArgs,
 }
 
 impl Args {
-    /// Writes the flags that were given over `config`.
-    fn apply(&self, config: &mut TrainConfig) -> anyhow::Result<()> {
+    /// Writes the flags that were given over `config`; `--batch` is per rank of `world`.
+    fn apply(&self, config: &mut TrainConfig, world: usize) -> anyhow::Result<()> {
         if let Some(v) = &self.model {
             config.model.clone_from(v);
         }
@@ -94,13 +113,18 @@ impl Args {
             config.epochs = v;
         }
         if let Some(v) = self.batch {
-            config.batch_size = v;
+            config.batch_size = v.checked_mul(world).with_context(|| format!("--batch {v} × {world} ranks overflows"))?;
         }
         if let Some(v) = self.lr {
             config.lr = v;
         }
         if let Some(v) = self.weight_decay {
             config.weight_decay = v;
+        }
+        match self.optimizer.as_deref() {
+            Some("adamw") => config.optimizer = OptimizerConfig::AdamW,
+            Some("sgd") => config.optimizer = OptimizerConfig::Sgd { momentum: 0.9 },
+            _ => {}
         }
         if let Some(v) = self.label_smoothing {
             config.label_smoothing = v;
@@ -139,36 +163,144 @@ impl Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let device = args.device.open()?;
+    if let Some(gpus) = args.gpus.filter(|&n| n > 1) {
+        return spawn_gpu_ranks(gpus, &args);
+    }
+    let comm = cvn_dist::init(!args.device.device.starts_with("cpu"), Duration::from_secs(args.collective_timeout))?;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    if world == 1 {
+        return train(args, comm);
+    }
+    if let Err(err) = train(args, comm.clone()) {
+        eprintln!("error (rank {rank} of {world}): {err:#}");
+        // Every rank ends now; the others would otherwise wait in their next collective.
+        comm.abort(1);
+    }
+    Ok(())
+}
+
+/// Trains as this process's rank of `comm` (one process: the only rank).
+fn train(args: Args, comm: Arc<dyn Collectives>) -> anyhow::Result<()> {
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let say = |line: &str| {
+        if rank == 0 {
+            println!("{line}");
+        }
+    };
+    // Several ranks on one machine given plain `cuda` take a GPU each, by local rank.
+    let device = match cvn_dist::Launch::from_env()? {
+        launch if world > 1 && args.device.device == "cuda" => {
+            DeviceArgs { device: format!("cuda:{}", launch.local_rank), ..args.device.clone() }
+        }
+        _ => args.device.clone(),
+    }
+    .open()?;
+    let engine = comm.engine();
     let trainer = if args.resume {
         let mut config = run_config(&args.out)?;
-        args.apply(&mut config)?;
+        args.apply(&mut config, world)?;
         let data = TrainData::load(&config)?;
-        data.notes.iter().for_each(|note| println!("note: {note}"));
-        let trainer = Trainer::resume(&args.out, config, data)?;
-        trainer.integrity_notes().iter().for_each(|note| println!("{note}"));
+        data.notes.iter().for_each(|note| say(&format!("note: {note}")));
+        let trainer = Trainer::resume_distributed(&args.out, config, data, comm)?;
+        trainer.integrity_notes().iter().for_each(|note| say(note));
         trainer
     } else {
         let model = args.model.as_deref().unwrap_or("vit-fmnist");
         let mut config = TrainConfig::for_model(model, args.competitors.unwrap_or(4), args.epochs.unwrap_or(10))?;
-        args.apply(&mut config)?;
+        args.apply(&mut config, world)?;
         config.validate()?;
         let data = TrainData::load(&config)?;
-        data.notes.iter().for_each(|note| println!("note: {note}"));
-        Trainer::start(config, data, &args.out)?
+        data.notes.iter().for_each(|note| say(&format!("note: {note}")));
+        Trainer::start_distributed(config, data, &args.out, comm)?
     };
+    if world > 1 {
+        let config = trainer.config();
+        say(&format!(
+            "data-parallel: {world} ranks ({engine}) × batch {} = global batch {}; lr {:e} is the global batch's (not rescaled)",
+            config.batch_size / world,
+            config.batch_size,
+            config.lr
+        ));
+    }
     let mut trainer = trainer.on_device(&device)?.with_autocast(args.device.autocast());
     let summary = train_with_progress(&mut trainer)?;
-    print_summary(&summary, trainer.dir());
+    if rank == 0 {
+        print_summary(&summary, trainer.dir());
+    }
     Ok(())
 }
 
+/// `train --gpus N`: this process makes the NCCL id and runs itself `N` times with torchrun-style
+/// variables (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`) and the id; when one rank fails the others are
+/// ended.
+#[cfg(feature = "nccl")]
+fn spawn_gpu_ranks(gpus: usize, args: &Args) -> anyhow::Result<()> {
+    if args.device.device != "cuda" {
+        bail!("--gpus {gpus} needs --device cuda (each rank takes GPU LOCAL_RANK), got --device {}", args.device.device);
+    }
+    let id = cvn_dist::id_to_hex(&cvn_dist::Nccl::new_id().context("--gpus: cannot make an NCCL id")?);
+    let exe = std::env::current_exe().context("--gpus: cannot find this program to start its ranks")?;
+    // The same command line without --gpus.
+    let mut passed = Vec::new();
+    let mut given = std::env::args_os().skip(1);
+    while let Some(arg) = given.next() {
+        match arg.to_str() {
+            Some("--gpus") => {
+                given.next();
+            }
+            Some(a) if a.starts_with("--gpus=") => {}
+            _ => passed.push(arg),
+        }
+    }
+    let mut ranks = Vec::new();
+    for rank in 0..gpus {
+        let child = std::process::Command::new(&exe)
+            .args(&passed)
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", gpus.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env(cvn_dist::NCCL_ID_VAR, &id)
+            .spawn()
+            .with_context(|| format!("--gpus: cannot start rank {rank}"))?;
+        ranks.push(child);
+    }
+    let mut running = gpus;
+    while running > 0 {
+        running = 0;
+        for (rank, child) in ranks.iter_mut().enumerate() {
+            match child.try_wait()? {
+                None => running += 1,
+                Some(status) if status.success() => {}
+                Some(status) => {
+                    ranks.iter_mut().for_each(|c| drop(c.kill()));
+                    bail!("rank {rank} of {gpus} ended with {status}; the other ranks were stopped");
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "nccl"))]
+fn spawn_gpu_ranks(gpus: usize, _args: &Args) -> anyhow::Result<()> {
+    bail!("--gpus {gpus}: this binary was built without NCCL; rebuild with `--features nccl`, or launch the ranks with `mpirun -n {gpus}`")
+}
+
 /// Runs `trainer` to the end with progress bars and one line per epoch.
+/// (Only rank 0 of a data-parallel run shows them.)
 pub fn train_with_progress(trainer: &mut Trainer) -> anyhow::Result<Summary> {
     let mut bars = Bars::default();
     let (model, competitors) = (trainer.config().model.clone(), trainer.config().competitors);
     let dir = trainer.dir().to_path_buf();
-    trainer.run(&mut |p| bars.show(&p, &model, competitors)).with_context(|| format!("training run {}", dir.display()))
+    let shown = trainer.rank().0 == 0;
+    trainer
+        .run(&mut |p| {
+            if shown {
+                bars.show(&p, &model, competitors)
+            }
+        })
+        .with_context(|| format!("training run {}", dir.display()))
 }
 
 /// Progress bars for training epochs and evaluation.

@@ -12,6 +12,11 @@ use crate::error::Result;
 /// stochastic evaluation pass) draws fresh noise and a run is reproducible from its seed.
 pub const NOISE_SLOTS: u64 = 1 << 16;
 
+/// Offset stride between the ranks of a data-parallel run: rank `r` adds `r · RANK_NOISE_STRIDE`
+/// to every offset, so each rank draws its own noise for its own samples while rank 0 draws what a
+/// single process draws. Steps stay below it for 2^32 steps (`step · NOISE_SLOTS < 2^48`).
+pub const RANK_NOISE_STRIDE: u64 = 1 << 48;
+
 /// A recorded layer output (on the model's device; copy it to the host with `to_vec`).
 #[derive(Debug, Clone)]
 pub struct Tap {
@@ -108,6 +113,8 @@ pub struct Forward {
     pub seed: u64,
     /// Training step, or stochastic evaluation pass: selects fresh noise (see [`NOISE_SLOTS`]).
     pub step: u64,
+    /// Rank of a data-parallel training process (see [`RANK_NOISE_STRIDE`]); 0 otherwise.
+    pub rank: u64,
     requested: BTreeSet<String>,
     taps: BTreeMap<String, Tap>,
     sparsity: Option<ActivityCounters>,
@@ -117,11 +124,27 @@ pub struct Forward {
 
 impl Forward {
     pub fn new(mode: LwtaMode, seed: u64, step: u64) -> Self {
-        Self { mode, seed, step, requested: BTreeSet::new(), taps: BTreeMap::new(), sparsity: None, recalibrating: false, autocast: None }
+        Self {
+            mode,
+            seed,
+            step,
+            rank: 0,
+            requested: BTreeSet::new(),
+            taps: BTreeMap::new(),
+            sparsity: None,
+            recalibrating: false,
+            autocast: None,
+        }
     }
 
     pub fn train(seed: u64, step: u64) -> Self {
         Self::new(LwtaMode::Train, seed, step)
+    }
+
+    /// Noise of data-parallel rank `rank` (see [`RANK_NOISE_STRIDE`]).
+    pub fn on_rank(mut self, rank: usize) -> Self {
+        self.rank = rank as u64;
+        self
     }
 
     pub fn deterministic() -> Self {
@@ -244,7 +267,7 @@ impl Forward {
 
     /// The Philox offset of the stochastic layer with noise slot `slot` in this pass.
     pub(crate) fn noise_offset(&self, slot: u64) -> u64 {
-        self.step.wrapping_mul(NOISE_SLOTS).wrapping_add(slot)
+        self.rank.wrapping_mul(RANK_NOISE_STRIDE).wrapping_add(self.step.wrapping_mul(NOISE_SLOTS)).wrapping_add(slot)
     }
 
     /// LWTA noise of the layer with noise slot `slot`: none in deterministic mode.

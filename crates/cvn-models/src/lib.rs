@@ -56,7 +56,7 @@ pub use argmax_bn::{ArgmaxBatchNorm, BnRecalibration};
 pub use checkpoint::Extras;
 pub use config::{Competition, ModelConfig, ResNetConfig, Stem, VitConfig, LIMITS, MAX_TOKENS, PRESETS};
 pub use error::{Error, Result};
-pub use forward::{Activity, ActivityCounters, Forward, Tap, NOISE_SLOTS};
+pub use forward::{Activity, ActivityCounters, Forward, Tap, NOISE_SLOTS, RANK_NOISE_STRIDE};
 pub use model::Model;
 pub use params::{Entry, Kind, Params};
 pub use parity::parity_checks;

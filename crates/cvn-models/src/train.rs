@@ -15,6 +15,20 @@
 //! resumed run continues exactly as an uninterrupted one.
 //!
 //! Display is the caller's business: [`Trainer::run`] reports [`Progress`] through a callback.
+//!
+//! # Data-parallel training
+//! [`Trainer::start_distributed`] and [`Trainer::resume_distributed`] train one replica per rank
+//! of a [`Collectives`] engine, with PyTorch DDP's semantics: the configuration's `batch_size` is
+//! the *global* batch, and each rank trains on its contiguous slice of every global batch of the
+//! epoch's permutation ([`Shard`]), so the ranks together see the batches of one process with that
+//! batch. Parameters are broadcast from rank 0 at the start; the gradients (and the loss) are
+//! averaged over the ranks in [`BUCKET_BYTES`] buckets before every update; BatchNorm normalises
+//! with each rank's own batch statistics, and rank 0's running statistics are broadcast at the end
+//! of every epoch, before evaluation and the checkpoint; each rank draws its own LWTA and dropout
+//! noise ([`crate::RANK_NOISE_STRIDE`]). After every epoch the ranks compare digests of their weights
+//! and optimiser state and stop if they differ. Rank 0 alone takes the run lock and writes
+//! checkpoints, metrics and the summary; the others only read the run folder when resuming. The
+//! learning rate is never rescaled for the world size.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +36,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cvn_autograd::optim::{AdamW, Optimizer, Schedule, Sgd};
-use cvn_autograd::{DType, Device, LwtaMode, Tape, Tensor};
+use cvn_autograd::{DType, Device, Gradients, LwtaMode, Tape, Tensor};
+use cvn_dist::{all_reduce_average_bucketed, Collectives, Single, BUCKET_BYTES};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -31,11 +46,12 @@ use crate::checkpoint::Extras;
 use crate::config::ModelConfig;
 use crate::data::synthetic_concepts::{self, SplitSizes};
 use crate::data::{
-    Batch, BatchLoader, Dataset, FashionMnist, FolderTransform, ImageFolder, LoaderConfig, PadCropFlip, Spread, SyntheticConcepts,
-    SYNTHETIC_CONCEPTS,
+    Batch, BatchLoader, Dataset, FashionMnist, FolderTransform, ImageFolder, LoaderConfig, PadCropFlip, Shard, Spread,
+    SyntheticConcepts, SYNTHETIC_CONCEPTS,
 };
 use crate::forward::{ActivityCounters, Forward};
 use crate::model::Model;
+use crate::params::Kind;
 use crate::run::{self, RunModel, ARGMAX_BN_FILE, EPOCHS_KEY, MODEL_FILE};
 use crate::run_lock::RunLock;
 use cvn_autograd::io::Integrity;
@@ -69,6 +85,11 @@ pub enum TrainError {
     Run { path: String, detail: String },
     #[error("loss became {loss} at epoch {epoch}, step {step}: training stopped; {kept}")]
     NonFiniteLoss { epoch: usize, step: u64, loss: f32, kept: String },
+    /// A collective of a data-parallel run that failed (a rank died or hangs) or ranks that diverged.
+    #[error(transparent)]
+    Dist(#[from] cvn_dist::DistError),
+    #[error("data-parallel run {path}: {detail}")]
+    Replicas { path: String, detail: String },
 }
 
 pub type Result<T> = std::result::Result<T, TrainError>;
@@ -556,8 +577,10 @@ impl Summary {
 
 /// A training run: model, optimiser, data and the run folder.
 pub struct Trainer {
-    /// Held while the trainer lives: no other process writes to the run.
-    lock: RunLock,
+    /// Held while the trainer lives, so no other process writes to the run; `None` on the ranks
+    /// other than 0 of a data-parallel run, which never write.
+    lock: Option<RunLock>,
+    dir: PathBuf,
     /// The files resumed from and whether their content hashes were checked.
     integrity: Vec<(PathBuf, Integrity)>,
     model: Model,
@@ -569,6 +592,8 @@ pub struct Trainer {
     wall_before: f64,
     /// Mixed precision of the training passes (see [`Trainer::with_autocast`]).
     autocast: Option<DType>,
+    /// The ranks of a data-parallel run ([`Single`] for one process).
+    comm: Arc<dyn Collectives>,
 }
 
 /// The configuration a run folder was trained with (to load its data before resuming).
@@ -670,10 +695,16 @@ impl Trainer {
                 std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
             }
         }
+        Self::fresh(Some(lock), dir, config, data)
+    }
+
+    /// A run before its first step; `lock` is `None` on ranks that do not write.
+    fn fresh(lock: Option<RunLock>, dir: &Path, config: TrainConfig, data: TrainData) -> Result<Self> {
         let model = Model::new(config.model_config()?, config.seed)?;
         let state = TrainState::fresh(config, data.source.clone());
         Ok(Self {
             lock,
+            dir: dir.to_path_buf(),
             integrity: Vec::new(),
             optimizer: state.config.new_optimizer(),
             model,
@@ -682,7 +713,119 @@ impl Trainer {
             session_start: Instant::now(),
             wall_before: 0.0,
             autocast: None,
+            comm: Arc::new(Single),
         })
+    }
+
+    /// [`Trainer::start`] for one rank of a data-parallel run (see the module docs): rank 0 takes
+    /// the folder as `start` does, the other ranks only build their replica; then rank 0's
+    /// parameters are broadcast. `config.batch_size` is the global batch.
+    pub fn start_distributed(config: TrainConfig, data: TrainData, dir: &Path, comm: Arc<dyn Collectives>) -> Result<Self> {
+        let trainer = if comm.rank() == 0 {
+            Self::start(config, data, dir)?
+        } else {
+            config.validate()?;
+            data.check(&config.model_config()?)?;
+            Self::fresh(None, dir, config, data)?
+        };
+        trainer.join(comm)
+    }
+
+    /// [`Trainer::resume`] for one rank of a data-parallel run: every rank reads the run's last
+    /// checkpoint (on several machines the run folder must be shared), rank 0 alone takes the
+    /// lock; then rank 0's parameters are broadcast and the ranks check that they hold the same
+    /// state. Any world size resumes any run whose global batch (`config.batch_size`) it keeps.
+    pub fn resume_distributed(dir: &Path, config: TrainConfig, data: TrainData, comm: Arc<dyn Collectives>) -> Result<Self> {
+        let lock = if comm.rank() == 0 { Some(RunLock::acquire(dir)?) } else { None };
+        Self::resume_as(lock, dir, config, data)?.join(comm)
+    }
+
+    /// Makes this trainer one replica of `comm`'s ranks: checks that the global batch splits
+    /// evenly, broadcasts rank 0's parameters and checks that every rank holds the same state.
+    fn join(mut self, comm: Arc<dyn Collectives>) -> Result<Self> {
+        let world = comm.world_size();
+        if !self.state.config.batch_size.is_multiple_of(world) {
+            return config_err(
+                "batch",
+                format!("the global batch {} does not split evenly over {world} ranks", self.state.config.batch_size),
+            );
+        }
+        self.comm = comm;
+        if world > 1 {
+            self.broadcast_params(|_| true)?;
+            self.check_replicas("starting")?;
+        }
+        Ok(self)
+    }
+
+    /// Replaces the parameters of kinds `which` by rank 0's, in one broadcast.
+    fn broadcast_params(&mut self, which: impl Fn(Kind) -> bool) -> Result<()> {
+        let entries = self.model.params_mut().entries_mut();
+        let mut values = Vec::new();
+        for e in entries.iter().filter(|e| which(e.kind)) {
+            values.extend(e.tensor.to_vec()?);
+        }
+        self.comm.broadcast_f32(&mut values, 0)?;
+        let mut rest = &values[..];
+        for e in entries.iter_mut().filter(|e| which(e.kind)) {
+            let (mine, tail) = rest.split_at(e.tensor.len());
+            e.tensor.set_values(mine)?;
+            rest = tail;
+        }
+        Ok(())
+    }
+
+    /// A digest of everything the ranks must agree on: step, epochs, every parameter and the
+    /// optimiser state (bits, in name order). Every rank runs the same binary, so the hasher's
+    /// fixed keys are the same everywhere.
+    fn replica_digest(&self) -> Result<u64> {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut h = DefaultHasher::new();
+        (self.state.step, self.state.epochs_done).hash(&mut h);
+        let optimizer = self.optimizer.state();
+        let tensors = self
+            .model
+            .params()
+            .entries()
+            .iter()
+            .map(|e| (e.name.as_str(), &e.tensor))
+            .chain(optimizer.iter().map(|(n, t)| (n.as_str(), t)));
+        for (name, tensor) in tensors {
+            name.hash(&mut h);
+            tensor.to_vec()?.iter().for_each(|v| v.to_bits().hash(&mut h));
+        }
+        Ok(h.finish())
+    }
+
+    /// Stops every rank with an error when any rank's [`Trainer::replica_digest`] differs from
+    /// rank 0's.
+    fn check_replicas(&self, when: &str) -> Result<()> {
+        let mine = self.replica_digest()?;
+        let mut root = mine.to_le_bytes();
+        self.comm.broadcast_bytes(&mut root, 0)?;
+        let mut differing = [f32::from(u64::from_le_bytes(root) != mine)];
+        self.comm.all_reduce_sum(&mut differing)?;
+        if differing[0] > 0.0 {
+            return Err(TrainError::Replicas {
+                path: self.dir().display().to_string(),
+                detail: format!(
+                    "{when}, {} of the {} ranks hold weights or optimiser state that differ from rank 0's (different run folders or builds?)",
+                    differing[0],
+                    self.comm.world_size()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// This process's rank and the world size.
+    pub fn rank(&self) -> (usize, usize) {
+        (self.comm.rank(), self.comm.world_size())
+    }
+
+    /// Whether this process writes the run folder (one process, or rank 0).
+    fn writes(&self) -> bool {
+        self.lock.is_some()
     }
 
     /// Continues the run in `dir` from its last checkpoint: weights, optimiser state, epoch and step.
@@ -690,7 +833,11 @@ impl Trainer {
     /// stretches the learning-rate schedule from here on). A run that has trained no epoch yet (an
     /// imported model) takes any settings and data that fit its model: that is fine-tuning.
     pub fn resume(dir: &Path, config: TrainConfig, data: TrainData) -> Result<Self> {
-        let lock = RunLock::acquire(dir)?;
+        Self::resume_as(Some(RunLock::acquire(dir)?), dir, config, data)
+    }
+
+    /// [`Trainer::resume`] with the lock already taken, or without one (a rank that only reads).
+    fn resume_as(lock: Option<RunLock>, dir: &Path, config: TrainConfig, data: TrainData) -> Result<Self> {
         let (mut state, extras) = read_state(dir)?;
         let state_file = run::training_state_file(dir)?;
         let RunModel { model, path, metadata, integrity } = run::load_model(dir)?;
@@ -742,6 +889,7 @@ impl Trainer {
         let wall_before = state.wall_seconds;
         let trainer = Self {
             lock,
+            dir: dir.to_path_buf(),
             integrity: if state_file == path { vec![(path, integrity)] } else { vec![(state_file, extras.integrity), (path, integrity)] },
             model,
             optimizer,
@@ -750,8 +898,11 @@ impl Trainer {
             session_start: Instant::now(),
             wall_before,
             autocast: None,
+            comm: Arc::new(Single),
         };
-        trainer.truncate_metrics()?;
+        if trainer.writes() {
+            trainer.truncate_metrics()?;
+        }
         Ok(trainer)
     }
 
@@ -793,7 +944,7 @@ impl Trainer {
     }
 
     pub fn dir(&self) -> &Path {
-        self.lock.dir()
+        &self.dir
     }
 
     /// Trains the remaining epochs, then [`Trainer::finish`]es.
@@ -821,6 +972,12 @@ impl Trainer {
         });
         while self.state.epochs_done < until.min(config.epochs) {
             let mut metrics = self.train_epoch(&schedule, steps_per_epoch, progress)?;
+            if self.comm.world_size() > 1 {
+                // Rank 0's running statistics for evaluation and the checkpoint, as DDP's buffer
+                // broadcast; then every rank must hold what rank 0 is about to save.
+                self.broadcast_params(|kind| !kind.trainable())?;
+                self.check_replicas(&format!("after epoch {}", self.state.epochs_done + 1))?;
+            }
             if config.eval_each_epoch {
                 let options = EvalOptions { samples: 0, batch_size: config.eval_batch_size, seed: config.seed };
                 // The weights change every epoch: these statistics are estimated for this evaluation only.
@@ -858,7 +1015,7 @@ impl Trainer {
         let options = EvalOptions { samples: config.samples, batch_size: config.eval_batch_size, seed: config.seed };
         let argmax_bn = match run::argmax_bn(self.dir(), &self.model, || Ok(self.recalibration()))? {
             Some((stats, origin)) => {
-                if origin == run::ArgmaxBnOrigin::Estimated {
+                if origin == run::ArgmaxBnOrigin::Estimated && self.writes() {
                     stats.save(&self.dir().join(ARGMAX_BN_FILE))?;
                 }
                 Some(stats)
@@ -882,9 +1039,11 @@ impl Trainer {
             config,
             checkpoint: self.dir().join(MODEL_FILE),
         };
-        let path = self.dir().join(SUMMARY_FILE);
-        let text = serde_json::to_string_pretty(&summary).map_err(|e| json_err(&path, "cannot encode the run summary", e))?;
-        cvn_autograd::io::write_atomically(&path, text.as_bytes())?;
+        if self.writes() {
+            let path = self.dir().join(SUMMARY_FILE);
+            let text = serde_json::to_string_pretty(&summary).map_err(|e| json_err(&path, "cannot encode the run summary", e))?;
+            cvn_autograd::io::write_atomically(&path, text.as_bytes())?;
+        }
         Ok(summary)
     }
 
@@ -896,7 +1055,14 @@ impl Trainer {
     fn train_epoch(&mut self, schedule: &Schedule, batches: usize, progress: &mut dyn FnMut(Progress)) -> Result<EpochMetrics> {
         let config = self.state.config.clone();
         let epoch = self.state.epochs_done + 1;
-        let loader = BatchLoader::new(self.data.train.clone(), LoaderConfig::train(config.batch_size, config.seed), epoch as u64 - 1, 0)?;
+        let (rank, world) = self.rank();
+        let loader = BatchLoader::sharded(
+            self.data.train.clone(),
+            LoaderConfig::train(config.batch_size, config.seed),
+            epoch as u64 - 1,
+            0,
+            Shard { rank, world },
+        )?;
         progress(Progress::EpochStart { epoch, batches });
         let device = self.model.device();
         // The loss is read on the host only at these steps (every step on the CPU, where reading
@@ -909,7 +1075,8 @@ impl Trainer {
         for (b, batch) in loader.enumerate() {
             let batch = batch?;
             lr = schedule.lr(self.state.step);
-            let n = batch.labels.len();
+            // Images of the global batch: the loss returned is the global batch's mean.
+            let n = batch.labels.len() * world;
             let logged = (self.state.step + 1).is_multiple_of(config.log_every as u64);
             let read = logged || self.state.step.is_multiple_of(read_every);
             let (loss, value) = self.step(&batch, lr, read, &mut correct)?;
@@ -929,7 +1096,7 @@ impl Trainer {
             // A GPU run notices a non-finite loss here at the latest, before any checkpoint.
             return Err(self.stop_on_non_finite(loss_total));
         }
-        let correct = correct.to_vec_u64()?[0] as usize;
+        let correct = self.sum_over_ranks(correct.to_vec_u64()?[0])? as usize;
         let seconds = started.elapsed().as_secs_f64();
         self.state.train_seconds += seconds;
         self.state.train_images += images as u64;
@@ -953,13 +1120,18 @@ impl Trainer {
         let device = self.model.device();
         let tape = Tape::new();
         let x = Tensor::from_slice_on(&batch.images, &batch.shape, DType::F32, &device)?.traced(&tape);
-        let mut ctx = Forward::train(config.seed, self.state.step);
+        let mut ctx = Forward::train(config.seed, self.state.step).on_rank(self.comm.rank());
         if let Some(dtype) = self.autocast {
             ctx = ctx.with_autocast(dtype);
         }
         let logits = self.model.forward(&x, &mut ctx)?;
         logits.count_correct_into(&batch.labels, correct)?;
         let loss = logits.cross_entropy(&batch.labels, config.label_smoothing)?;
+        if self.comm.world_size() > 1 {
+            // The ranks decide on the global loss together, after the gradients' reduction.
+            let value = loss.item()?;
+            return self.distributed_update(&loss.backward()?, value, lr);
+        }
         let value = if read { Some(loss.item()?) } else { None };
         if let Some(v) = value.filter(|v| !v.is_finite()) {
             return Err(self.stop_on_non_finite(v));
@@ -974,6 +1146,55 @@ impl Trainer {
         Ok((loss.detach(), value))
     }
 
+    /// The update of a data-parallel step: gradients and loss averaged over the ranks (in
+    /// buckets, in reverse parameter order as backward produces them), then the same update on
+    /// every rank. A non-finite global loss stops every rank alike, before the update. Returns the
+    /// global batch's mean loss.
+    fn distributed_update(&mut self, grads: &Gradients, loss: f32, lr: f32) -> Result<(Tensor, Option<f32>)> {
+        let mut present = Vec::new();
+        let mut values = Vec::new();
+        for (i, e) in self.model.params().entries().iter().filter(|e| e.kind.trainable()).enumerate() {
+            if let Some(g) = grads.get(&e.tensor) {
+                present.push(i);
+                values.push(g.to_vec()?);
+            }
+        }
+        // With the loss goes the number of gradients, so ranks whose graphs differ are caught.
+        let mut stats = [loss, present.len() as f32];
+        let mut parts: Vec<&mut [f32]> = values.iter_mut().rev().map(|v| &mut v[..]).chain([&mut stats[..]]).collect();
+        all_reduce_average_bucketed(self.comm.as_ref(), &mut parts, BUCKET_BYTES)?;
+        let [loss, count] = stats;
+        if count != present.len() as f32 {
+            return Err(TrainError::Replicas {
+                path: self.dir().display().to_string(),
+                detail: format!("rank {} has {} gradients, the ranks' mean is {count}", self.comm.rank(), present.len()),
+            });
+        }
+        if !loss.is_finite() {
+            return Err(self.stop_on_non_finite(loss));
+        }
+        let device = self.model.device();
+        let mut averaged = present.into_iter().zip(values).peekable();
+        let Self { model, optimizer, .. } = self;
+        for (i, (name, param, decay)) in model.params_mut().trainable_mut().enumerate() {
+            if let Some((_, g)) = averaged.next_if(|(at, _)| *at == i) {
+                let g = Tensor::from_slice_on(&g, param.shape(), DType::F32, &device)?;
+                optimizer.update(name, param, &g, lr, decay)?;
+            }
+        }
+        Ok((Tensor::full_on(&[], loss, DType::F32, &device)?, Some(loss)))
+    }
+
+    /// The sum of `count` over the ranks (exact: sent as two halves below 2^24 each).
+    fn sum_over_ranks(&self, count: u64) -> Result<u64> {
+        if self.comm.world_size() == 1 {
+            return Ok(count);
+        }
+        let mut halves = [(count >> 12) as f32, (count & 0xfff) as f32];
+        self.comm.all_reduce_sum(&mut halves)?;
+        Ok(((halves[0] as u64) << 12) + halves[1] as u64)
+    }
+
     /// The error for a non-finite loss, saying which checkpoint survives.
     fn stop_on_non_finite(&self, loss: f32) -> TrainError {
         let checkpoint = self.dir().join(MODEL_FILE);
@@ -985,12 +1206,20 @@ impl Trainer {
         TrainError::NonFiniteLoss { epoch: self.state.epochs_done + 1, step: self.state.step, loss, kept }
     }
 
+    /// Writes the checkpoint (on the writing process only).
     fn save_checkpoint(&self) -> Result<()> {
+        if !self.writes() {
+            return Ok(());
+        }
         save_checkpoint(self.dir(), &self.model, &self.state, self.optimizer.state())
     }
 
-    /// Appends one `metrics.jsonl` line: `fields` (an object) with `"kind"` added.
+    /// Appends one `metrics.jsonl` line: `fields` (an object) with `"kind"` added (on the writing
+    /// process only).
     fn append_metrics(&self, kind: &str, mut fields: serde_json::Value) -> Result<()> {
+        if !self.writes() {
+            return Ok(());
+        }
         if let Some(map) = fields.as_object_mut() {
             map.insert("kind".to_string(), json!(kind));
         }

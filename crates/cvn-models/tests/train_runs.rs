@@ -322,3 +322,57 @@ fn bad_settings_and_runs_are_named() {
     assert!(err.contains("training_state.safetensors") && err.contains("not a safetensors file"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Rank 1 of a two-rank job whose rank 0 holds other weights: broadcasts leave this rank's
+/// parameters as they are and bring a digest that is not its own; sums add nothing.
+struct Disagreeing;
+
+impl cvn_dist::Collectives for Disagreeing {
+    fn rank(&self) -> usize {
+        1
+    }
+    fn world_size(&self) -> usize {
+        2
+    }
+    fn engine(&self) -> &'static str {
+        "disagreeing"
+    }
+    fn all_reduce_sum(&self, _data: &mut [f32]) -> cvn_dist::Result<()> {
+        Ok(())
+    }
+    fn broadcast_bytes(&self, data: &mut [u8], _root: usize) -> cvn_dist::Result<()> {
+        if data.len() == 8 {
+            data[0] ^= 1;
+        }
+        Ok(())
+    }
+    fn barrier(&self) -> cvn_dist::Result<()> {
+        Ok(())
+    }
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+}
+
+#[test]
+fn ranks_that_hold_different_state_stop_and_other_ranks_never_write() {
+    let (config, data) = tiny("vit-fmnist", 2, 1, 64, 32);
+    let dir = temp_dir("disagreeing");
+    let err = Trainer::start_distributed(config.clone(), data.clone(), &dir, Arc::new(Disagreeing)).err().unwrap().to_string();
+    assert!(err.contains("starting, 1 of the 2 ranks hold weights or optimiser state that differ from rank 0's"), "{err}");
+    assert!(!dir.exists(), "a rank other than 0 created the run folder");
+    let odd = TrainConfig { batch_size: 33, ..config };
+    let err = Trainer::start_distributed(odd, data, &dir, Arc::new(Disagreeing)).err().unwrap().to_string();
+    assert!(err.contains("global batch 33 does not split evenly over 2 ranks"), "{err}");
+}
+
+#[test]
+fn every_rank_draws_its_own_noise_and_rank_0_that_of_one_process() {
+    let mut model = Model::new(cvn_models::ModelConfig::preset("vit-fmnist", 4).unwrap(), 1).unwrap();
+    let x = cvn_autograd::Tensor::from_vec((0..2 * 784).map(|i| (i % 17) as f32 / 17.0).collect(), &[2, 1, 28, 28]).unwrap();
+    let mut logits = |ctx: cvn_models::Forward| model.forward(&x, &mut { ctx }).unwrap().to_vec().unwrap();
+    let single = logits(cvn_models::Forward::train(7, 3));
+    assert_eq!(single, logits(cvn_models::Forward::train(7, 3).on_rank(0)));
+    assert_ne!(single, logits(cvn_models::Forward::train(7, 3).on_rank(1)));
+    assert_ne!(logits(cvn_models::Forward::train(7, 3).on_rank(1)), logits(cvn_models::Forward::train(7, 4).on_rank(1)));
+}

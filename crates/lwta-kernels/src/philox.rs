@@ -14,7 +14,9 @@
 //!   kernels reproduce every bit).
 //!
 //! `seed` identifies the run, `offset` one LWTA call (layer × step), so no two calls share noise.
-//! Dropout draws from the same stream, at offsets of its own.
+//! Dropout draws from the same stream, at offsets of its own. In data-parallel training, rank `r`
+//! adds `r · 2^48` to every offset (`cvn_models::RANK_NOISE_STRIDE`): each rank draws different
+//! noise for its shard of the batch, and rank 0 — like a single process — adds nothing.
 //!
 //! # Key domains
 //! Noise (LWTA, dropout) uses the run's seed itself as the key, as above (the reference fixtures

@@ -47,6 +47,18 @@ impl LoaderConfig {
     }
 }
 
+/// Which part of every batch a loader yields: rank `rank` of `world` data-parallel ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub world: usize,
+}
+
+impl Shard {
+    /// The whole batch (one process).
+    pub const WHOLE: Shard = Shard { rank: 0, world: 1 };
+}
+
 /// One batch: `images` is `shape = [N, C, H, W]` row-major; `indices` are the samples' positions in
 /// the data set.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,8 +80,21 @@ impl BatchLoader {
     /// The batches of epoch `epoch`, starting at batch `start_batch` (to resume mid-epoch: the
     /// order and augmentation depend only on seed, epoch and sample, so skipped batches cost nothing).
     pub fn new(dataset: Arc<dyn Dataset>, config: LoaderConfig, epoch: u64, start_batch: usize) -> Result<Self> {
+        Self::sharded(dataset, config, epoch, start_batch, Shard::WHOLE)
+    }
+
+    /// [`BatchLoader::new`] for one rank of a data-parallel run: `config.batch_size` is the global
+    /// batch, and this rank gets its `shard.rank`-th contiguous slice of every global batch, so
+    /// the ranks together see exactly the batches of one process with the global batch.
+    pub fn sharded(dataset: Arc<dyn Dataset>, config: LoaderConfig, epoch: u64, start_batch: usize, shard: Shard) -> Result<Self> {
         if config.batch_size == 0 {
             return config_err("batch size", "must be at least 1");
+        }
+        if shard.world == 0 || shard.rank >= shard.world || !config.batch_size.is_multiple_of(shard.world) {
+            return config_err(
+                "batch size",
+                format!("global batch {} cannot be split evenly over {} ranks (rank {})", config.batch_size, shard.world, shard.rank),
+            );
         }
         if dataset.is_empty() {
             return config_err("data set", "has no samples");
@@ -81,9 +106,11 @@ impl BatchLoader {
         let worker = std::thread::Builder::new()
             .name("batch-loader".into())
             .spawn(move || {
+                let per_rank = config.batch_size / shard.world;
                 for b in start_batch..total {
-                    let end = ((b + 1) * config.batch_size).min(order.len());
-                    let batch = assemble(dataset.as_ref(), &order[b * config.batch_size..end], config.seed, epoch);
+                    let start = (b * config.batch_size + shard.rank * per_rank).min(order.len());
+                    let end = (start + per_rank).min(order.len());
+                    let batch = assemble(dataset.as_ref(), &order[start..end], config.seed, epoch);
                     let failed = batch.is_err();
                     // A closed channel means the consumer is gone: stop quietly.
                     if sender.send(batch).is_err() || failed {
@@ -172,6 +199,25 @@ mod tests {
         assert_eq!(first, epoch(0, 0));
         assert_eq!(&first[2..], &epoch(0, 2)[..]);
         assert_ne!(first[0].indices, epoch(1, 0)[0].indices);
+    }
+
+    #[test]
+    fn shards_of_a_global_batch_are_its_contiguous_slices() {
+        let set = embedded_train(100, PadCropFlip { pad: 2, flip: true });
+        let config = LoaderConfig::train(16, 5);
+        let whole: Vec<Batch> = BatchLoader::new(set.clone(), config, 1, 0).unwrap().map(Result::unwrap).collect();
+        let shard = |rank| -> Vec<Batch> {
+            BatchLoader::sharded(set.clone(), config, 1, 0, Shard { rank, world: 2 }).unwrap().map(Result::unwrap).collect()
+        };
+        let (first, second) = (shard(0), shard(1));
+        assert_eq!((first.len(), second.len()), (whole.len(), whole.len()));
+        for ((w, a), b) in whole.iter().zip(&first).zip(&second) {
+            assert_eq!([&a.indices[..], &b.indices[..]].concat(), w.indices);
+            assert_eq!([&a.images[..], &b.images[..]].concat(), w.images, "augmentation follows the sample, not the rank");
+            assert_eq!(a.shape[0], 8);
+        }
+        let err = BatchLoader::sharded(set, config, 1, 0, Shard { rank: 0, world: 3 }).err().unwrap().to_string();
+        assert!(err.contains("global batch 16 cannot be split evenly over 3 ranks"), "{err}");
     }
 
     #[test]

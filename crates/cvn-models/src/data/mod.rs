@@ -14,7 +14,7 @@ mod transform;
 pub use fashion_mnist::{DataSource, FashionMnist, IdxDataset, FASHION_MNIST_CLASSES, INSTALLED_FASHION_MNIST};
 pub use idx::{encode_idx, parse_idx, read_idx, IdxArray};
 pub use image_folder::{check_image_bytes, check_image_file, decode_image, ImageFolder, MAX_IMAGE_BYTES, MAX_IMAGE_SIDE};
-pub use loader::{Batch, BatchLoader, LoaderConfig};
+pub use loader::{Batch, BatchLoader, LoaderConfig, Shard};
 pub use subset::Spread;
 pub use synthetic_concepts::{ConceptSplit, SyntheticConcepts, SYNTHETIC_CONCEPTS};
 pub use transform::{FolderTransform, Normalize, PadCropFlip};
