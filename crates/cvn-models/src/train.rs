@@ -46,8 +46,8 @@ use crate::checkpoint::Extras;
 use crate::config::ModelConfig;
 use crate::data::synthetic_concepts::{self, SplitSizes};
 use crate::data::{
-    Batch, BatchLoader, Dataset, FashionMnist, FolderTransform, ImageFolder, LoaderConfig, PadCropFlip, Shard, Spread,
-    SyntheticConcepts, SYNTHETIC_CONCEPTS,
+    Batch, BatchLoader, Dataset, FashionMnist, FolderTransform, ImageFolder, LoaderConfig, PadCropFlip, Shard, Spread, SyntheticConcepts,
+    SYNTHETIC_CONCEPTS,
 };
 use crate::forward::{ActivityCounters, Forward};
 use crate::model::Model;

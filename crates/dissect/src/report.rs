@@ -26,9 +26,9 @@ pub const PAGE_ROWS: usize = 25;
 /// Longest side of an embedded thumbnail, in pixels.
 const THUMBNAIL: u32 = 64;
 
-/// One neuron as the page's script reads it:
-/// `[unit, label, score, active fraction, [next concepts], [their scores], [top images]]`.
-type PageRow<'a> = (usize, &'a str, f32, f32, Vec<&'a str>, Vec<f32>, &'a [usize]);
+/// One neuron as the page's script reads it: `[unit, label, score, active fraction, [next
+/// concepts], [their scores], [top images], status, held-out AUPRC, held-out correlation]`.
+type PageRow<'a> = (usize, &'a str, f32, f32, Vec<&'a str>, Vec<f32>, &'a [usize], &'static str, Option<f32>, Option<f32>);
 
 #[derive(Serialize)]
 struct PageLayer<'a> {
@@ -58,7 +58,19 @@ fn page_data<'a>(d: &'a Dissection, probe: &dyn ProbeSet) -> Result<PageData<'a>
                 .iter()
                 .map(|n| {
                     let (names, scores) = n.label.alternatives.iter().map(|(c, s)| (c.as_str(), *s)).unzip();
-                    (n.label.unit, n.label.label.as_str(), n.label.score, n.activity, names, scores, n.top_images.as_slice())
+                    let quality = n.label.quality.as_ref();
+                    (
+                        n.label.unit,
+                        n.label.label.as_str(),
+                        n.label.score,
+                        n.activity,
+                        names,
+                        scores,
+                        n.top_images.as_slice(),
+                        n.label.status.name(),
+                        quality.and_then(|q| q.auprc),
+                        quality.and_then(|q| q.correlation),
+                    )
                 })
                 .collect(),
         })
@@ -80,6 +92,28 @@ fn page_data<'a>(d: &'a Dissection, probe: &dyn ProbeSet) -> Result<PageData<'a>
     }
     Ok(PageData { layers, examples: &d.examples, image_class, thumbs })
 }
+
+/// A layer heading's note on its unlabelled neurons and mean held-out label quality.
+fn layer_quality_note(q: &crate::quality::LayerQuality) -> String {
+    let mut note = String::new();
+    for (n, what) in [(q.inactive, "inactive"), (q.too_few_images, "with too few images")] {
+        if n > 0 {
+            let _ = write!(note, ", {n} {what}");
+        }
+    }
+    for (mean, what) in [(q.mean_auprc, "AUPRC"), (q.mean_correlation, "corr.")] {
+        if let Some(m) = mean {
+            let _ = write!(note, ", mean {what} {m:.3}");
+        }
+    }
+    note
+}
+
+/// The report's two label-quality columns ([`crate::quality`]), for their headers.
+const AUPRC_MEANING: &str = "area under the precision-recall curve of the neuron's activation ranking the held-out probe \
+images for its label's presence (needs concept annotations; a random ranking scores the concept's prevalence)";
+const CORRELATION_MEANING: &str = "correlation, over the held-out probe images, of the neuron's activation with its label's \
+scores (annotations, or CLIP's image-concept scores)";
 
 /// What a neuron's score means under each similarity function.
 fn score_meaning(similarity: &str) -> &'static str {
@@ -202,7 +236,10 @@ pub fn report_html(main: Named, probe: &dyn ProbeSet, compare: Option<Named>, pr
          <b>next concepts</b> the runners-up with their scores. <b>score</b> is the {similarity} similarity: {meaning}. Scores \
          rank concepts for one neuron and compare neurons of one layer; they are not probabilities. <b>active</b> is the \
          fraction of the neuron's outputs over the probe set that are active (≈ 1/U in a competition layer). The images are the \
-         probe images that activate the neuron most, strongest first (hover to enlarge, with the image's class).</p>",
+         probe images that activate the neuron most, strongest first (hover to enlarge, with the image's class). Labels are \
+         chosen on half of the probe images; <b>AUPRC</b> and <b>corr.</b> score each label on the other, held-out half \
+         (hover over the headers). A neuron that is never active on the probe set is marked <i>inactive</i>, one active on \
+         fewer images than the similarity ranks is marked <i>too few images</i>; neither gets a label.</p>",
         similarity = esc(&d.similarity),
         meaning = score_meaning(&d.similarity)
     );
@@ -210,15 +247,19 @@ pub fn report_html(main: Named, probe: &dyn ProbeSet, compare: Option<Named>, pr
     for layer in &d.layers {
         let _ = write!(
             h,
-            "<section class=layer id=\"layer-{name}\"><h3><code>{name}</code> <span class=count>{units} neurons, {labels} distinct labels</span> \
+            "<section class=layer id=\"layer-{name}\"><h3><code>{name}</code> <span class=count>{units} neurons, {labels} distinct labels{quality}</span> \
              <a class=anchor href=\"#layer-{name}\" title=\"link to this layer\">#</a></h3><table class=neurons><thead><tr>\
              <th class=num>unit</th><th>label</th><th>next concepts (score)</th><th class=num title=\"{score_title}\">score</th>\
+             <th class=num title=\"{auprc_title}\">AUPRC</th><th class=num title=\"{corr_title}\">corr.</th>\
              <th class=num title=\"fraction of the neuron's outputs that are active\">active</th><th>top-activating probe images</th>\
              </tr></thead><tbody></tbody></table><p class=more></p></section>",
             name = esc(&layer.layer),
             units = layer.units,
             labels = layer.label_distribution.len(),
-            score_title = esc(&format!("{}: {}", d.similarity, score_meaning(&d.similarity)))
+            quality = esc(&layer_quality_note(&layer.quality)),
+            score_title = esc(&format!("{}: {}", d.similarity, score_meaning(&d.similarity))),
+            auprc_title = AUPRC_MEANING,
+            corr_title = CORRELATION_MEANING
         );
     }
     // `<` never appears raw inside the script element (labels are arbitrary text).
@@ -239,14 +280,15 @@ const CONTROLS: &str = "<form id=filters class=filters onsubmit=\"return false\"
 <label>to <input id=f-max type=number min=0 max=1 step=0.01 placeholder=1></label> \
 <label>sort by <select id=f-sort><option value=unit>layer, unit</option><option value=score-desc>score, highest first</option>\
 <option value=score-asc>score, lowest first</option><option value=active-desc>active, highest first</option>\
-<option value=active-asc>active, lowest first</option></select></label> \
+<option value=active-asc>active, lowest first</option><option value=auprc-desc>held-out AUPRC, highest first</option>\
+<option value=corr-desc>held-out correlation, highest first</option></select></label> \
 <button id=f-reset type=button>reset</button><p id=f-status class=status></p></form>";
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:1280px;color:#222;padding:0 1em}\
 code{background:#f3f3f3;padding:0 .25em}table{border-collapse:collapse;margin:.5em 0}\
 td,th{border-bottom:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:middle}th{background:#fafafa}\
 th[title]{text-decoration:underline dotted;cursor:help}\
-.num{text-align:right;font-variant-numeric:tabular-nums}.warn{color:#a40}.hash{color:#666;font-size:12px}\
+.unlabelled{color:#888}.num{text-align:right;font-variant-numeric:tabular-nums}.warn{color:#a40}.hash{color:#666;font-size:12px}\
 dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:.15em 1em;margin:.5em 0 1em}dl.meta div{display:contents}\
 dt{color:#666}dd{margin:0}nav{background:#f7f7f7;padding:.5em .8em;border-radius:4px;line-height:1.9}\
 .t{display:inline-block;position:relative;width:40px;height:40px;margin:1px;border:1px solid #ccc;vertical-align:middle;background:#eee}\
@@ -324,12 +366,16 @@ const SCRIPT: &str = r##"
     "score-asc": (a, b) => score(a[2]) - score(b[2]),
     "active-desc": (a, b) => b[3] - a[3],
     "active-asc": (a, b) => a[3] - b[3],
+    "auprc-desc": (a, b) => score(b[8]) - score(a[8]),
+    "corr-desc": (a, b) => score(b[9]) - score(a[9]),
   };
 
   function rowHtml(layer, r) {
     const alts = r[4].map((name, k) => esc(name) + " (" + num(r[5][k]) + ")").join(", ");
-    return '<tr class="neuron" id="' + esc(rowId(layer, r[0])) + '"><td class="num">' + r[0] + "</td><td><b>" + esc(r[1]) +
-      '</b></td><td class="alt">' + alts + '</td><td class="num">' + num(r[2]) + '</td><td class="num">' + num(r[3]) +
+    const label = r[7] === "labelled" ? "<b>" + esc(r[1]) + "</b>" : '<i class="unlabelled">' + esc(r[7].replace(/-/g, " ")) + "</i>";
+    return '<tr class="neuron" id="' + esc(rowId(layer, r[0])) + '"><td class="num">' + r[0] + "</td><td>" + label +
+      '</td><td class="alt">' + alts + '</td><td class="num">' + num(r[2]) + '</td><td class="num">' + num(r[8]) +
+      '</td><td class="num">' + num(r[9]) + '</td><td class="num">' + num(r[3]) +
       "</td><td>" + r[6].map((i) => thumb(i, false)).join("") + "</td></tr>";
   }
   function renderMore(s, upto) {

@@ -10,7 +10,7 @@ use cvn_models::data::FashionMnist;
 use cvn_models::Model;
 use dissect::cache::Cache;
 use dissect::integration::{DatasetProbe, ModelSource, Sampling};
-use dissect::report::{write_outputs, Named, Outputs};
+use dissect::outputs::{write_outputs, Named, Outputs, Provenance, RunInfo, Settings};
 use dissect::source::{ProbeSet, Silent};
 use dissect::{dissect, ConceptSet, Dissection, Options, Scorer};
 
@@ -67,7 +67,31 @@ fn a_full_disk_leaves_the_previous_outputs_whole() {
     std::fs::create_dir_all(&scratch).unwrap();
     let (d, probe) = dissection(&scratch);
     // Two runs' outputs of the same sizes (run names of equal length), differing in content.
-    let write = |dir: &Path, run: &str| write_outputs(dir, Named { run, dissection: &d }, &probe, None);
+    let settings = Settings {
+        layers: d.layers.iter().map(|l| l.layer.clone()).collect(),
+        backend: "labels".into(),
+        concepts: "class names".into(),
+        similarity: d.similarity.clone(),
+        pooling: d.pooling.clone(),
+        probe: probe.id(),
+        sampling: "deterministic".into(),
+        examples: 4,
+        explain_layer: None,
+        compare: None,
+    };
+    let provenance = Provenance::now(settings, vec!["dissect".into()]);
+    let write = |dir: &Path, run: &str| {
+        let info = RunInfo {
+            run: run.into(),
+            model: "vit-fmnist".into(),
+            competitors: 4,
+            checkpoint: format!("{run}/model.safetensors"),
+            content_sha256: None,
+            test_top1_sampled: None,
+            test_top1_deterministic: None,
+        };
+        write_outputs(dir, Named { run: &info, dissection: &d }, &probe, None, &provenance)
+    };
     let sized = write(&scratch.join("sizes"), "runs/a").unwrap();
     let [csv, summary, report] = files(&sized).map(pages);
     // Room for one set and half of a second report.html: replacing the set cannot fit, and the

@@ -12,6 +12,7 @@ use dissect::explain::{Explanation, Winner};
 use dissect::label::NeuronLabel;
 use dissect::outputs::{Named, Provenance, RunInfo, Settings};
 use dissect::pipeline::{Dissection, LabelCount, LayerReport, NeuronReport};
+use dissect::quality::{LayerQuality, NeuronStatus};
 use dissect::report::{report_html, PAGE_ROWS};
 use dissect::source::ProbeSet;
 use image::RgbImage;
@@ -68,16 +69,20 @@ fn dissection() -> Dissection {
                         label: label_of(unit),
                         score: ((unit * 37) % UNITS) as f32 / UNITS as f32,
                         alternatives: (1..5).map(|k| (format!("concept {}", (unit + k) % 50), 0.1 * k as f32)).collect(),
+                        status: NeuronStatus::Labelled,
+                        quality: None,
                     },
                     activity: (unit % 100) as f32 / 100.0,
                     top_images: (0..5).map(|k| (unit * 5 + k + l) % IMAGES).collect(),
                 })
-                .collect();
+                .collect::<Vec<NeuronReport>>();
+            let labels: Vec<NeuronLabel> = neurons.iter().map(|n| n.label.clone()).collect();
             LayerReport {
                 layer: format!("layer.{l}"),
                 units: UNITS,
                 active_fraction: 0.25,
                 label_distribution: vec![LabelCount { label: ZEBRA.into(), neurons: 6 }],
+                quality: LayerQuality::of(&labels),
                 neurons,
                 cached: false,
                 similarity_seconds: 0.0,
