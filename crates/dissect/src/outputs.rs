@@ -415,7 +415,8 @@ pub(crate) mod tests {
 
     #[test]
     fn outputs_are_tidy_and_name_the_model_and_command() {
-        let probe = CountingProbe { n: 12, classes: vec!["a".into(), "b, c".into()] };
+        // Labels are chosen on the even images, all of class "b, c": the head's unit 0 gets it.
+        let probe = CountingProbe { n: 12, classes: vec!["b, c".into(), "a".into()] };
         let d = toy(&probe);
         let dir = scratch("tidy");
         let other = Dissection { layers: d.layers.iter().take(1).cloned().collect(), ..d.clone() };
