@@ -376,3 +376,35 @@ fn every_rank_draws_its_own_noise_and_rank_0_that_of_one_process() {
     assert_ne!(single, logits(cvn_models::Forward::train(7, 3).on_rank(1)));
     assert_ne!(logits(cvn_models::Forward::train(7, 3).on_rank(1)), logits(cvn_models::Forward::train(7, 4).on_rank(1)));
 }
+
+#[test]
+fn synthetic_concepts_load_by_name_and_train() {
+    let mut config = TrainConfig::for_model("vit-concepts", 4, 1).unwrap();
+    config.data_dir = Some(PathBuf::from("synthetic-concepts:3"));
+    let data = TrainData::load(&config).unwrap();
+    assert_eq!((data.train.len(), data.test.len(), data.train.sample_shape()), (10_000, 2_000, [3, 32, 32]));
+    assert_eq!(data.train.class_names().len(), 16);
+    assert!(data.source.contains("synthetic-concepts:3"), "{}", data.source);
+    // A grey-scale model does not fit the RGB images; a bad seed is named.
+    let mut fmnist = TrainConfig::for_model("vit-fmnist", 4, 1).unwrap();
+    fmnist.data_dir = config.data_dir.clone();
+    let err = TrainData::load(&fmnist).err().unwrap().to_string();
+    assert!(err.contains("3×32×32") && err.contains("1 channels"), "{err}");
+    config.data_dir = Some(PathBuf::from("synthetic-concepts:x"));
+    assert!(TrainData::load(&config).err().unwrap().to_string().contains("synthetic-concepts:SEED"));
+    // Without --data an RGB model is told where to find data.
+    config.data_dir = None;
+    assert!(TrainData::load(&config).err().unwrap().to_string().contains("--data synthetic-concepts"));
+
+    config.data_dir = Some(PathBuf::from("synthetic-concepts"));
+    config.batch_size = 32;
+    config.train_limit = Some(64);
+    config.eval_each_epoch = false;
+    let dir = temp_dir("synthetic-concepts");
+    let data = TrainData::load(&config).unwrap();
+    Trainer::start(config, data, &dir).unwrap().train(1, &mut nothing).unwrap();
+    let epochs = epoch_lines(&dir);
+    assert_eq!(epochs.len(), 1);
+    assert!(epochs[0].train_loss.is_finite() && epochs[0].train_loss > 0.0, "{:?}", epochs[0]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,6 +1,7 @@
 //! The annotation backend end to end on the generated `synthetic-concepts` probe set: a network
 //! whose units are known concept detectors gets exactly those labels, each scored as perfect on the
-//! held-out half, and a dead unit is reported inactive, not labelled.
+//! held-out half, a dead unit is reported inactive, not labelled, and a label is chosen on the
+//! labelling half alone. Also: an ImageFolder probe with a `concepts.csv`.
 
 use cvn_models::data::synthetic_concepts::{concept_names, Split};
 use cvn_models::data::ConceptSplit;
@@ -121,4 +122,47 @@ fn an_image_folder_with_concepts_csv_is_annotated() {
     let err = DatasetProbe::annotated_image_folder("folder", &root, open()).err().unwrap().to_string();
     assert!(err.contains("concepts.csv") && err.contains("3 of the 4 probe images have no row"), "{err}");
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// One unit that detects circles on the even probe images and squares on the odd ones.
+struct CirclesThenSquares;
+
+impl ActivationSource for CirclesThenSquares {
+    fn layers(&self) -> Vec<String> {
+        vec!["unit".into()]
+    }
+    fn default_layers(&self) -> Vec<String> {
+        self.layers()
+    }
+    fn fingerprint(&self) -> String {
+        "circles-then-squares".into()
+    }
+    fn record(&mut self, probe: &dyn ProbeSet, indices: &[usize], _: &[String]) -> dissect::Result<Vec<LayerOutput>> {
+        let annotations = probe.annotations().unwrap();
+        let data = indices
+            .iter()
+            .map(|&i| {
+                let shape = if i % 2 == 0 { 0 } else { 1 };
+                f32::from(u8::from(annotations.of_image(i).unwrap().contains(&shape))) + 0.01 * (i % 5) as f32
+            })
+            .collect();
+        Ok(vec![LayerOutput { shape: vec![indices.len(), 1], data }])
+    }
+    fn head(&self) -> Option<Head> {
+        None
+    }
+}
+
+#[test]
+fn labels_are_chosen_on_even_images_and_scored_on_odd_ones() {
+    let probe = DatasetProbe::synthetic(ConceptSplit::new(2, Split::Probe, 1000).unwrap()).unwrap();
+    let names = probe.annotations().unwrap().names().to_vec();
+    let concepts = ConceptSet::from_lines("synthetic".into(), names.iter().map(String::as_str)).unwrap();
+    let options = Options { similarity: Similarity::Cos, examples: 0, ..Options::default() };
+    let d = dissect(&mut CirclesThenSquares, &probe, Scorer::Labels, &concepts, &options, &Cache::disabled(), &Silent).unwrap();
+    let unit = &d.layers[0].neurons[0].label;
+    assert_eq!(unit.label, "circle", "the labelling half sees a circle detector");
+    // On the held-out half the unit finds squares, never circles: the label scores below chance.
+    let q = unit.quality.as_ref().unwrap();
+    assert!(q.correlation.unwrap() < -0.2 && q.auprc.unwrap() < q.prevalence.unwrap(), "{q:?}");
 }
