@@ -163,10 +163,14 @@ impl Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(gpus) = args.gpus.filter(|&n| n > 1) {
-        return spawn_gpu_ranks(gpus, &args);
+    match args.gpus {
+        Some(0) => bail!("--gpus 0: give at least 1"),
+        Some(gpus) if gpus > 1 => return spawn_gpu_ranks(gpus, &args),
+        _ => {}
     }
-    let comm = cvn_dist::init(!args.device.device.starts_with("cpu"), Duration::from_secs(args.collective_timeout))?;
+    // NCCL serves real GPUs only (not the emulated backend, which runs on the CPU).
+    let gpu = args.device.device == "cuda" || args.device.device.starts_with("cuda:");
+    let comm = cvn_dist::init(gpu, Duration::from_secs(args.collective_timeout))?;
     let (rank, world) = (comm.rank(), comm.world_size());
     if world == 1 {
         return train(args, comm);

@@ -141,6 +141,7 @@ pub struct TrainConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub architecture: Option<ModelConfig>,
     pub epochs: usize,
+    /// The global batch: each of a data-parallel run's `W` ranks trains on `batch_size / W`.
     pub batch_size: usize,
     pub lr: f32,
     pub weight_decay: f32,
