@@ -232,7 +232,7 @@ fn an_epochs_metrics_line_is_written_before_its_checkpoint() {
     // A directory where the checkpoint's temporary file goes makes the checkpoint write fail, as a
     // crash at that moment would stop it: the epoch's line must already be there.
     std::fs::create_dir_all(cvn_autograd::io::temp_path(&dir.join(TRAINING_STATE_FILE))).unwrap();
-    let err = trainer.train(1, &mut nothing).err().expect("the checkpoint cannot be written").to_string();
+    let err = trainer.train(1, &mut nothing).expect_err("the checkpoint cannot be written").to_string();
     assert!(err.contains(TRAINING_STATE_FILE), "{err}");
     assert!(!dir.join(MODEL_FILE).exists());
     assert_eq!(epochs_logged(&dir), [1], "the epoch's line was not written before its checkpoint");

@@ -163,5 +163,12 @@ mod tests {
         gz.write_all(&body).unwrap();
         let err = parse_idx(&gz.finish().unwrap(), "bomb.gz").unwrap_err().to_string();
         assert!(err.contains("bomb.gz") && err.contains("need 10 data bytes, the file has 11"), "{err}");
+        // A header that honestly announces 1.5 GB (the stream would inflate to it): refused
+        // before anything past the header is inflated.
+        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+        gz.write_all(&encode_idx(&[1_500_000, 1000], &[])).unwrap();
+        gz.write_all(&vec![0; 16 << 20]).unwrap();
+        let err = parse_idx(&gz.finish().unwrap(), "honest.gz").unwrap_err().to_string();
+        assert!(err.contains("honest.gz") && err.contains("announce more than"), "{err}");
     }
 }
