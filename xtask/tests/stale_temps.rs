@@ -24,7 +24,8 @@ fn dissect_removes_stale_temporary_files_at_start() {
     }
 
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["dissect", "--layers", "head", "--limit", "120", "--examples", "2", "--run"])
+        // soft-wpmi ranks 100 images of the labelling half.
+        .args(["dissect", "--layers", "head", "--limit", "240", "--examples", "2", "--run"])
         .arg(&run)
         .env("RAYON_NUM_THREADS", "1")
         .output()

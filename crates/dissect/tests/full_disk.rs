@@ -52,7 +52,8 @@ fn pages(path: &Path) -> u64 {
 fn dissection(dir: &Path) -> (Dissection, DatasetProbe) {
     let checkpoint = dir.join(cvn_models::run::MODEL_FILE);
     Model::preset("vit-fmnist", 4, 3).unwrap().save(&checkpoint, &Default::default()).unwrap();
-    let probe = DatasetProbe::idx("fashion-mnist-test", FashionMnist::embedded().unwrap().test.truncated(120)).unwrap();
+    // soft-wpmi ranks 100 images of the labelling half.
+    let probe = DatasetProbe::idx("fashion-mnist-test", FashionMnist::embedded().unwrap().test.truncated(240)).unwrap();
     let concepts = ConceptSet::from_lines("class names".into(), probe.class_names().iter().map(String::as_str)).unwrap();
     let options = Options { layers: vec!["blocks.3.mlp.act".into(), "head".into()], examples: 4, ..Options::default() };
     let mut source = ModelSource::load(&checkpoint, Sampling::Deterministic).unwrap();
