@@ -329,6 +329,7 @@ fn print_summary(run: &Path, d: &Dissection) {
             common.join(", "),
             if layer.cached { "  [cached]" } else { "" }
         );
+        println!("  {:<20} {} labelled{}", "", layer.quality.labelled, layer.quality.note());
     }
     if let Some(c) = &d.classifier {
         let cosine = c.mean_cosine.map_or(String::new(), |v| format!(", CLIP-text cosine {v:.3}"));

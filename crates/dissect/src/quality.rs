@@ -124,7 +124,7 @@ pub fn assess_labels(
 
 /// A layer's neurons by status, and its labels' mean quality (over the labelled neurons whose metric
 /// is defined; `None` when none is).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct LayerQuality {
     pub labelled: usize,
     pub inactive: usize,
@@ -135,6 +135,24 @@ pub struct LayerQuality {
 }
 
 impl LayerQuality {
+    /// `, 57 inactive, 133 with too few images, mean AUPRC 0.398, mean corr. 0.382`: the layer's
+    /// unlabelled neurons and its labels' mean held-out quality, for headings and printouts (empty
+    /// parts left out).
+    pub fn note(&self) -> String {
+        let mut note = String::new();
+        for (n, what) in [(self.inactive, "inactive"), (self.too_few_images, "with too few images")] {
+            if n > 0 {
+                note.push_str(&format!(", {n} {what}"));
+            }
+        }
+        for (mean, what) in [(self.mean_auprc, "AUPRC"), (self.mean_correlation, "corr.")] {
+            if let Some(m) = mean {
+                note.push_str(&format!(", mean {what} {m:.3}"));
+            }
+        }
+        note
+    }
+
     pub fn of(labels: &[NeuronLabel]) -> Self {
         let count = |status| labels.iter().filter(|l| l.status == status).count();
         let mean = |metric: fn(&LabelQuality) -> Option<f32>| {
@@ -256,6 +274,14 @@ fn top_quantile_overlap(score: &[f32], truth: &[bool]) -> (f32, f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layer_note_names_unlabelled_neurons_and_mean_quality() {
+        let q = LayerQuality { labelled: 3, inactive: 2, too_few_images: 0, mean_auprc: Some(0.5), mean_correlation: None, mean_f1: None };
+        assert_eq!(q.note(), ", 2 inactive, mean AUPRC 0.500");
+        let all = LayerQuality { labelled: 3, ..Default::default() };
+        assert_eq!(all.note(), "");
+    }
 
     #[test]
     fn metrics_on_a_hand_worked_case() {

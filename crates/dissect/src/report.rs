@@ -93,22 +93,6 @@ fn page_data<'a>(d: &'a Dissection, probe: &dyn ProbeSet) -> Result<PageData<'a>
     Ok(PageData { layers, examples: &d.examples, image_class, thumbs })
 }
 
-/// A layer heading's note on its unlabelled neurons and mean held-out label quality.
-fn layer_quality_note(q: &crate::quality::LayerQuality) -> String {
-    let mut note = String::new();
-    for (n, what) in [(q.inactive, "inactive"), (q.too_few_images, "with too few images")] {
-        if n > 0 {
-            let _ = write!(note, ", {n} {what}");
-        }
-    }
-    for (mean, what) in [(q.mean_auprc, "AUPRC"), (q.mean_correlation, "corr.")] {
-        if let Some(m) = mean {
-            let _ = write!(note, ", mean {what} {m:.3}");
-        }
-    }
-    note
-}
-
 /// The report's two label-quality columns ([`crate::quality`]), for their headers.
 const AUPRC_MEANING: &str = "area under the precision-recall curve of the neuron's activation ranking the held-out probe \
 images for its label's presence (needs concept annotations; a random ranking scores the concept's prevalence)";
@@ -256,7 +240,7 @@ pub fn report_html(main: Named, probe: &dyn ProbeSet, compare: Option<Named>, pr
             name = esc(&layer.layer),
             units = layer.units,
             labels = layer.label_distribution.len(),
-            quality = esc(&layer_quality_note(&layer.quality)),
+            quality = esc(&layer.quality.note()),
             score_title = esc(&format!("{}: {}", d.similarity, score_meaning(&d.similarity))),
             auprc_title = AUPRC_MEANING,
             corr_title = CORRELATION_MEANING
@@ -326,13 +310,16 @@ const SCRIPT: &str = r##"
       (src ? '<img alt="' + esc(caption) + '" decoding="async" src="data:image/png;base64,' + src + '">' : "") + "</span>";
   }
 
-  // Examples: each winner links to its neuron's row.
+  // Examples: each winner links to its neuron's row; an unlabelled winner shows its status.
+  const statusOf = new Map(D.layers.map((l) => [l.name, new Map(l.rows.map((r) => [r[0], r[7]]))]));
+  const winnerLabel = (layer, w) => w.label !== "" ? esc(w.label) :
+    '<i class="unlabelled">' + esc(((statusOf.get(layer) || new Map()).get(w.unit) || "no label").replace(/-/g, " ")) + "</i>";
   const examples = $("example-list");
   if (examples) {
     examples.innerHTML = D.examples.map((e) => {
       const scale = Math.max(1e-12, ...e.winners.map((w) => Math.abs(w.contribution)));
       const rows = e.winners.map((w) =>
-        '<tr><td class="num"><a href="#' + esc(rowId(e.layer, w.unit)) + '">' + w.unit + "</a></td><td>" + esc(w.label) +
+        '<tr><td class="num"><a href="#' + esc(rowId(e.layer, w.unit)) + '">' + w.unit + "</a></td><td>" + winnerLabel(e.layer, w) +
         '</td><td class="num">' + num(w.activation) + '</td><td class="num">' + num(w.contribution) + '</td><td><span class="bar' +
         (w.contribution < 0 ? " neg" : "") + '" style="width:' + Math.round(80 * Math.abs(w.contribution) / scale) + 'px"></span></td></tr>').join("");
       return '<div class="ex">' + thumb(e.image, true) + "<div><b>probe image " + e.image + "</b>" +

@@ -50,8 +50,13 @@ impl ProbeSet for Probe {
     }
 }
 
+/// The one unit of every layer that is inactive: no label, and a winner of every example.
+const INACTIVE: usize = 451;
+
 fn label_of(unit: usize) -> String {
-    if unit % 97 == 3 {
+    if unit == INACTIVE {
+        String::new()
+    } else if unit % 97 == 3 {
         ZEBRA.into()
     } else {
         format!("concept {}", unit % 50)
@@ -67,12 +72,12 @@ fn dissection() -> Dissection {
                     label: NeuronLabel {
                         unit,
                         label: label_of(unit),
-                        score: ((unit * 37) % UNITS) as f32 / UNITS as f32,
+                        score: if unit == INACTIVE { f32::NAN } else { ((unit * 37) % UNITS) as f32 / UNITS as f32 },
                         alternatives: (1..5).map(|k| (format!("concept {}", (unit + k) % 50), 0.1 * k as f32)).collect(),
-                        status: NeuronStatus::Labelled,
+                        status: if unit == INACTIVE { NeuronStatus::Inactive } else { NeuronStatus::Labelled },
                         quality: None,
                     },
-                    activity: (unit % 100) as f32 / 100.0,
+                    activity: if unit == INACTIVE { 0.0 } else { (unit % 100) as f32 / 100.0 },
                     top_images: (0..5).map(|k| (unit * 5 + k + l) % IMAGES).collect(),
                 })
                 .collect::<Vec<NeuronReport>>();
@@ -189,6 +194,7 @@ fn ten_thousand_neurons_render_lazily_and_filter_in_chromium() {
     assert!(dom.contains(&format!("{} of {} neurons match", LAYERS * UNITS, LAYERS * UNITS)));
     assert_eq!(dom.matches("<img alt=\"probe image ").count(), rows.len() * 5 + 4, "5 thumbnails per rendered row, 1 per example");
     assert_eq!(dom.matches("href=\"#n/layer.19/45").count(), 4 * 3, "each example's winners link to their rows");
+    assert_eq!(dom.matches("<i class=\"unlabelled\">inactive</i>").count(), 4, "an unlabelled winner shows its status");
     let attribute =
         |name: &str| dom.split(&format!("data-{name}-ms=\"")).nth(1).and_then(|s| s.split('"').next()).unwrap_or("?").to_string();
     println!(
