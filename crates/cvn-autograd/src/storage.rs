@@ -52,7 +52,8 @@ pub(crate) trait BackendStorage: Sized + Send + Sync + std::fmt::Debug {
     fn copy_into(&mut self, view: &StridedView, src: &Self) -> Result<()>;
 }
 
-/// Storage made on a device from host data.
+/// Storage made on a device from host data. (`from_*` take the device: the storage is made on it.)
+#[allow(clippy::wrong_self_convention)]
 pub(crate) trait BackendDevice {
     type Storage: BackendStorage;
     fn zeros(&self, dtype: DType, len: usize) -> Result<Self::Storage>;

@@ -265,7 +265,7 @@ impl ModelConfig {
         };
         for (field, value) in limits {
             let (_, max) = LIMITS.iter().find(|(name, _)| *name == field).copied().unwrap_or((field, f64::INFINITY));
-            if !(value <= max) {
+            if value.is_nan() || value > max {
                 return bad(format!("{field} {value} exceeds the limit {max}"));
             }
         }

@@ -613,10 +613,13 @@ fn lwta_cases(cases: &mut Vec<Case>) {
     }
 }
 
+/// A named check of one device: `Ok(Ok(detail))` passed, `Ok(Err(why))` failed.
+type ExactCheck = Box<dyn Fn(&Device) -> Result<std::result::Result<String, String>>>;
+
 /// Results that must be exact: winner indices, device counters, optimiser steps (checked in f32
 /// against PyTorch's update rules evaluated in f64).
 fn exact_checks(device: &Device) -> Vec<Outcome> {
-    let checks: Vec<(&str, Box<dyn Fn(&Device) -> Result<std::result::Result<String, String>>>)> = vec![
+    let checks: Vec<(&str, ExactCheck)> = vec![
         ("lwta winners", Box::new(check_winners)),
         ("counters", Box::new(check_counters)),
         ("adamw", Box::new(check_adamw)),

@@ -351,9 +351,9 @@ pub fn lwta_backward(
                 let sum: f64 = e.iter().sum();
                 let s: Vec<f64> = e.iter().map(|v| v / sum).collect();
                 let dot: f64 = (0..u).map(|i| dy.v[at(i)] * x.v[at(i)] * s[i]).sum();
-                for j in 0..u {
+                for (j, sj) in s.iter().enumerate() {
                     let hard = if winners[block] == j { dy.v[at(j)] } else { 0.0 };
-                    dx.v[at(j)] = hard + s[j] / tau * (dy.v[at(j)] * x.v[at(j)] - dot);
+                    dx.v[at(j)] = hard + sj / tau * (dy.v[at(j)] * x.v[at(j)] - dot);
                 }
                 block += 1;
             }
