@@ -6,9 +6,10 @@ use crate::cpu::CpuStorage;
 use crate::error::Result;
 use crate::storage::BackendStorage;
 
-/// Images per chunk keep the unfolded columns around this many floats, so the GEMM is large
-/// enough to run at full speed and memory stays bounded at ImageNet sizes.
-const COL_BUDGET: usize = 1 << 23;
+/// Groups of images whose weight-gradient partials are computed in parallel (see
+/// `conv2d_backward`): enough for the cores of a small machine, few enough that the partials
+/// (each the size of the weight) stay cheap.
+const GW_GROUPS: usize = 4;
 
 thread_local! {
     /// Unfolded-column and GEMM-output buffers kept between calls: a fresh 30 MB allocation per
@@ -49,11 +50,6 @@ impl std::ops::DerefMut for Scratch {
 }
 
 impl ConvGeom {
-    /// Images per chunk (see [`COL_BUDGET`]).
-    pub(super) fn chunk(&self) -> usize {
-        (COL_BUDGET / (self.ckk() * self.hwo()).max(1)).clamp(1, self.n.max(1))
-    }
-
     /// Output columns `ox` whose input column `ox·stride + kj − pad` lies inside the image, as
     /// `lo..hi` (empty when none does): the rest of an unfolded row is padding.
     fn valid_cols(&self, kj: usize) -> std::ops::Range<usize> {
@@ -132,23 +128,19 @@ impl ConvOps for CpuStorage {
     fn conv2d(&self, weight: &Self, bias: Option<&Self>, g: &ConvGeom) -> Result<Self> {
         let (x, wd) = (self.floats("conv2d")?, weight.floats("conv2d")?);
         let bias = bias.map(|b| b.floats("conv2d")).transpose()?;
-        let (n, c, h, w, o) = (g.n, g.c, g.h, g.w, g.o);
-        let chunk = g.chunk();
-        let mut out = vec![0.0f32; n * o * g.hwo()];
-        let mut col = Scratch::new(g.ckk() * chunk * g.hwo());
-        let mut tmp = Scratch::new(o * chunk * g.hwo());
-        for start in (0..n).step_by(chunk) {
-            let b = chunk.min(n - start);
-            let cols = b * g.hwo();
-            g.im2col(&x[start * c * h * w..], b, &mut col[..g.ckk() * cols]);
-            gemm(Mat::new(&wd, o, g.ckk()), Mat::new(&col[..g.ckk() * cols], g.ckk(), cols), &mut tmp[..o * cols], 0.0)?;
-            // [O, b·HWo] → [b, O, HWo], adding the bias on the way.
-            out[start * o * g.hwo()..(start + b) * o * g.hwo()].par_chunks_mut(g.hwo()).enumerate().for_each(|(bo, dst)| {
-                let (bi, oc) = (bo / o, bo % o);
-                let bias = bias.as_ref().map_or(0.0, |t| t[oc]);
-                dst.iter_mut().zip(&tmp[oc * cols + bi * g.hwo()..][..g.hwo()]).for_each(|(d, s)| *d = s + bias);
-            });
-        }
+        let (image_in, image_out) = (g.c * g.h * g.w, g.o * g.hwo());
+        let mut out = vec![0.0f32; g.n * image_out];
+        // One image per task: its unfolded columns stay in L2 and the GEMM writes `[O, HWo]`,
+        // which is that image's output, in place. (The GEMM is too thin in O to thread itself.)
+        out.par_chunks_mut(image_out.max(1)).zip(x.par_chunks(image_in.max(1))).try_for_each(|(dst, x)| {
+            let mut col = Scratch::new(g.ckk() * g.hwo());
+            g.im2col(x, 1, &mut col);
+            gemm(Mat::new(&wd, g.o, g.ckk()), Mat::new(&col, g.ckk(), g.hwo()), dst, 0.0)?;
+            if let Some(bias) = &bias {
+                dst.chunks_mut(g.hwo().max(1)).zip(bias.iter()).for_each(|(row, b)| row.iter_mut().for_each(|v| *v += b));
+            }
+            Ok::<(), crate::Error>(())
+        })?;
         Ok(CpuStorage::from_floats(out, self.dtype()))
     }
 
@@ -161,31 +153,42 @@ impl ConvOps for CpuStorage {
         need_w: bool,
     ) -> Result<(Option<Self>, Option<Self>)> {
         let (x, wd, grad) = (self.floats("conv2d")?, weight.floats("conv2d")?, grad.floats("conv2d")?);
-        let (n, c, h, w, o) = (g.n, g.c, g.h, g.w, g.o);
-        let chunk = g.chunk();
-        let mut gw = vec![0.0f32; o * g.ckk()];
+        let (n, o) = (g.n, g.o);
+        let (image_in, image_out) = (g.c * g.h * g.w, o * g.hwo());
+        let mut gw = Vec::new();
+        if need_w && n > 0 {
+            // Images split into a fixed number of groups (not one per thread, so the sums do not
+            // depend on the machine), each accumulating its own partial gradient image by image;
+            // the partials are then added in group order.
+            let per_group = n.div_ceil(GW_GROUPS);
+            let partials = (0..n.div_ceil(per_group))
+                .into_par_iter()
+                .map(|group| {
+                    let mut part = vec![0.0f32; o * g.ckk()];
+                    let mut col = Scratch::new(g.ckk() * g.hwo());
+                    for i in group * per_group..((group + 1) * per_group).min(n) {
+                        g.im2col(&x[i * image_in..], 1, &mut col);
+                        let gy = Mat::new(&grad[i * image_out..(i + 1) * image_out], o, g.hwo());
+                        gemm(gy, Mat::new(&col, g.ckk(), g.hwo()).t(), &mut part, 1.0)?;
+                    }
+                    Ok(part)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut partials = partials.into_iter();
+            gw = partials.next().unwrap_or_default();
+            for part in partials {
+                gw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+            }
+        }
         let mut gx = if need_x { vec![0.0f32; x.len()] } else { Vec::new() };
-        let mut col = Scratch::new(g.ckk() * chunk * g.hwo());
-        let mut gcol = Scratch::new(g.ckk() * chunk * g.hwo());
-        let mut gt = Scratch::new(o * chunk * g.hwo());
-        for start in (0..n).step_by(chunk) {
-            let b = chunk.min(n - start);
-            let cols = b * g.hwo();
-            // [b, O, HWo] → [O, b·HWo]
-            gt[..o * cols].par_chunks_mut(cols.max(1)).enumerate().for_each(|(oc, dst)| {
-                for bi in 0..b {
-                    dst[bi * g.hwo()..(bi + 1) * g.hwo()].copy_from_slice(&grad[((start + bi) * o + oc) * g.hwo()..][..g.hwo()]);
-                }
-            });
-            let gmat = Mat::new(&gt[..o * cols], o, cols);
-            if need_w {
-                g.im2col(&x[start * c * h * w..], b, &mut col[..g.ckk() * cols]);
-                gemm(gmat, Mat::new(&col[..g.ckk() * cols], g.ckk(), cols).t(), &mut gw, 1.0)?;
-            }
-            if need_x {
-                gemm(Mat::new(&wd, o, g.ckk()).t(), gmat, &mut gcol[..g.ckk() * cols], 0.0)?;
-                g.col2im(&gcol[..g.ckk() * cols], b, &mut gx[start * c * h * w..(start + b) * c * h * w]);
-            }
+        if need_x {
+            // Per image, as the forward: its column gradients stay in L2.
+            gx.par_chunks_mut(image_in.max(1)).zip(grad.par_chunks(image_out.max(1))).try_for_each(|(dx, gy)| {
+                let mut gcol = Scratch::new(g.ckk() * g.hwo());
+                gemm(Mat::new(&wd, o, g.ckk()).t(), Mat::new(gy, o, g.hwo()), &mut gcol, 0.0)?;
+                g.col2im(&gcol, 1, dx);
+                Ok::<(), crate::Error>(())
+            })?;
         }
         let dtype = self.dtype();
         Ok((need_x.then(|| CpuStorage::from_floats(gx, dtype)), need_w.then(|| CpuStorage::from_floats(gw, weight.dtype()))))
@@ -249,5 +252,53 @@ mod tests {
             g.col2im(&col, images, &mut dx);
             assert_eq!(dx, dx_expected, "col2im, geometry {:?}", (c, h, w, k, stride, pad));
         }
+    }
+
+    /// The per-image forward and backward (images in parallel, weight-gradient partials over
+    /// groups of images, one group shorter than the rest) against the direct definition in f64.
+    #[test]
+    fn per_image_convolution_matches_the_direct_definition() {
+        let (n, c, o, h, w, k, stride, pad) = (5, 3, 4, 6, 5, 3, 2, 1);
+        let (ho, wo) = ((h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1);
+        let g = ConvGeom { n, c, o, h, w, kh: k, kw: k, stride, pad, ho, wo };
+        let value = |i: usize, seed: usize| ((i * 7919 + seed * 104_729) % 197) as f32 / 98.5 - 1.0;
+        let x: Vec<f32> = (0..n * c * h * w).map(|i| value(i, 1)).collect();
+        let wt: Vec<f32> = (0..o * c * k * k).map(|i| value(i, 2)).collect();
+        let bias: Vec<f32> = (0..o).map(|i| value(i, 3)).collect();
+        let gy: Vec<f32> = (0..n * o * ho * wo).map(|i| value(i, 4)).collect();
+        let (mut y, mut gx, mut gw) = (vec![0.0f64; gy.len()], vec![0.0f64; x.len()], vec![0.0f64; wt.len()]);
+        for (b, oc, oy, ox, ch, ki, kj) in (0..n).flat_map(|b| {
+            (0..o).flat_map(move |oc| {
+                (0..ho).flat_map(move |oy| {
+                    (0..wo).flat_map(move |ox| {
+                        (0..c).flat_map(move |ch| (0..k).flat_map(move |ki| (0..k).map(move |kj| (b, oc, oy, ox, ch, ki, kj))))
+                    })
+                })
+            })
+        }) {
+            let out = ((b * o + oc) * ho + oy) * wo + ox;
+            let wi = ((oc * c + ch) * k + ki) * k + kj;
+            if ch == 0 && ki == 0 && kj == 0 {
+                y[out] += bias[oc] as f64;
+            }
+            let (iy, ix) = ((oy * stride + ki) as isize - pad as isize, (ox * stride + kj) as isize - pad as isize);
+            if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                let xi = ((b * c + ch) * h + iy as usize) * w + ix as usize;
+                y[out] += x[xi] as f64 * wt[wi] as f64;
+                gx[xi] += gy[out] as f64 * wt[wi] as f64;
+                gw[wi] += gy[out] as f64 * x[xi] as f64;
+            }
+        }
+        let close = |got: &[f32], want: &[f64], what: &str| {
+            for (i, (a, b)) in got.iter().zip(want).enumerate() {
+                // f32 sums of at most n·Ho·Wo = 60 products of magnitude ≤ 1
+                assert!((*a as f64 - b).abs() <= 1e-5 * (1.0 + b.abs()), "{what}[{i}]: {a} vs {b}");
+            }
+        };
+        let (xs, ws, bs, gs) = (CpuStorage::F32(x), CpuStorage::F32(wt), CpuStorage::F32(bias), CpuStorage::F32(gy));
+        close(&xs.conv2d(&ws, Some(&bs), &g).unwrap().to_f32_vec().unwrap(), &y, "y");
+        let (dx, dw) = xs.conv2d_backward(&ws, &gs, &g, true, true).unwrap();
+        close(&dx.unwrap().to_f32_vec().unwrap(), &gx, "dx");
+        close(&dw.unwrap().to_f32_vec().unwrap(), &gw, "dw");
     }
 }

@@ -1,4 +1,4 @@
-//! Convolution as im2col + one cuBLAS GEMM per chunk of images (chunks sized as on the CPU, so
+//! Convolution as im2col + one cuBLAS GEMM per chunk of images (chunks bounded by `COL_BUDGET`, so
 //! the unfolded columns stay bounded), col2im for the input gradient; GEMM outputs are f32 and
 //! rounded once where they are stored.
 

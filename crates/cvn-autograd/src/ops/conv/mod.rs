@@ -1,5 +1,6 @@
-//! 2-D convolution (groups = 1, dilation = 1, as ResNet and CLIP use). On the CPU: im2col + one
-//! GEMM per chunk of images; on CUDA: im2col/col2im kernels + cuBLAS.
+//! 2-D convolution (groups = 1, dilation = 1, as ResNet and CLIP use). On the CPU: per image, im2col
+//! into an L2-sized buffer + one GEMM (images in parallel; the weight gradient accumulates over
+//! chunks of images in order); on CUDA: im2col/col2im kernels + cuBLAS.
 
 use crate::error::{shape_err, Result};
 use crate::ops::{check_same_dtype, reduce_to_shape};
@@ -25,7 +26,16 @@ pub(crate) struct ConvGeom {
     pub wo: usize,
 }
 
+/// Images per CUDA chunk keep the unfolded columns around this many floats, so the GEMM is large
+/// enough to run at full speed and memory stays bounded at ImageNet sizes.
+const COL_BUDGET: usize = 1 << 23;
+
 impl ConvGeom {
+    /// Images per CUDA chunk (see [`COL_BUDGET`]).
+    pub(crate) fn chunk(&self) -> usize {
+        (COL_BUDGET / (self.ckk() * self.hwo()).max(1)).clamp(1, self.n.max(1))
+    }
+
     pub(crate) fn ckk(&self) -> usize {
         self.c * self.kh * self.kw
     }
