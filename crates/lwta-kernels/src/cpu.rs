@@ -15,7 +15,7 @@
 //!
 //! Otherwise, per chunk, the logits `z = x + g` are computed in memory order
 //! (the noise for a contiguous range is Philox on many counters at once plus the vector `ln`; see
-//! [`crate::philox::gumbel_noise_with`]). The competition itself runs on *tiles* of blocks laid out
+//! `philox::gumbel_logits_with`, which adds `x` as it goes). The competition itself runs on *tiles* of blocks laid out
 //! competitor-major — row `j` holds competitor `j` of every block in the tile — so the argmax and the
 //! softmax over `U` competitors are plain vertical vector operations:
 //! * NCHW with large `H·W`: competitor `j` of consecutive pixels is already a contiguous channel row,
@@ -28,7 +28,7 @@
 
 use rayon::prelude::*;
 
-use crate::philox::{gumbel, gumbel_by_lane, gumbel_noise_with};
+use crate::philox::{gumbel, gumbel_by_lane, gumbel_logits_with};
 use crate::simd::{self, load_padded, store_partial, Isa, Simd};
 use crate::{expect_len, BlockGeometry, LwtaError, Noise, Result};
 
@@ -140,14 +140,7 @@ impl Chunk<'_> {
         let mut z = vec![0.0; self.x.len()];
         match self.noise {
             Noise::None => z.copy_from_slice(self.x),
-            Noise::Philox { seed, offset } => {
-                gumbel_noise_with(s, seed, offset, self.start as u64, &mut z);
-                for i in (0..z.len()).step_by(S::LANES) {
-                    let end = (i + S::LANES).min(z.len());
-                    let sum = s.add(load_padded(s, &z[i..end], 0.0), load_padded(s, &self.x[i..end], 0.0));
-                    store_partial(s, &mut z[i..end], sum);
-                }
-            }
+            Noise::Philox { seed, offset } => gumbel_logits_with(s, seed, offset, self.start as u64, self.x, &mut z),
             Noise::Uniforms(uniforms) => {
                 let uniforms = &uniforms[self.start..self.start + self.x.len()];
                 for i in (0..z.len()).step_by(S::LANES) {

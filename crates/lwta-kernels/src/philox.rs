@@ -182,6 +182,19 @@ pub fn gumbel_noise(seed: u64, offset: u64, start: u64, out: &mut [f32]) {
 /// [`gumbel_noise`] inside a kernel already specialised for `S`.
 #[inline(always)]
 pub fn gumbel_noise_with<S: Simd>(s: S, seed: u64, offset: u64, start: u64, out: &mut [f32]) {
+    noise_into(s, seed, offset, start, None, out)
+}
+
+/// The logits `x + g` of elements `start .. start + out.len()` into `out` (`x.len() = out.len()`):
+/// bit for bit `x[i] + gumbel_noise(..)[i]`, in one pass (the noise never goes through memory).
+#[inline(always)]
+pub(crate) fn gumbel_logits_with<S: Simd>(s: S, seed: u64, offset: u64, start: u64, x: &[f32], out: &mut [f32]) {
+    noise_into(s, seed, offset, start, Some(x), out)
+}
+
+/// The noise of elements `start ..` into `out`, plus `addend` where given.
+#[inline(always)]
+fn noise_into<S: Simd>(s: S, seed: u64, offset: u64, start: u64, addend: Option<&[f32]>, out: &mut [f32]) {
     let key = [seed as u32, (seed >> 32) as u32];
     let batch = 4 * S::LANES;
     let mut partial = [0.0f32; 4 * MAX_LANES];
@@ -190,22 +203,32 @@ pub fn gumbel_noise_with<S: Simd>(s: S, seed: u64, offset: u64, start: u64, out:
         let skip = (element % 4) as usize;
         let n = (batch - skip).min(out.len() - done);
         if skip == 0 && n == batch {
-            noise_batch(s, key, offset, element / 4, &mut out[done..done + batch]);
+            noise_batch(s, key, offset, element / 4, addend.map(|x| &x[done..done + batch]), &mut out[done..done + batch]);
         } else {
-            noise_batch(s, key, offset, element / 4, &mut partial[..batch]);
-            out[done..done + n].copy_from_slice(&partial[skip..skip + n]);
+            noise_batch(s, key, offset, element / 4, None, &mut partial[..batch]);
+            let (dst, g) = (&mut out[done..done + n], &partial[skip..skip + n]);
+            match addend {
+                Some(x) => dst.iter_mut().zip(&x[done..done + n]).zip(g).for_each(|((d, x), g)| *d = g + x),
+                None => dst.copy_from_slice(g),
+            }
         }
         done += n;
         element += n as u64;
     }
 }
 
-/// The noise of the `4·S::LANES` elements of counters `first .. first + S::LANES`, in memory order.
+/// The noise of the `4·S::LANES` elements of counters `first .. first + S::LANES`, in memory order
+/// (plus `addend`, `4·S::LANES` elements, where given).
 #[inline(always)]
-fn noise_batch<S: Simd>(s: S, key: [u32; 2], offset: u64, first: u64, out: &mut [f32]) {
+fn noise_batch<S: Simd>(s: S, key: [u32; 2], offset: u64, first: u64, addend: Option<&[f32]>, out: &mut [f32]) {
     let words = s.interleave4(counter_words(s, key, offset, first));
     for (v, bits) in words.into_iter().enumerate() {
-        s.store(&mut out[v * S::LANES..], gumbel(s, uniform(s, bits)));
+        let g = gumbel(s, uniform(s, bits));
+        let value = match addend {
+            Some(x) => s.add(g, s.load(&x[v * S::LANES..])),
+            None => g,
+        };
+        s.store(&mut out[v * S::LANES..], value);
     }
 }
 
@@ -293,6 +316,34 @@ mod tests {
                     let e = start + i as u64;
                     let expected = gumbel_from_uniform(uniform_at(11, 1 << 33, e));
                     assert_eq!(g.to_bits(), expected.to_bits(), "start {start}, element {e}");
+                }
+            }
+        }
+    }
+
+    /// The fused logits are `x + g` bit for bit on every instruction set, for starts inside a
+    /// counter and partial batches.
+    #[test]
+    fn fused_logits_are_x_plus_the_noise_on_every_instruction_set() {
+        struct Logits<'a>(u64, &'a [f32], &'a mut [f32]);
+        impl simd::Kernel for Logits<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn run<S: Simd>(self, s: S) {
+                gumbel_logits_with(s, 11, 5, self.0, self.1, self.2)
+            }
+        }
+        for start in [0u64, 1, 3, 4, 5, 63, 64, 65] {
+            for len in [0usize, 1, 3, 4, 17, 64, 65, 200] {
+                let x: Vec<f32> = (0..len).map(|i| i as f32 * 0.37 - 20.0).collect();
+                let mut g = vec![0.0; len];
+                gumbel_noise(11, 5, start, &mut g);
+                for isa in simd::supported() {
+                    let mut z = vec![f32::NAN; len];
+                    simd::run_with(isa, Logits(start, &x, &mut z));
+                    for i in 0..len {
+                        assert_eq!(z[i].to_bits(), (x[i] + g[i]).to_bits(), "{isa:?}, start {start}, element {i}");
+                    }
                 }
             }
         }
