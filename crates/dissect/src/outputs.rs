@@ -15,6 +15,7 @@ use crate::error::{DissectError, Result};
 use crate::explain::Explanation;
 use crate::label::ClassifierEvaluation;
 use crate::pipeline::{Dissection, LabelCount, LayerReport, NeuronReport};
+use crate::planted::PlantedReport;
 use crate::quality::{LabelQuality, LayerQuality};
 use crate::report::report_html;
 use crate::source::ProbeSet;
@@ -280,6 +281,9 @@ struct RunSummary<'a> {
     layers: Vec<LayerSummary<'a>>,
     classifier: Option<&'a ClassifierEvaluation>,
     examples: &'a [Explanation],
+    /// Planted units' identification per similarity function (runs trained with `--plant`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    planted: Option<&'a PlantedReport>,
     record_seconds: f64,
     score_seconds: f64,
 }
@@ -322,6 +326,7 @@ fn run_summary<'a>(named: Named<'a>, with_examples: bool) -> RunSummary<'a> {
             .collect(),
         classifier: d.classifier.as_ref(),
         examples: if with_examples { &d.examples } else { &[] },
+        planted: d.planted.as_ref(),
         record_seconds: d.record_seconds,
         score_seconds: d.score_seconds,
     }

@@ -11,6 +11,7 @@ use crate::concepts::ConceptSet;
 use crate::error::{DissectError, Result};
 use crate::explain::{example_images, explain, Classifier, Explanation};
 use crate::label::{evaluate_classifier, label_neurons, top_indices, ClassifierEvaluation, NeuronLabel, ALTERNATIVES};
+use crate::planted::{identify, Planted, PlantedReport};
 use crate::quality::{assess_labels, select_rows, Halves, LayerQuality, NeuronStatus};
 use crate::record::{record_layers, LayerActivations, Pooling};
 use crate::score::{clip_scores, probe_scores, Scores};
@@ -43,6 +44,9 @@ pub struct Options {
     pub top_images: usize,
     /// Winners listed per explained image.
     pub max_winners: usize,
+    /// Units trained to detect a known concept (the run's `train --plant`): their layers are
+    /// recorded too, and [`Dissection::planted`] says how many each similarity identifies.
+    pub planted: Vec<Planted>,
 }
 
 impl Default for Options {
@@ -56,6 +60,7 @@ impl Default for Options {
             batch_size: 64,
             top_images: 5,
             max_winners: 12,
+            planted: Vec::new(),
         }
     }
 }
@@ -111,6 +116,9 @@ pub struct Dissection {
     pub layers: Vec<LayerReport>,
     pub classifier: Option<ClassifierEvaluation>,
     pub examples: Vec<Explanation>,
+    /// Planted units' identification per similarity function (runs trained with `--plant`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planted: Option<PlantedReport>,
     pub record_seconds: f64,
     pub score_seconds: f64,
 }
@@ -132,6 +140,11 @@ pub fn dissect(
     if let Some(h) = &head {
         if !recorded.contains(&h.layer) {
             recorded.push(h.layer.clone());
+        }
+    }
+    for p in &options.planted {
+        if !recorded.contains(&p.layer) {
+            recorded.push(p.layer.clone());
         }
     }
 
@@ -176,6 +189,14 @@ pub fn dissect(
     }
     progress.finish();
 
+    let planted = if options.planted.is_empty() {
+        None
+    } else {
+        let planted_layers: Vec<&LayerActivations> =
+            activations.iter().filter(|a| options.planted.iter().any(|p| p.layer == a.layer)).collect();
+        Some(identify(&options.planted, &planted_layers, scores.matrix.view(), concepts)?)
+    };
+
     let examples = match &explain_layer {
         Some(layer) => {
             let acts = recorded_layer(layer)?;
@@ -213,6 +234,7 @@ pub fn dissect(
         layers,
         classifier,
         examples,
+        planted,
         record_seconds,
         score_seconds,
     })

@@ -119,6 +119,7 @@ fn dissection() -> Dissection {
         layers,
         classifier: None,
         examples,
+        planted: None,
         record_seconds: 0.0,
         score_seconds: 0.0,
     }
