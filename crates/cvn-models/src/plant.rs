@@ -202,3 +202,43 @@ pub fn plant_loss(plants: &[PlantedUnit], ctx: &Forward, data: &dyn Dataset, ind
         None => plant_err("no planted units"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::synthetic_concepts::Split;
+    use crate::data::ConceptSplit;
+    use crate::ModelConfig;
+
+    #[test]
+    fn specs_parse_and_bad_plants_name_what_is_wrong() {
+        let p = PlantedUnit::parse("blocks.1.mlp.act:7=gray background").unwrap();
+        assert_eq!((p.layer.as_str(), p.unit, p.concept.as_str()), ("blocks.1.mlp.act", 7, "gray background"));
+        assert_eq!(p.to_string(), "blocks.1.mlp.act:7=gray background");
+        for bad in ["blocks.1.mlp.act:7", "blocks.1.mlp.act=red", "blocks.1.mlp.act:x=red", ":1=red"] {
+            assert!(PlantedUnit::parse(bad).unwrap_err().to_string().contains("LAYER:UNIT=CONCEPT"), "{bad}");
+        }
+        let model = Model::new(ModelConfig::preset("vit-concepts", 4).unwrap(), 0).unwrap();
+        let data = ConceptSplit::new(0, Split::Train, 10).unwrap();
+        let check = |spec: &str| check_plants(&[PlantedUnit::parse(spec).unwrap()], &model, &data).map_err(|e| e.to_string());
+        assert!(check("blocks.1.mlp.act:383=red").is_ok());
+        assert!(check("blocks.1.mlp.act:384=red").unwrap_err().contains("units 0..384"));
+        assert!(check("blocks.1.mlp.fc1:0=red").unwrap_err().contains("not an activation layer"));
+        assert!(check("blocks.1.mlp.act:0=purple").unwrap_err().contains("`purple` is not a concept"));
+        let twice = [PlantedUnit::parse("blocks.0.mlp.act:1=red").unwrap(), PlantedUnit::parse("blocks.0.mlp.act:1=blue").unwrap()];
+        assert!(check_plants(&twice, &model, &data).unwrap_err().to_string().contains("planted twice"));
+        let fm = crate::data::FashionMnist::load(None).unwrap();
+        let err = check_plants(&[p.clone()], &model, &fm.test).unwrap_err().to_string();
+        assert!(err.contains("--data synthetic-concepts"), "{err}");
+        // Random plants: distinct units, spread over the layers, every concept before a repeat.
+        let drawn = random_plants(8, &model, &data, 3).unwrap();
+        assert_eq!(drawn, random_plants(8, &model, &data, 3).unwrap());
+        check_plants(&drawn, &model, &data).unwrap();
+        let layers: Vec<&str> = drawn.iter().map(|p| p.layer.as_str()).collect();
+        assert_eq!(layers[..4], ["blocks.0.mlp.act", "blocks.1.mlp.act", "blocks.2.mlp.act", "blocks.3.mlp.act"]);
+        let mut concepts: Vec<&str> = drawn.iter().map(|p| p.concept.as_str()).collect();
+        concepts.sort();
+        concepts.dedup();
+        assert_eq!(concepts.len(), 8);
+    }
+}
