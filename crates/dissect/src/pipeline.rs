@@ -70,8 +70,12 @@ impl Default for Options {
 pub struct NeuronReport {
     #[serde(flatten)]
     pub label: NeuronLabel,
-    /// Fraction of the unit's outputs that are active over the probe set.
+    /// Fraction of the unit's outputs that are active over the probe set, at every position or
+    /// token (before pooling).
     pub activity: f32,
+    /// Fraction of probe images whose pooled activation — the value labels, quality scores and top
+    /// images use (class token, spatial mean or max) — is positive.
+    pub pooled_positive: f32,
     /// Probe images with the highest pooled activation, highest first.
     pub top_images: Vec<usize>,
 }
@@ -279,6 +283,10 @@ fn layer_report(acts: &LayerActivations, labels: Vec<NeuronLabel>, top_images: u
         .map(|(unit, label)| NeuronReport {
             label,
             activity: acts.unit_activity.get(unit).copied().unwrap_or_default(),
+            pooled_positive: {
+                let column = acts.pooled.column(unit);
+                column.iter().filter(|&&a| a > 0.0).count() as f32 / column.len().max(1) as f32
+            },
             top_images: top_indices(acts.pooled.column(unit).iter().copied(), top_images),
         })
         .collect();

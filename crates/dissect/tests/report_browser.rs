@@ -78,6 +78,7 @@ fn dissection() -> Dissection {
                         quality: None,
                     },
                     activity: if unit == INACTIVE { 0.0 } else { (unit % 100) as f32 / 100.0 },
+                    pooled_positive: if unit == INACTIVE { 0.0 } else { 0.5 },
                     top_images: (0..5).map(|k| (unit * 5 + k + l) % IMAGES).collect(),
                 })
                 .collect::<Vec<NeuronReport>>();
