@@ -228,7 +228,7 @@ mod tests {
         let twice = [PlantedUnit::parse("blocks.0.mlp.act:1=red").unwrap(), PlantedUnit::parse("blocks.0.mlp.act:1=blue").unwrap()];
         assert!(check_plants(&twice, &model, &data).unwrap_err().to_string().contains("planted twice"));
         let fm = crate::data::FashionMnist::load(None).unwrap();
-        let err = check_plants(&[p.clone()], &model, &fm.test).unwrap_err().to_string();
+        let err = check_plants(std::slice::from_ref(&p), &model, &fm.test).unwrap_err().to_string();
         assert!(err.contains("--data synthetic-concepts"), "{err}");
         // Random plants: distinct units, spread over the layers, every concept before a repeat.
         let drawn = random_plants(8, &model, &data, 3).unwrap();

@@ -130,7 +130,7 @@ mod tests {
     fn a_detector_is_identified_a_dead_or_wrong_unit_is_not() {
         // 400 images; concepts a, b, c are bits 0, 1, 2 of image / 2.
         let n = 400;
-        let has = |i: usize, m: usize| (i / 2 >> m) & 1 == 1;
+        let has = |i: usize, m: usize| ((i / 2) >> m) & 1 == 1;
         let scores = Array2::from_shape_fn((n, 3), |(i, m)| f32::from(u8::from(has(i, m))));
         // Unit 0 detects a, unit 1 detects c, unit 2 is dead; unit 3 detects b.
         // A little image-dependent variation, so that no function ranks among ties.
