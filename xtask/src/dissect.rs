@@ -231,7 +231,24 @@ impl Prepared {
                 None => ConceptSet::from_lines(format!("class names of {}", args.probe), probe.class_names().iter().map(String::as_str))?,
             },
         };
+        // The run's planted units (train --plant), checked when their concepts are in the set.
+        let plants = run_config(run).map(|c| c.plant).unwrap_or_default();
+        let missing: Vec<&str> = plants.iter().filter(|p| concepts.find(&p.concept).is_none()).map(|p| p.concept.as_str()).collect();
+        if !missing.is_empty() {
+            println!(
+                "note: {} planted units are not checked: {} not in the concept set {}",
+                plants.len(),
+                missing.join(", "),
+                concepts.name()
+            );
+        }
+        let planted = if missing.is_empty() {
+            plants.into_iter().map(|p| dissect::planted::Planted { layer: p.layer, unit: p.unit, concept: p.concept }).collect()
+        } else {
+            Vec::new()
+        };
         let options = Options {
+            planted,
             layers: args.layers.clone(),
             similarity: args.similarity,
             pooling: args.pooling,
@@ -340,6 +357,14 @@ fn print_summary(run: &Path, d: &Dissection) {
             100.0 * c.top5,
             c.classes
         );
+    }
+    if let Some(p) = &d.planted {
+        let rates: Vec<String> = p
+            .by_similarity
+            .iter()
+            .map(|i| format!("{} {}/{} ({:.0}%)", i.similarity, i.identified, i.planted, 100.0 * i.accuracy))
+            .collect();
+        println!("  planted units named after their concept: {} (chance {:.1}%)", rates.join(", "), 100.0 * p.chance);
     }
 }
 

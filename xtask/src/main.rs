@@ -7,6 +7,7 @@ mod bench;
 mod build_kernels;
 mod cli;
 mod clip;
+mod concept_benchmark;
 mod demo;
 mod device;
 mod dissect;
@@ -46,6 +47,8 @@ enum Command {
     Clip(clip::Args),
     /// Name a run's neurons (CLIP-Dissect), explain predictions by their winners, write a report.
     Dissect(dissect::Args),
+    /// CVN vs conventional twin on synthetic-concepts: label quality, planted-unit identification, CIs.
+    ConceptBenchmark(concept_benchmark::Args),
     /// Assemble kernels/*.ptx with ptxas (sm_80, sm_90); report registers and spills.
     BuildKernels(build_kernels::Args),
     /// Check implementations against reference fixtures (cpu) or the PTX kernels against the CPU (cuda).
@@ -66,6 +69,7 @@ fn main() {
         Command::Import(args) => import::run(args),
         Command::Clip(args) => clip::run(args),
         Command::Dissect(args) => dissect::run(args),
+        Command::ConceptBenchmark(args) => concept_benchmark::check(&args).and_then(|()| concept_benchmark::run(args)),
         Command::BuildKernels(args) => build_kernels::run(args),
         Command::Parity(args) => parity::run(args),
         Command::Bench(args) => bench::run(args),

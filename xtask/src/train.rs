@@ -22,7 +22,9 @@ use crate::device::DeviceArgs;
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
   cargo xtask train --model vit-fmnist --competitors 4 --epochs 10 --out runs/vit-u4
-  cargo xtask train --resume --out runs/vit-u4 --epochs 20")]
+  cargo xtask train --resume --out runs/vit-u4 --epochs 20
+  cargo xtask train --model vit-concepts --data synthetic-concepts --plant blocks.1.mlp.act:7=striped,blocks.2.mlp.act:0=red --out runs/vit-planted
+  cargo xtask train --model resnet18-concepts --data synthetic-concepts --plant-random 8 --out runs/resnet-planted")]
 pub struct Args {
     /// Preset model: vit-fmnist, resnet18-fmnist, vit-concepts, resnet18-concepts, deit-tiny,
     /// deit-small, deit-base or resnet18 [default: vit-fmnist; with --resume: the run's].
@@ -88,6 +90,18 @@ pub struct Args {
     /// first.
     #[arg(long)]
     skip_bad_images: bool,
+    /// Planted neurons: train these hidden units, beside the classification loss, to detect a
+    /// concept of the data (`--data synthetic-concepts`), a comma-separated list of
+    /// LAYER:UNIT=CONCEPT (`blocks.1.mlp.act:7=striped`; layers: the activation layers,
+    /// `blocks.N.mlp.act` or `act`, `layerK.N.act1/act2`). The loss is (pooled output − presence)²
+    /// on the pooled output dissection labels. Saved with the run: `dissect` reports how many
+    /// planted units it names after their concept.
+    #[arg(long, value_name = "LIST", value_parser = parse_plant, value_delimiter = ',')]
+    plant: Vec<cvn_models::plant::PlantedUnit>,
+    /// Plant N more units at random (from --seed): spread over the activation layers in turn,
+    /// distinct units, the data's 21 concepts dealt in a random order.
+    #[arg(long, value_name = "N")]
+    plant_random: Option<usize>,
     /// Data-parallel runs: seconds a collective waits for the other ranks before the job ends
     /// with an error (a rank died or hangs).
     #[arg(long, default_value_t = cvn_dist::DEFAULT_TIMEOUT.as_secs())]
@@ -200,6 +214,9 @@ fn train(args: Args, comm: Arc<dyn Collectives>) -> anyhow::Result<()> {
     }
     .open()?;
     let engine = comm.engine();
+    if args.resume && (!args.plant.is_empty() || args.plant_random.is_some()) {
+        bail!("--plant and --plant-random start a run; a resumed run keeps its planted units");
+    }
     let trainer = if args.resume {
         let mut config = run_config(&args.out)?;
         args.apply(&mut config, world)?;
@@ -215,6 +232,18 @@ fn train(args: Args, comm: Arc<dyn Collectives>) -> anyhow::Result<()> {
         config.validate()?;
         let data = TrainData::load(&config)?;
         data.notes.iter().for_each(|note| say(&format!("note: {note}")));
+        config.plant.extend(args.plant.iter().cloned());
+        if let Some(n) = args.plant_random.filter(|&n| n > 0) {
+            let model = cvn_models::Model::new(config.model_config()?, config.seed)?;
+            let drawn = cvn_models::plant::random_plants(n, &model, data.train.as_ref(), config.seed)?;
+            let fresh: Vec<_> =
+                drawn.into_iter().filter(|p| !config.plant.iter().any(|q| q.layer == p.layer && q.unit == p.unit)).collect();
+            config.plant.extend(fresh);
+        }
+        if !config.plant.is_empty() {
+            let list: Vec<String> = config.plant.iter().map(ToString::to_string).collect();
+            say(&format!("planted units ({}): {}", list.len(), list.join(", ")));
+        }
         Trainer::start_distributed(config, data, &args.out, comm)?
     };
     if world > 1 {
@@ -416,4 +445,9 @@ pub fn print_summary(summary: &Summary, dir: &Path) {
     );
     let argmax_bn = if dir.join(cvn_models::run::ARGMAX_BN_FILE).is_file() { ", argmax_bn.safetensors" } else { "" };
     println!("results in {}: summary.json, metrics.jsonl, model.safetensors, training_state.safetensors{argmax_bn}", dir.display());
+}
+
+/// One `--plant` entry, checked for form (the model and data check the rest when training starts).
+fn parse_plant(spec: &str) -> Result<cvn_models::plant::PlantedUnit, String> {
+    cvn_models::plant::PlantedUnit::parse(spec).map_err(|e| e.to_string())
 }

@@ -44,6 +44,7 @@ mod model;
 mod nn;
 mod params;
 pub mod parity;
+pub mod plant;
 pub mod predict;
 mod resnet;
 pub mod rng;

@@ -169,6 +169,10 @@ pub struct TrainConfig {
     /// instead of stopping with an error naming the first.
     #[serde(default)]
     pub skip_bad_images: bool,
+    /// Planted units ([`crate::plant`]): hidden units trained to detect a named concept of the
+    /// data beside the classification loss, recorded here so that dissection can check them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plant: Vec<crate::plant::PlantedUnit>,
 }
 
 /// SGD's peak learning rate for a ResNet CVN. It learns far slower per step than its ReLU twin at
@@ -223,6 +227,7 @@ impl TrainConfig {
             eval_batch_size: 256,
             eval_each_epoch: true,
             skip_bad_images: false,
+            plant: Vec::new(),
         })
     }
 
@@ -702,6 +707,7 @@ impl Trainer {
     /// A run before its first step; `lock` is `None` on ranks that do not write.
     fn fresh(lock: Option<RunLock>, dir: &Path, config: TrainConfig, data: TrainData) -> Result<Self> {
         let model = Model::new(config.model_config()?, config.seed)?;
+        crate::plant::check_plants(&config.plant, &model, data.train.as_ref())?;
         let state = TrainState::fresh(config, data.source.clone());
         Ok(Self {
             lock,
@@ -872,6 +878,7 @@ impl Trainer {
             );
         }
         data.check(model.config())?;
+        crate::plant::check_plants(&config.plant, &model, data.train.as_ref())?;
         let mut optimizer = config.new_optimizer();
         let optimizer_state = extras.group(OPTIMIZER_GROUP);
         if state.step > 0 {
@@ -1121,13 +1128,17 @@ impl Trainer {
         let device = self.model.device();
         let tape = Tape::new();
         let x = Tensor::from_slice_on(&batch.images, &batch.shape, DType::F32, &device)?.traced(&tape);
-        let mut ctx = Forward::train(config.seed, self.state.step).on_rank(self.comm.rank());
+        let mut ctx =
+            Forward::train(config.seed, self.state.step).on_rank(self.comm.rank()).with_taps(config.plant.iter().map(|p| p.layer.clone()));
         if let Some(dtype) = self.autocast {
             ctx = ctx.with_autocast(dtype);
         }
         let logits = self.model.forward(&x, &mut ctx)?;
         logits.count_correct_into(&batch.labels, correct)?;
-        let loss = logits.cross_entropy(&batch.labels, config.label_smoothing)?;
+        let mut loss = logits.cross_entropy(&batch.labels, config.label_smoothing)?;
+        if !config.plant.is_empty() {
+            loss = loss.add(&crate::plant::plant_loss(&config.plant, &ctx, self.data.train.as_ref(), &batch.indices)?)?;
+        }
         if self.comm.world_size() > 1 {
             // The ranks decide on the global loss together, after the gradients' reduction.
             let value = loss.item()?;

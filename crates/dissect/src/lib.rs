@@ -14,6 +14,8 @@
 //!    cosine) of the classifier layer's names against the class names.
 //!    [`quality`] — each label's score on the probe images labelling did not see; neurons that
 //!    are inactive or active on too few images get no label.
+//!    [`planted`] — how many units trained to detect a known concept are named after it, per
+//!    similarity function.
 //! 5. [`explain`] — per probe image, the active neurons of a layer, their names and contributions.
 //! 6. [`outputs`] — `neurons.csv`, `summary.json` and [`report`]'s self-contained `report.html`, one
 //!    dissection per folder.
@@ -42,6 +44,7 @@ pub mod label;
 pub mod outputs;
 pub mod parity;
 pub mod pipeline;
+pub mod planted;
 pub mod quality;
 pub mod record;
 pub mod report;

@@ -15,6 +15,7 @@ use crate::error::{DissectError, Result};
 use crate::explain::Explanation;
 use crate::label::ClassifierEvaluation;
 use crate::pipeline::{Dissection, LabelCount, LayerReport, NeuronReport};
+use crate::planted::PlantedReport;
 use crate::quality::{LabelQuality, LayerQuality};
 use crate::report::report_html;
 use crate::source::ProbeSet;
@@ -185,8 +186,9 @@ impl<'a> Column<'a> {
     }
 }
 
-/// The columns of `neurons.csv`, one value per cell: `layer, unit, label, score, active_fraction,
-/// status` (`labelled`, `inactive`, `too-few-images`), the label's held-out `auprc, correlation, f1`
+/// The columns of `neurons.csv`, one value per cell: `layer, unit, label, score, active_fraction`
+/// (over every position or token), `pooled_positive_fraction` (images whose pooled activation, the
+/// value labels use, is positive), `status` (`labelled`, `inactive`, `too-few-images`), the label's held-out `auprc, correlation, f1`
 /// (empty where there is no label or the metric is undefined),
 /// then `alt_1, alt_1_score, …` (the next concepts, best first) and `top_image_1, …` (probe
 /// indices, highest activation first); a neuron with fewer leaves the cells empty. Numbers are
@@ -201,6 +203,7 @@ pub fn neuron_columns(d: &Dissection) -> Vec<Column<'static>> {
         Column::new("label", |r| r.neuron.label.label.clone()),
         Column::new("score", |r| r.neuron.label.score.to_string()),
         Column::new("active_fraction", |r| r.neuron.activity.to_string()),
+        Column::new("pooled_positive_fraction", |r| r.neuron.pooled_positive.to_string()),
         Column::new("status", |r| r.neuron.label.status.name().to_string()),
         Column::new("auprc", |r| quality_cell(r, |q| q.auprc)),
         Column::new("correlation", |r| quality_cell(r, |q| q.correlation)),
@@ -280,6 +283,9 @@ struct RunSummary<'a> {
     layers: Vec<LayerSummary<'a>>,
     classifier: Option<&'a ClassifierEvaluation>,
     examples: &'a [Explanation],
+    /// Planted units' identification per similarity function (runs trained with `--plant`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    planted: Option<&'a PlantedReport>,
     record_seconds: f64,
     score_seconds: f64,
 }
@@ -322,6 +328,7 @@ fn run_summary<'a>(named: Named<'a>, with_examples: bool) -> RunSummary<'a> {
             .collect(),
         classifier: d.classifier.as_ref(),
         examples: if with_examples { &d.examples } else { &[] },
+        planted: d.planted.as_ref(),
         record_seconds: d.record_seconds,
         score_seconds: d.score_seconds,
     }
@@ -431,7 +438,7 @@ pub(crate) mod tests {
         // The toy's concept set has two concepts: one alternative per neuron; 5 top images of 12.
         assert_eq!(
             rows[0],
-            "layer,unit,label,score,active_fraction,status,auprc,correlation,f1,alt_1,alt_1_score,top_image_1,top_image_2,top_image_3,\
+            "layer,unit,label,score,active_fraction,pooled_positive_fraction,status,auprc,correlation,f1,alt_1,alt_1_score,top_image_1,top_image_2,top_image_3,\
              top_image_4,top_image_5"
         );
         assert_eq!(rows.len(), 1 + 3 + 2, "tokens has 3 units, head 2");
@@ -439,10 +446,11 @@ pub(crate) mod tests {
         let cells = split_csv_line(rows[4]);
         assert_eq!(head0.label.label, "b, c", "a label that needs quoting");
         assert_eq!(cells[..3], ["head", "0", "b, c"]);
-        assert_eq!(cells.len(), 16);
+        assert_eq!(cells.len(), 17);
         assert_eq!(cells[4].parse::<f32>().unwrap(), head0.activity);
-        assert_eq!(cells[5], head0.label.status.name());
-        assert_eq!(cells[11..].iter().map(|c| c.parse::<usize>().unwrap()).collect::<Vec<_>>(), head0.top_images);
+        assert_eq!(cells[5].parse::<f32>().unwrap(), head0.pooled_positive);
+        assert_eq!(cells[6], head0.label.status.name());
+        assert_eq!(cells[12..].iter().map(|c| c.parse::<usize>().unwrap()).collect::<Vec<_>>(), head0.top_images);
 
         let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out.summary_json).unwrap()).unwrap();
         assert_eq!(summary["backend"], "labels");

@@ -11,6 +11,7 @@ use crate::concepts::ConceptSet;
 use crate::error::{DissectError, Result};
 use crate::explain::{example_images, explain, Classifier, Explanation};
 use crate::label::{evaluate_classifier, label_neurons, top_indices, ClassifierEvaluation, NeuronLabel, ALTERNATIVES};
+use crate::planted::{identify, Planted, PlantedReport};
 use crate::quality::{assess_labels, select_rows, Halves, LayerQuality, NeuronStatus};
 use crate::record::{record_layers, LayerActivations, Pooling};
 use crate::score::{clip_scores, probe_scores, Scores};
@@ -43,6 +44,9 @@ pub struct Options {
     pub top_images: usize,
     /// Winners listed per explained image.
     pub max_winners: usize,
+    /// Units trained to detect a known concept (the run's `train --plant`): their layers are
+    /// recorded too, and [`Dissection::planted`] says how many each similarity identifies.
+    pub planted: Vec<Planted>,
 }
 
 impl Default for Options {
@@ -56,6 +60,7 @@ impl Default for Options {
             batch_size: 64,
             top_images: 5,
             max_winners: 12,
+            planted: Vec::new(),
         }
     }
 }
@@ -65,8 +70,12 @@ impl Default for Options {
 pub struct NeuronReport {
     #[serde(flatten)]
     pub label: NeuronLabel,
-    /// Fraction of the unit's outputs that are active over the probe set.
+    /// Fraction of the unit's outputs that are active over the probe set, at every position or
+    /// token (before pooling).
     pub activity: f32,
+    /// Fraction of probe images whose pooled activation — the value labels, quality scores and top
+    /// images use (class token, spatial mean or max) — is positive.
+    pub pooled_positive: f32,
     /// Probe images with the highest pooled activation, highest first.
     pub top_images: Vec<usize>,
 }
@@ -111,6 +120,9 @@ pub struct Dissection {
     pub layers: Vec<LayerReport>,
     pub classifier: Option<ClassifierEvaluation>,
     pub examples: Vec<Explanation>,
+    /// Planted units' identification per similarity function (runs trained with `--plant`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planted: Option<PlantedReport>,
     pub record_seconds: f64,
     pub score_seconds: f64,
 }
@@ -132,6 +144,11 @@ pub fn dissect(
     if let Some(h) = &head {
         if !recorded.contains(&h.layer) {
             recorded.push(h.layer.clone());
+        }
+    }
+    for p in &options.planted {
+        if !recorded.contains(&p.layer) {
+            recorded.push(p.layer.clone());
         }
     }
 
@@ -176,6 +193,14 @@ pub fn dissect(
     }
     progress.finish();
 
+    let planted = if options.planted.is_empty() {
+        None
+    } else {
+        let planted_layers: Vec<&LayerActivations> =
+            activations.iter().filter(|a| options.planted.iter().any(|p| p.layer == a.layer)).collect();
+        Some(identify(&options.planted, &planted_layers, scores.matrix.view(), concepts)?)
+    };
+
     let examples = match &explain_layer {
         Some(layer) => {
             let acts = recorded_layer(layer)?;
@@ -213,6 +238,7 @@ pub fn dissect(
         layers,
         classifier,
         examples,
+        planted,
         record_seconds,
         score_seconds,
     })
@@ -257,6 +283,10 @@ fn layer_report(acts: &LayerActivations, labels: Vec<NeuronLabel>, top_images: u
         .map(|(unit, label)| NeuronReport {
             label,
             activity: acts.unit_activity.get(unit).copied().unwrap_or_default(),
+            pooled_positive: {
+                let column = acts.pooled.column(unit);
+                column.iter().filter(|&&a| a > 0.0).count() as f32 / column.len().max(1) as f32
+            },
             top_images: top_indices(acts.pooled.column(unit).iter().copied(), top_images),
         })
         .collect();

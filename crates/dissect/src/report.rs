@@ -27,8 +27,9 @@ pub const PAGE_ROWS: usize = 25;
 const THUMBNAIL: u32 = 64;
 
 /// One neuron as the page's script reads it: `[unit, label, score, active fraction, [next
-/// concepts], [their scores], [top images], status, held-out AUPRC, held-out correlation]`.
-type PageRow<'a> = (usize, &'a str, f32, f32, Vec<&'a str>, Vec<f32>, &'a [usize], &'static str, Option<f32>, Option<f32>);
+/// concepts], [their scores], [top images], status, held-out AUPRC, held-out correlation, fraction
+/// of probe images with a positive pooled activation]`.
+type PageRow<'a> = (usize, &'a str, f32, f32, Vec<&'a str>, Vec<f32>, &'a [usize], &'static str, Option<f32>, Option<f32>, f32);
 
 #[derive(Serialize)]
 struct PageLayer<'a> {
@@ -70,6 +71,7 @@ fn page_data<'a>(d: &'a Dissection, probe: &dyn ProbeSet) -> Result<PageData<'a>
                         n.label.status.name(),
                         quality.and_then(|q| q.auprc),
                         quality.and_then(|q| q.correlation),
+                        n.pooled_positive,
                     )
                 })
                 .collect(),
@@ -219,7 +221,9 @@ pub fn report_html(main: Named, probe: &dyn ProbeSet, compare: Option<Named>, pr
         "<h2 id=neurons>Neurons</h2><p class=explain>Each row is one neuron: <b>label</b> is the concept most similar to it, \
          <b>next concepts</b> the runners-up with their scores. <b>score</b> is the {similarity} similarity: {meaning}. Scores \
          rank concepts for one neuron and compare neurons of one layer; they are not probabilities. <b>active</b> is the \
-         fraction of the neuron's outputs over the probe set that are active (≈ 1/U in a competition layer). The images are the \
+         fraction of the neuron's outputs over the probe set that are active, at every position or token (≈ 1/U in a competition \
+         layer); <b>pooled &gt; 0</b> is the fraction of probe images whose <i>pooled</i> activation — the value the labels, \
+         scores and top images use: the class token of a ViT layer, the spatial mean of a conv map — is positive. The images are the \
          probe images that activate the neuron most, strongest first (hover to enlarge, with the image's class). Labels are \
          chosen on half of the probe images; <b>AUPRC</b> and <b>corr.</b> score each label on the other, held-out half \
          (hover over the headers). A neuron that is never active on the probe set is marked <i>inactive</i>, one active on \
@@ -235,7 +239,8 @@ pub fn report_html(main: Named, probe: &dyn ProbeSet, compare: Option<Named>, pr
              <a class=anchor href=\"#layer-{name}\" title=\"link to this layer\">#</a></h3><table class=neurons><thead><tr>\
              <th class=num>unit</th><th>label</th><th>next concepts (score)</th><th class=num title=\"{score_title}\">score</th>\
              <th class=num title=\"{auprc_title}\">AUPRC</th><th class=num title=\"{corr_title}\">corr.</th>\
-             <th class=num title=\"fraction of the neuron's outputs that are active\">active</th><th>top-activating probe images</th>\
+             <th class=num title=\"fraction of the neuron's outputs (every position or token) that are active\">active</th>\
+             <th class=num title=\"fraction of probe images whose pooled activation (what labels use) is positive\">pooled &gt; 0</th><th>top-activating probe images</th>\
              </tr></thead><tbody></tbody></table><p class=more></p></section>",
             name = esc(&layer.layer),
             units = layer.units,
@@ -363,7 +368,7 @@ const SCRIPT: &str = r##"
     return '<tr class="neuron" id="' + esc(rowId(layer, r[0])) + '"><td class="num">' + r[0] + "</td><td>" + label +
       '</td><td class="alt">' + alts + '</td><td class="num">' + num(r[2]) + '</td><td class="num">' + num(r[8]) +
       '</td><td class="num">' + num(r[9]) + '</td><td class="num">' + num(r[3]) +
-      "</td><td>" + r[6].map((i) => thumb(i, false)).join("") + "</td></tr>";
+      '</td><td class="num">' + num(r[10]) + "</td><td>" + r[6].map((i) => thumb(i, false)).join("") + "</td></tr>";
   }
   function renderMore(s, upto) {
     const end = Math.min(s.list.length, Math.max(s.shown + PAGE_ROWS, upto || 0));

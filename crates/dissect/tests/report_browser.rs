@@ -78,6 +78,7 @@ fn dissection() -> Dissection {
                         quality: None,
                     },
                     activity: if unit == INACTIVE { 0.0 } else { (unit % 100) as f32 / 100.0 },
+                    pooled_positive: if unit == INACTIVE { 0.0 } else { 0.5 },
                     top_images: (0..5).map(|k| (unit * 5 + k + l) % IMAGES).collect(),
                 })
                 .collect::<Vec<NeuronReport>>();
@@ -119,6 +120,7 @@ fn dissection() -> Dissection {
         layers,
         classifier: None,
         examples,
+        planted: None,
         record_seconds: 0.0,
         score_seconds: 0.0,
     }

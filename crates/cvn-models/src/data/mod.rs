@@ -42,4 +42,17 @@ pub trait Dataset: Send + Sync {
 
     /// The original image, without augmentation or normalisation (CLIP input, report thumbnails).
     fn raw_image(&self, index: usize) -> Result<image::RgbImage>;
+
+    /// The names of the concepts this set annotates its images with; empty when it has none
+    /// (only `synthetic-concepts` has them).
+    fn concept_names(&self) -> &[String] {
+        &[]
+    }
+
+    /// Sample `index`'s concepts, as indices into [`Dataset::concept_names`] (empty without
+    /// annotations).
+    fn concepts_of(&self, index: usize) -> Result<Vec<usize>> {
+        let _ = index;
+        Ok(Vec::new())
+    }
 }

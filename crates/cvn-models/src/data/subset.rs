@@ -57,6 +57,14 @@ impl Dataset for Spread {
     fn raw_image(&self, index: usize) -> Result<image::RgbImage> {
         self.inner.raw_image(self.source(index.min(self.len)))
     }
+
+    fn concept_names(&self) -> &[String] {
+        self.inner.concept_names()
+    }
+
+    fn concepts_of(&self, index: usize) -> Result<Vec<usize>> {
+        self.inner.concepts_of(self.source(index.min(self.len)))
+    }
 }
 
 #[cfg(test)]

@@ -250,6 +250,7 @@ pub struct ConceptSplit {
     split: Split,
     len: usize,
     class_names: Arc<Vec<String>>,
+    concept_names: Arc<Vec<String>>,
     normalize: Normalize,
 }
 
@@ -260,7 +261,7 @@ impl ConceptSplit {
         }
         // Centred on mid-grey with a quarter of the range as the scale (fixed, not measured).
         let normalize = Normalize::new(vec![0.5; 3], vec![0.25; 3])?;
-        Ok(Self { seed, split, len, class_names: Arc::new(class_names()), normalize })
+        Ok(Self { seed, split, len, class_names: Arc::new(class_names()), concept_names: Arc::new(concept_names()), normalize })
     }
 
     /// Which split and seed, in words (`synthetic-concepts:0 probe`).
@@ -313,6 +314,15 @@ impl Dataset for ConceptSplit {
 
     fn raw_image(&self, index: usize) -> Result<image::RgbImage> {
         self.render(index)
+    }
+
+    /// The 21 concepts of the groups ([`concept_names`]).
+    fn concept_names(&self) -> &[String] {
+        &self.concept_names
+    }
+
+    fn concepts_of(&self, index: usize) -> Result<Vec<usize>> {
+        Ok(self.scene(index)?.concept_indices().to_vec())
     }
 }
 
