@@ -187,7 +187,8 @@ fn activation_work(op: &'static str, layout: LwtaLayout, shape: &[usize], backwa
     let ours = move || -> anyhow::Result<()> {
         offset += 1;
         let tape = Tape::new();
-        let xt = x.traced(&tape);
+        // A leaf that requires grad, so the op is recorded and backward runs (as x.requires_grad_ in PyTorch).
+        let xt = x.requiring_grad().traced(&tape);
         let y = match op {
             "lwta" => xt.lwta(layout, 4, TAU, Noise::Philox { seed: 7, offset }, "bench")?.0,
             "gelu" => xt.gelu()?,
