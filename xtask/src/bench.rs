@@ -31,7 +31,7 @@ use cvn_autograd::Device;
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  cargo xtask bench --cpu --torch --json bench.json --check benches/baselines/cpu_epyc_zen5_avx512.json\n  cargo xtask bench --device cuda --json bench.json --check benches/baselines/lwta_cuda_h100.json"
+    after_help = "Examples:\n  cargo xtask bench --cpu --torch --json bench.json --check benches/baselines/cpu_epyc_avx512.json\n  cargo xtask bench --device cuda --json bench.json --check benches/baselines/lwta_cuda_h100.json"
 )]
 pub struct Args {
     /// cpu (ours beside PyTorch) or cuda / cuda:N (the LWTA kernels on that GPU). Without it and
