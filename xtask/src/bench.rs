@@ -9,10 +9,15 @@
 //! measuring; `--check FILE` fails when a ratio to the floor grew by more than 10% over that
 //! baseline (ratios, not times, so machines of one kind compare).
 //!
-//! `--device cpu` runs the criterion benches (`cargo bench`), which report on their own.
+//! `--device cpu` (or `--cpu`) runs the side-by-side CPU bench of [`crate::bench_cpu`]: ours and
+//! `benches/torch_cpu.py` alternating; there `--torch` (no FILE) requires PyTorch, `--no-torch`
+//! leaves it out, `--json`, `--report` and `--check` take that bench's JSON (`--check` tolerance
+//! 15% by default). Plain `cargo xtask bench` (no `--device` and none of those flags) runs the
+//! criterion benches (`cargo bench`) as before.
+
+use std::process::Command;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -26,24 +31,48 @@ use cvn_autograd::Device;
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  cargo xtask bench\n  cargo xtask bench --device cuda --json bench.json --check benches/baselines/lwta_cuda_h100.json"
+    after_help = "Examples:\n  cargo xtask bench --cpu --torch --json bench.json --check benches/baselines/cpu_epyc_avx512.json\n  cargo xtask bench --device cuda --json bench.json --check benches/baselines/lwta_cuda_h100.json"
 )]
 pub struct Args {
-    /// cpu (the criterion benches) or cuda / cuda:N (the LWTA kernels on that GPU).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// cpu (ours beside PyTorch) or cuda / cuda:N (the LWTA kernels on that GPU). Without it and
+    /// without any cpu-bench flag: the criterion benches (`cargo bench`).
+    #[arg(long)]
+    device: Option<String>,
+    /// Short for --device cpu.
+    #[arg(long)]
+    cpu: bool,
     /// Write the measurements as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Print a stored measurement (from --json) instead of measuring.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
-    /// JSON from benches/torch_lwta.py to show beside the kernels.
-    #[arg(long, value_name = "FILE")]
-    torch: Option<PathBuf>,
-    /// Baseline JSON: fail when a ratio to the floor is more than 10% above it.
+    /// cpu: run PyTorch beside ours and fail if it does not import (without the flag it runs when
+    /// it imports); cuda: FILE, the JSON of benches/torch_lwta.py to show beside the kernels.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    torch: Option<Option<PathBuf>>,
+    /// cpu: ours alone.
+    #[arg(long, conflicts_with = "torch")]
+    no_torch: bool,
+    /// Baseline JSON: fail when a ratio (cuda: time ÷ floor; cpu: PyTorch time ÷ ours) got worse
+    /// than the baseline's by more than the factor 1 + tolerance.
     #[arg(long, value_name = "FILE")]
     check: Option<PathBuf>,
+    /// The tolerance of --check [default: 0.15 on cpu, 0.10 on cuda].
+    #[arg(long, value_name = "FRACTION")]
+    tolerance: Option<f64>,
+    /// cpu: alternating rounds (ours, PyTorch per workload); medians are reported.
+    #[arg(long, value_name = "N", default_value = "5", value_parser = crate::cli::at_least_one)]
+    rounds: usize,
+    /// cpu: each measurement times calls for at least this long (and at least 3 calls).
+    #[arg(long, value_name = "S", default_value = "1.0")]
+    seconds: f64,
+    /// cpu: a short run: 2 rounds of 0.3 s measurements, 128 concepts for the text tower.
+    #[arg(long)]
+    quick: bool,
+    /// cpu: the Python interpreter that runs benches/torch_cpu.py.
+    #[arg(long, value_name = "PATH", default_value = "python3")]
+    python: String,
     /// Timed repetitions per measurement (after warm-up); the median is reported.
     #[arg(long, value_name = "N", default_value = "30", value_parser = crate::cli::at_least_one)]
     iters: usize,
@@ -52,9 +81,6 @@ pub struct Args {
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     sweep_waves: Vec<u32>,
 }
-
-/// Allowed growth of a ratio to the floor over the baseline.
-const SLOWDOWN_LIMIT: f64 = 1.10;
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
 struct Report {
@@ -109,22 +135,38 @@ fn shapes() -> [Shape; 3] {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let side_by_side = args.cpu || args.torch.is_some() || args.no_torch || args.quick || args.json.is_some() || args.check.is_some();
+    let device = match (&args.device, side_by_side) {
+        // `--report FILE` alone prints either kind of stored result.
+        (None, false) => match &args.report {
+            Some(path) if read_json::<crate::bench_cpu::CpuReport>(path).is_ok() => "cpu",
+            Some(_) => "cuda",
+            None => return criterion(),
+        },
+        (None, true) => "cpu",
+        (Some(device), _) if args.cpu && device != "cpu" => bail!("--cpu conflicts with --device {device}"),
+        (Some(device), _) => device.as_str(),
+    };
+    if device == "cpu" {
+        return run_cpu(&args);
+    }
     let report = match &args.report {
         Some(path) => read_json::<Report>(path)?,
-        None => match Device::open(&args.device).with_context(|| format!("--device {}", args.device))? {
-            Device::Cpu => return criterion(),
+        None => match Device::open(device).with_context(|| format!("--device {device}"))? {
+            Device::Cpu => return run_cpu(&args),
             Device::Cuda(gpu) => match gpu.ordinal() {
                 Some(ordinal) => measure(ordinal, args.iters, &args.sweep_waves)?,
-                None => bail!("--device {}: bench times real hardware (cpu or cuda:N), not the emulator", args.device),
+                None => bail!("--device {device}: bench times real hardware (cpu or cuda:N), not the emulator"),
             },
         },
     };
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
     }
-    let torch = match &args.torch {
-        Some(path) if path.exists() => read_json::<TorchReport>(path)?.results,
-        Some(path) => {
+    let torch = match args.torch.as_ref().map(|p| p.as_ref().context("--torch: on cuda it takes FILE, a benches/torch_lwta.py result")) {
+        Some(Err(err)) => return Err(err),
+        Some(Ok(path)) if path.exists() => read_json::<TorchReport>(path)?.results,
+        Some(Ok(path)) => {
             println!("(no PyTorch results at {})", path.display());
             Vec::new()
         }
@@ -132,7 +174,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     print_table(&report, &torch);
     if let Some(path) = &args.check {
-        check(&report, &read_json::<Report>(path)?)?;
+        check(&report, &read_json::<Report>(path)?, args.tolerance.unwrap_or(0.10))?;
+    }
+    Ok(())
+}
+
+fn run_cpu(args: &Args) -> anyhow::Result<()> {
+    use crate::bench_cpu::{self, CpuReport, Options, Torch};
+    let report = match &args.report {
+        Some(path) => read_json::<CpuReport>(path)?,
+        None => {
+            let torch = match (&args.torch, args.no_torch) {
+                (Some(Some(file)), _) => {
+                    bail!("--torch {}: on the CPU --torch takes no FILE (it runs benches/torch_cpu.py itself)", file.display())
+                }
+                (Some(None), _) => Torch::Required,
+                (None, true) => Torch::Off,
+                (None, false) => Torch::IfAvailable,
+            };
+            let (rounds, seconds, text_sample) = if args.quick { (2.min(args.rounds), 0.3, 128) } else { (args.rounds, args.seconds, 512) };
+            bench_cpu::measure(&Options { rounds, seconds, text_sample, torch, python: args.python.clone() })?
+        }
+    };
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("\n{}", bench_cpu::table(&report));
+    if let Some(path) = &args.check {
+        for line in bench_cpu::check(&report, &read_json::<CpuReport>(path)?, args.tolerance.unwrap_or(0.15))? {
+            println!("{line}");
+        }
     }
     Ok(())
 }
@@ -142,7 +213,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// The CPU benches are criterion's: run them all and let criterion report.
+/// Plain `cargo xtask bench`: the criterion benches, which report on their own.
 fn criterion() -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -319,8 +390,9 @@ fn print_table(report: &Report, torch: &[TorchRow]) {
     }
 }
 
-/// Fails when any ratio to the floor grew by more than [`SLOWDOWN_LIMIT`] over the baseline.
-fn check(report: &Report, baseline: &Report) -> anyhow::Result<()> {
+/// Fails when any ratio to the floor grew by more than the factor `1 + tolerance` over the baseline.
+fn check(report: &Report, baseline: &Report, tolerance: f64) -> anyhow::Result<()> {
+    let limit = 1.0 + tolerance;
     let mut slower = Vec::new();
     for m in &report.results {
         let Some(b) = baseline.results.iter().find(|b| b.shape == m.shape && b.dtype == m.dtype) else {
@@ -331,15 +403,15 @@ fn check(report: &Report, baseline: &Report) -> anyhow::Result<()> {
             ("fwd", m.fwd_ms / m.fwd_floor_ms, b.fwd_ms / b.fwd_floor_ms),
             ("fwd+bwd", m.fwd_bwd_ms / m.fwd_bwd_floor_ms, b.fwd_bwd_ms / b.fwd_bwd_floor_ms),
         ] {
-            let status = if now > base * SLOWDOWN_LIMIT { "SLOWER" } else { "ok" };
+            let status = if now > base * limit { "SLOWER" } else { "ok" };
             println!("check {status} {} {} {what}: ×floor {now:.3} vs baseline {base:.3}", m.shape, m.dtype);
-            if now > base * SLOWDOWN_LIMIT {
+            if now > base * limit {
                 slower.push(format!("{} {} {what}", m.shape, m.dtype));
             }
         }
     }
     if !slower.is_empty() {
-        bail!("more than {:.0}% slower than the baseline: {}", (SLOWDOWN_LIMIT - 1.0) * 100.0, slower.join(", "));
+        bail!("more than {:.0}% slower than the baseline: {}", tolerance * 100.0, slower.join(", "));
     }
     Ok(())
 }

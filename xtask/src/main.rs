@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_cpu;
 mod build_kernels;
 mod cli;
 mod clip;
@@ -53,7 +54,7 @@ enum Command {
     BuildKernels(build_kernels::Args),
     /// Check implementations against reference fixtures (cpu) or the PTX kernels against the CPU (cuda).
     Parity(parity::Args),
-    /// Time the LWTA kernels against the copy-bandwidth floor (cuda) or run the criterion benches (cpu).
+    /// Time ours beside PyTorch on the CPU (training steps, CLIP towers, soft-WPMI, LWTA), or the LWTA kernels against the copy-bandwidth floor (cuda).
     Bench(bench::Args),
     /// Pack the release binary, fixtures and scripts into .device-bundle/ for a GPU machine.
     GpuBundle(gpu_bundle::Args),
