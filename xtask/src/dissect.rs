@@ -67,9 +67,11 @@ pub struct Args {
     /// else its class names].
     #[arg(long, value_name = "FILE|NAME")]
     concepts: Option<String>,
-    /// Similarity of neurons and concepts: cos, cos-cubed, rank-reorder, wpmi or soft-wpmi.
-    #[arg(long, default_value = "soft-wpmi")]
-    similarity: Similarity,
+    /// Similarity of neurons and concepts: cos, cos-cubed, rank-reorder, wpmi or soft-wpmi
+    /// [default: soft-wpmi with --clip (CLIP-Dissect's); without, cos (annotations and class
+    /// labels: best in the concept benchmark, see README)].
+    #[arg(long)]
+    similarity: Option<Similarity>,
     /// Probe images: fashion-mnist-test (the run's Fashion-MNIST test split),
     /// synthetic-concepts[:SEED] (the generated set's probe split, with its true concepts), or an
     /// ImageFolder directory (with a concepts.csv at its root: concept annotations).
@@ -250,7 +252,7 @@ impl Prepared {
         let options = Options {
             planted,
             layers: args.layers.clone(),
-            similarity: args.similarity,
+            similarity: args.similarity.unwrap_or(if clip.is_some() { Similarity::default() } else { Similarity::EXACT_DEFAULT }),
             pooling: args.pooling,
             examples: args.examples,
             explain_layer: args.explain_layer.clone(),
@@ -290,7 +292,7 @@ impl Prepared {
             self.probe.len(),
             self.concepts.name(),
             self.concepts.len(),
-            args.similarity
+            self.options.similarity.name()
         );
         let scorer = match clip {
             Some(clip) => Scorer::Clip(clip),

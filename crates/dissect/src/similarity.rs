@@ -122,6 +122,12 @@ impl Default for Similarity {
 }
 
 impl Similarity {
+    /// The default when P is exact presence (concept annotations or class labels, no CLIP):
+    /// cos, which identified planted units and scored held-out AUPRC best of the five in
+    /// `cargo xtask concept-benchmark` (README, "Concept benchmark"). With CLIP the default stays
+    /// soft-wpmi ([`Similarity::default`]), which this benchmark cannot measure.
+    pub const EXACT_DEFAULT: Self = Self::Cos;
+
     /// The CLI names, in the order the help lists them.
     pub const NAMES: [&'static str; 5] = ["cos", "cos-cubed", "rank-reorder", "wpmi", "soft-wpmi"];
 
