@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use clip_encoder::{ClipConfig, ClipModel, ClipTokenizer};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use cvn_autograd::gradcheck::test_values;
 use cvn_autograd::Tensor;
 
@@ -69,4 +69,9 @@ fn text_tower(c: &mut Criterion) {
 }
 
 criterion_group!(benches, image_tower, text_tower);
-criterion_main!(benches);
+fn main() {
+    // As every binary of the project does (cvn_autograd::cpu::heap).
+    cvn_autograd::cpu::heap::keep_freed_buffers();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

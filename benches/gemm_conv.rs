@@ -1,7 +1,7 @@
 //! GEMM and convolution throughput of the CPU backend (GFLOP/s are printed by criterion as
 //! throughput in "elements" = FLOPs).
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use cvn_autograd::gradcheck::test_values;
 use cvn_autograd::{Tape, Tensor};
 
@@ -39,4 +39,9 @@ fn conv(c: &mut Criterion) {
 }
 
 criterion_group!(benches, gemm, conv);
-criterion_main!(benches);
+fn main() {
+    // As every binary of the project does (cvn_autograd::cpu::heap).
+    cvn_autograd::cpu::heap::keep_freed_buffers();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -8,7 +8,7 @@
 //!
 //! `cargo bench --bench lwta_cpu -- --warm-up-time 1 --measurement-time 3`
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use cvn_autograd::kernels::activation::{gelu_backward, gelu_forward, relu_backward, relu_forward};
 use lwta_kernels::{cpu, simd, BlockGeometry, Noise};
 use rayon::prelude::*;
@@ -63,4 +63,9 @@ fn lwta_cpu(c: &mut Criterion) {
 }
 
 criterion_group!(benches, lwta_cpu);
-criterion_main!(benches);
+fn main() {
+    // As every binary of the project does (cvn_autograd::cpu::heap).
+    cvn_autograd::cpu::heap::keep_freed_buffers();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

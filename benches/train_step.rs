@@ -2,7 +2,7 @@
 //! PyTorch anchors on this machine (2 threads, `../shared/ANCHORS.md`): ViT-fmnist batch 128
 //! GELU 331 images/s, DISCOVER's LWTA 144; ResNet-18-fmnist batch 64 ReLU 302, DISCOVER 154.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use cvn_autograd::gradcheck::test_values;
 use cvn_autograd::optim::{AdamW, Optimizer};
 use cvn_autograd::{Tape, Tensor};
@@ -43,4 +43,9 @@ fn train_steps(c: &mut Criterion) {
 }
 
 criterion_group!(benches, train_steps);
-criterion_main!(benches);
+fn main() {
+    // As every binary of the project does (cvn_autograd::cpu::heap).
+    cvn_autograd::cpu::heap::keep_freed_buffers();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -61,6 +61,8 @@ enum Command {
 }
 
 fn main() {
+    // Freed tensor buffers stay in the heap for the next step instead of being unmapped.
+    cvn_autograd::cpu::heap::keep_freed_buffers();
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Demo(args) => demo::run(args),

@@ -125,7 +125,10 @@ fn negate<S: Simd>(s: S, x: S::F) -> S::F {
 ///
 /// Zero, negative, subnormal, infinite and NaN inputs give meaningless results; the noise
 /// stream never produces them (`u + 1e-8 ∈ [1e-8, 1]`, `-ln(..) + 1e-8 > 0`).
-#[inline]
+// `always`: callers compiled for AVX2/AVX-512 (soft-WPMI's multiversioned loops) must get the
+// `mul_add`s as FMA instructions; a call to this function compiled without FMA runs libm's
+// software `fmaf` (11% of a soft-WPMI run in `perf`).
+#[inline(always)]
 pub fn ln_f32(x: f32) -> f32 {
     ln(Scalar, x)
 }

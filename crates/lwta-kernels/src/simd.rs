@@ -202,8 +202,9 @@ pub fn store_partial<S: Simd>(s: S, dst: &mut [f32], v: S::F) {
     dst.copy_from_slice(&tmp[..n]);
 }
 
-/// `e^x` of one value (see [`exp`]).
-#[inline]
+/// `e^x` of one value (see [`exp`]). Always inlined, so that loops compiled for AVX2/AVX-512
+/// (dissect's multiversioned kernels) vectorise through it.
+#[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     exp(Scalar, x)
 }

@@ -1,7 +1,14 @@
-//! The workspace's one CPU matrix product: `matrixmultiply::sgemm` (blocked, multi-threaded)
+//! The workspace's one CPU matrix product: `matrixmultiply::sgemm` (blocked, single-threaded)
 //! behind a checked interface over strided views of row-major buffers. Every view is checked
 //! against its slice before the unsafe call, so no caller can make it read or write out of bounds.
 //! `dissect` uses it too.
+//!
+//! Threads come from rayon, the pool every other kernel uses (matrixmultiply's own pool spun
+//! against it): a large product called from outside the pool is cut into row (or column) slices
+//! of the output, one per rayon thread. Inside a pool task — one image of a convolution, one
+//! image's attention — the caller already runs products side by side, so the product stays on
+//! its thread. Every output element is the same sum in the same order whichever way the product
+//! is cut, so results do not depend on the number of threads.
 
 use crate::error::{shape_err, Result};
 
@@ -113,24 +120,80 @@ pub fn matmul(a: Mat, b: Mat) -> Result<Vec<f32>> {
     Ok(c)
 }
 
+/// Products with fewer multiply-adds run unsplit: below this, packing the shared operand once
+/// per slice costs more than the second thread saves.
+pub(crate) const SPLIT_MACS: usize = 1 << 21;
+/// The fewest output rows (or columns) a slice gets, a few micro-kernel tiles.
+const MIN_SLICE: usize = 64;
+
+/// The raw output: `rows × cols` floats, row stride `row_stride`, at `ptr`.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut f32,
+    row_stride: usize,
+}
+
+// SAFETY: slices of one product write disjoint rows or columns of the output (see `sgemm`).
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
 /// # Safety
 /// The views must lie inside their slices and `c` must point to `a.rows × b.cols` writable floats
 /// (initialised unless `beta` is 0).
 unsafe fn sgemm(a: Mat, b: Mat, c: *mut f32, beta: f32) {
+    let (m, n) = (a.rows, b.cols);
+    let threads = rayon::current_num_threads();
+    let parts = if threads < 2 || m * a.cols * n < SPLIT_MACS || rayon::current_thread_index().is_some() {
+        1
+    } else {
+        threads.min(m.max(n) / MIN_SLICE).max(1)
+    };
+    sgemm_split(a, b, c, beta, parts)
+}
+
+/// [`sgemm`] cut into `parts` slices of the output's longer side (so the operand packed once per
+/// slice is the smaller one), run as rayon tasks.
+///
+/// # Safety
+/// As [`sgemm`].
+unsafe fn sgemm_split(a: Mat, b: Mat, c: *mut f32, beta: f32, parts: usize) {
+    let (m, n) = (a.rows, b.cols);
+    let out = Out { ptr: c, row_stride: n };
+    if parts <= 1 {
+        return sgemm_slice(a, b, out, 0..m, 0..n, beta);
+    }
+    let (long, cut_rows) = if m >= n { (m, true) } else { (n, false) };
+    let step = long.div_ceil(parts);
+    rayon::scope(|scope| {
+        for start in (0..long).step_by(step) {
+            let span = start..(start + step).min(long);
+            let (rows, cols) = if cut_rows { (span, 0..n) } else { (0..m, span) };
+            // SAFETY: the slices' output rows (or columns) are disjoint and inside `c`.
+            scope.spawn(move |_| unsafe { sgemm_slice(a, b, out, rows, cols, beta) });
+        }
+    });
+}
+
+/// Output rows `rows` × columns `cols` of `a·b + beta·c`.
+///
+/// # Safety
+/// As [`sgemm`], with the ranges inside `a.rows` and `b.cols`; no other thread may touch these
+/// output elements meanwhile.
+unsafe fn sgemm_slice(a: Mat, b: Mat, out: Out, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, beta: f32) {
     matrixmultiply::sgemm(
-        a.rows,
+        rows.len(),
         a.cols,
-        b.cols,
+        cols.len(),
         1.0,
-        a.data.as_ptr(),
+        a.data.as_ptr().add(rows.start * a.row_stride),
         a.row_stride as isize,
         a.col_stride as isize,
-        b.data.as_ptr(),
+        b.data.as_ptr().add(cols.start * b.col_stride),
         b.row_stride as isize,
         b.col_stride as isize,
         beta,
-        c,
-        b.cols as isize,
+        out.ptr.add(rows.start * out.row_stride + cols.start),
+        out.row_stride as isize,
         1,
     )
 }
@@ -162,5 +225,53 @@ mod tests {
         assert!(matmul(Mat::strided(&a, 2, 2, 4, 1), Mat::new(&a, 2, 1)).is_err());
         assert!(gemm(Mat::new(&a, 1, 2), Mat::new(&a, 2, 2), &mut [0.0; 3], 0.0).is_err());
         assert!(matmul(Mat::new(&a, 1, 2), Mat::new(&a, 3, 1)).is_err());
+    }
+
+    /// A float64 reference product.
+    fn reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for p in 0..k {
+                for j in 0..n {
+                    c[i * n + j] += a[i * k + p] as f64 * b[p * n + j] as f64;
+                }
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn split_products_are_right_and_do_not_depend_on_the_cut() {
+        // Tall (rows cut) and wide (columns cut, through a transposed view), with β = 0 and with
+        // β = 1 accumulation; odd sizes so the last slice is short.
+        for &(m, k, n) in &[(517, 97, 131), (67, 129, 601)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 613) as f32 / 613.0 - 0.5).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 104_729) % 331) as f32 / 331.0 - 0.5).collect();
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let want = reference(&a, &b, m, k, n);
+            let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
+            for parts in [1, 2, 3, 7] {
+                let mut c = vec![f32::NAN; m * n];
+                let mut acc = vec![1.0f32; m * n];
+                // SAFETY: the views are the whole buffers; `c` and `acc` hold m × n floats.
+                unsafe {
+                    sgemm_split(Mat::new(&a, m, k), Mat::new(&bt, n, k).t(), c.as_mut_ptr(), 0.0, parts);
+                    sgemm_split(Mat::new(&a, m, k), Mat::new(&b, k, n), acc.as_mut_ptr(), 1.0, parts);
+                }
+                for (i, w) in want.iter().enumerate() {
+                    assert!((c[i] as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()), "{m}×{k}×{n}/{parts} element {i}: {} vs {w}", c[i]);
+                    assert!((acc[i] as f64 - (w + 1.0)).abs() <= 1e-4 * (2.0 + w.abs()), "{m}×{k}×{n}/{parts} β=1 element {i}");
+                }
+                match &first {
+                    None => first = Some((c, acc)),
+                    Some((c1, acc1)) => {
+                        assert!(c == *c1 && acc == *acc1, "{m}×{k}×{n}: {parts} slices changed the bits");
+                    }
+                }
+            }
+            // The public entry point (which splits these sizes from outside the pool) agrees.
+            assert!(m * k * n >= SPLIT_MACS);
+            assert!(matmul(Mat::new(&a, m, k), Mat::new(&bt, n, k).t()).unwrap() == first.unwrap().0);
+        }
     }
 }

@@ -18,6 +18,7 @@ use crate::shape::{for_each_mapped, StridedView};
 use crate::storage::{BackendDevice, BackendStorage};
 
 pub mod gemm;
+pub mod heap;
 
 /// Elements per rayon task for cheap element-wise loops.
 pub(crate) const PAR_CHUNK: usize = 1 << 15;

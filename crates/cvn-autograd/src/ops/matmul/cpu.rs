@@ -1,7 +1,7 @@
 use rayon::prelude::*;
 
 use super::{GemmOperand, GemmSpec, MatmulOps};
-use crate::cpu::gemm::{gemm, matmul, Mat};
+use crate::cpu::gemm::{gemm, matmul, Mat, SPLIT_MACS};
 use crate::cpu::CpuStorage;
 use crate::error::Result;
 use crate::storage::BackendStorage;
@@ -21,8 +21,8 @@ impl MatmulOps for CpuStorage {
         } else {
             let mut out = vec![0.0; batch * m * n];
             let one = |(bi, c): (usize, &mut [f32])| gemm(view(&a, &spec.a, bi, m, k), view(&b, &spec.b, bi, k, n), c, 0.0);
-            // Small products run side by side; large ones are threaded inside the GEMM.
-            if m * n >= 1 << 16 {
+            // Small products run side by side; large ones are split over the threads inside the GEMM.
+            if m * n * k >= SPLIT_MACS {
                 out.chunks_mut((m * n).max(1)).enumerate().try_for_each(one)?;
             } else {
                 out.par_chunks_mut((m * n).max(1)).enumerate().try_for_each(one)?;
