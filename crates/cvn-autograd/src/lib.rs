@@ -101,6 +101,6 @@ pub use dtype::DType;
 pub use error::{Error, Result};
 pub use lwta_kernels::{LwtaConfig, LwtaMode, Noise};
 pub use ops::lwta::LwtaLayout;
-pub use ops::norm::{BatchStats, Statistics};
+pub use ops::norm::{BatchStats, CrossReplicaSum, Statistics};
 pub use tape::{Gradients, Tape};
 pub use tensor::{Tensor, TensorId};

@@ -152,3 +152,144 @@ fn lwta_rejects_indivisible_channels_naming_the_layer() {
     let err = t(&[2, 6], 1).lwta(LwtaLayout::Tokens, 4, 1.0, Noise::None, "blocks.0.mlp.act").unwrap_err().to_string();
     assert!(err.contains("blocks.0.mlp.act") && err.contains('6') && err.contains('4'), "{err}");
 }
+
+/// Two replicas in one process: each calls `sum_in_place` from its own thread; the sum waits
+/// for both, then adds replica 0's values and replica 1's in that order (the same on both).
+struct PairSum {
+    rank: usize,
+    shared: std::sync::Arc<(std::sync::Barrier, std::sync::Mutex<[Vec<f64>; 2]>)>,
+}
+
+impl cvn_autograd::CrossReplicaSum for PairSum {
+    fn sum_in_place(&self, values: &mut [f64]) -> Result<()> {
+        let (barrier, slots) = &*self.shared;
+        slots.lock().unwrap()[self.rank] = values.to_vec();
+        barrier.wait();
+        {
+            let s = slots.lock().unwrap();
+            for (i, v) in values.iter_mut().enumerate() {
+                *v = s[0][i] + s[1][i];
+            }
+        }
+        barrier.wait();
+        Ok(())
+    }
+}
+
+/// Batch `[N, C, H, W]` values split into two halves along N, weight, bias, output probe.
+struct TwoReplicas {
+    shape: [usize; 4],
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    probe: Vec<f32>,
+}
+
+/// Per replica: (y, loss = Σ y·probe, and with `grads` the gradients of x, w, b).
+type ReplicaOut = (Vec<f32>, f64, Option<[Vec<f32>; 3]>);
+
+impl TwoReplicas {
+    fn half(&self, r: usize) -> (Vec<f32>, Vec<f32>, [usize; 4]) {
+        let [n, c, h, w] = self.shape;
+        let per = c * h * w;
+        let rows = if r == 0 { 0..n / 2 } else { n / 2..n };
+        let shape = [rows.len(), c, h, w];
+        (self.x[rows.start * per..rows.end * per].to_vec(), self.probe[rows.start * per..rows.end * per].to_vec(), shape)
+    }
+
+    fn run(&self, grads: bool) -> [ReplicaOut; 2] {
+        let shared = std::sync::Arc::new((std::sync::Barrier::new(2), std::sync::Mutex::new([Vec::new(), Vec::new()])));
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2)
+                .map(|r| {
+                    let replicas: std::sync::Arc<dyn cvn_autograd::CrossReplicaSum> =
+                        std::sync::Arc::new(PairSum { rank: r, shared: shared.clone() });
+                    let (x, probe, shape) = self.half(r);
+                    let (w, b) = (self.w.clone(), self.b.clone());
+                    s.spawn(move || -> Result<ReplicaOut> {
+                        let c = shape[1];
+                        let tape = Tape::new();
+                        let x = Tensor::from_vec(x, &shape)?.requiring_grad().traced(&tape);
+                        let w = Tensor::from_vec(w, &[c])?.requiring_grad().traced(&tape);
+                        let b = Tensor::from_vec(b, &[c])?.requiring_grad().traced(&tape);
+                        let (y, _) = x.batch_norm2d(&w, &b, Statistics::Synced(&replicas), 1e-5)?;
+                        let loss = y.mul(&Tensor::from_vec(probe, &shape)?)?.sum_all()?;
+                        let y_values = y.to_vec()?;
+                        let loss_value = y_values.iter().zip(self.half(r).1).map(|(a, p)| *a as f64 * p as f64).sum();
+                        let g = if grads {
+                            let g = loss.backward()?;
+                            let get = |t: &Tensor| g.get(t).expect("a gradient").to_vec();
+                            Some([get(&x)?, get(&w)?, get(&b)?])
+                        } else {
+                            None
+                        };
+                        Ok((y_values, loss_value, g))
+                    })
+                })
+                .collect();
+            let mut outs = handles.into_iter().map(|h| h.join().unwrap().unwrap());
+            [outs.next().unwrap(), outs.next().unwrap()]
+        })
+    }
+}
+
+/// Synced batch norm over two halves of a batch equals batch-statistics batch norm over the
+/// whole batch (outputs, running statistics' inputs and the gradients of the summed loss), and
+/// its gradients match central differences of that summed loss.
+#[test]
+fn synced_batch_norm_over_two_replicas() {
+    let shape = [4, 3, 2, 3];
+    let len: usize = shape.iter().product();
+    // An offset per channel, so the replica means differ and the between-replica term matters.
+    let x: Vec<f32> = test_values(len, 70)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + ((i / 6) % 3) as f32 * 0.7 + if i < len / 2 { 0.5 } else { 0.0 })
+        .collect();
+    let pair = TwoReplicas {
+        shape,
+        x: x.clone(),
+        w: t(&[3], 71).to_vec().unwrap(),
+        b: t(&[3], 72).to_vec().unwrap(),
+        probe: test_values(len, 73),
+    };
+    let [a, b] = pair.run(true);
+
+    // The whole batch in one process.
+    let tape = Tape::new();
+    let xw = Tensor::from_vec(x, &shape).unwrap().requiring_grad().traced(&tape);
+    let ww = Tensor::from_vec(pair.w.clone(), &[3]).unwrap().requiring_grad().traced(&tape);
+    let bw = Tensor::from_vec(pair.b.clone(), &[3]).unwrap().requiring_grad().traced(&tape);
+    let (y, _) = xw.batch_norm2d(&ww, &bw, Statistics::Batch, 1e-5).unwrap();
+    let loss = y.mul(&Tensor::from_vec(pair.probe.clone(), &shape).unwrap()).unwrap().sum_all().unwrap();
+    let g = loss.backward().unwrap();
+    let close = |what: &str, got: &[f32], want: &[f32]| {
+        assert_eq!(got.len(), want.len());
+        for (i, (p, q)) in got.iter().zip(want).enumerate() {
+            assert!((p - q).abs() <= 2e-5 * (1.0 + q.abs()), "{what}[{i}]: synced {p}, whole batch {q}");
+        }
+    };
+    let cat = |p: &[f32], q: &[f32]| -> Vec<f32> { p.iter().chain(q).copied().collect() };
+    close("y", &cat(&a.0, &b.0), &y.to_vec().unwrap());
+    let (ga, gb) = (a.2.unwrap(), b.2.unwrap());
+    close("dx", &cat(&ga[0], &gb[0]), &g.get(&xw).unwrap().to_vec().unwrap());
+    let sum = |p: &[f32], q: &[f32]| -> Vec<f32> { p.iter().zip(q).map(|(p, q)| p + q).collect() };
+    close("dweight", &sum(&ga[1], &gb[1]), &g.get(&ww).unwrap().to_vec().unwrap());
+    close("dbias", &sum(&ga[2], &gb[2]), &g.get(&bw).unwrap().to_vec().unwrap());
+
+    // Central differences of the summed loss, every element of x, w and b.
+    let analytic = [cat(&ga[0], &gb[0]), sum(&ga[1], &gb[1]), sum(&ga[2], &gb[2])];
+    for (which, an) in analytic.iter().enumerate() {
+        for j in 0..an.len() {
+            let probe = |delta: f32| {
+                let mut p = TwoReplicas { shape, x: pair.x.clone(), w: pair.w.clone(), b: pair.b.clone(), probe: pair.probe.clone() };
+                [&mut p.x, &mut p.w, &mut p.b][which][j] += delta;
+                let [a, b] = p.run(false);
+                a.1 + b.1
+            };
+            let numeric = ((probe(STEP) - probe(-STEP)) / (2.0 * STEP as f64)) as f32;
+            let err = (numeric - an[j]).abs() / numeric.abs().max(an[j].abs()).max(1e-2);
+            assert!(err < TOL, "synced batch_norm2d: input {which}[{j}] numeric {numeric} analytic {}", an[j]);
+        }
+    }
+}

@@ -92,6 +92,29 @@ pub trait Collectives: Send + Sync {
     }
 }
 
+/// [`cvn_autograd::CrossReplicaSum`] over a [`Collectives`] engine, for synchronised batch norm
+/// (`Statistics::Synced`). The engines reduce only f32, so the f64 values are gathered instead:
+/// every rank broadcasts its vector in turn (`world_size` broadcasts of a few `[C]`-sized
+/// vectors) and each rank adds them up in rank order, in f64 — the same result on every rank and
+/// no f32 rounding of the sums.
+pub struct BnSum(pub std::sync::Arc<dyn Collectives>);
+
+impl cvn_autograd::CrossReplicaSum for BnSum {
+    fn sum_in_place(&self, values: &mut [f64]) -> cvn_autograd::Result<()> {
+        let comm = &self.0;
+        let mine = values.to_vec();
+        let mut total = vec![0.0f64; values.len()];
+        for root in 0..comm.world_size() {
+            let mut part = if root == comm.rank() { mine.clone() } else { vec![0.0f64; values.len()] };
+            comm.broadcast_bytes(bytemuck::cast_slice_mut(&mut part), root)
+                .map_err(|e| cvn_autograd::Error::Device { op: "batch_norm2d", detail: format!("synchronised statistics: {e}") })?;
+            total.iter_mut().zip(&part).for_each(|(t, p)| *t += p);
+        }
+        values.copy_from_slice(&total);
+        Ok(())
+    }
+}
+
 /// Averages `parts` over all ranks in buckets of at most `bucket_bytes` (a part larger than a bucket
 /// is reduced on its own): consecutive parts are packed into one buffer per bucket, so a model of
 /// many small tensors costs a few collectives per step, not one per tensor.
@@ -352,6 +375,49 @@ mod tests {
         fn abort(&self, code: i32) -> ! {
             std::process::exit(code)
         }
+    }
+
+    /// Rank 1 of 3 whose broadcasts deliver `(root + 1)·BASE` from every other root.
+    struct ThreeRanks;
+    const BASE: [f64; 3] = [1.0 + 1.0 / (1u64 << 40) as f64, -0.25, 12.0];
+
+    impl Collectives for ThreeRanks {
+        fn rank(&self) -> usize {
+            1
+        }
+        fn world_size(&self) -> usize {
+            3
+        }
+        fn engine(&self) -> &'static str {
+            "three"
+        }
+        fn all_reduce_sum(&self, _data: &mut [f32]) -> Result<()> {
+            panic!("BnSum must not reduce in f32")
+        }
+        fn broadcast_bytes(&self, data: &mut [u8], root: usize) -> Result<()> {
+            if root != 1 {
+                let v: Vec<f64> = BASE.iter().map(|b| b * (root + 1) as f64).collect();
+                data.copy_from_slice(bytemuck::cast_slice(&v));
+            }
+            Ok(())
+        }
+        fn barrier(&self) -> Result<()> {
+            Ok(())
+        }
+        fn abort(&self, code: i32) -> ! {
+            std::process::exit(code)
+        }
+    }
+
+    #[test]
+    fn bn_sums_are_gathered_in_f64() {
+        use cvn_autograd::CrossReplicaSum;
+        let sum = BnSum(std::sync::Arc::new(ThreeRanks));
+        let mut v: Vec<f64> = BASE.iter().map(|b| b * 2.0).collect();
+        sum.sum_in_place(&mut v).unwrap();
+        // 1 + 2 + 3 times BASE; an f32 reduction would lose the 2^-40.
+        let want: Vec<f64> = BASE.iter().map(|b| b * 6.0).collect();
+        assert_eq!(v, want);
     }
 
     #[test]

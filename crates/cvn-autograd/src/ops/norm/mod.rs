@@ -1,5 +1,7 @@
 //! Normalisation: layer norm over the last dimension, batch norm over NCHW channels, L2
-//! normalisation of rows. Statistics are f32 whatever the input dtype.
+//! normalisation of rows. Statistics are f32 whatever the input dtype. Batch norm can also
+//! normalise with statistics summed over the replicas of a data-parallel job
+//! ([`Statistics::Synced`], PyTorch's `SyncBatchNorm`).
 
 use std::sync::Arc;
 
@@ -111,7 +113,9 @@ impl Tensor {
     ///
     /// `Statistics::Batch` normalises with the batch's statistics and returns them (to fold into
     /// running estimates with [`BatchStats::update_running`]); `Statistics::Running` uses the given
-    /// running mean/var (evaluation).
+    /// running mean/var (evaluation). `Statistics::Synced` normalises with the statistics of the
+    /// batches of all replicas together (one [`CrossReplicaSum`] in the forward, one in the
+    /// backward), as `nn.SyncBatchNorm`: see [`Statistics::Synced`].
     pub fn batch_norm2d(&self, weight: &Tensor, bias: &Tensor, stats: Statistics<'_>, eps: f32) -> Result<(Tensor, Option<BatchStats>)> {
         let [n, c, h, w] = *self.shape() else {
             return shape_err("batch_norm2d", format!("needs [N, C, H, W], got {:?}", self.shape()));
@@ -123,7 +127,7 @@ impl Tensor {
         }
         check_same_dtype("batch_norm2d", &[self, weight, bias])?;
         let g = BnGeom { n, c, hw: h * w };
-        let (mean, var, batch) = match stats {
+        let (mean, var, batch, synced) = match stats {
             Statistics::Running { mean, var } => {
                 if mean.shape() != [c] || var.shape() != [c] {
                     return shape_err("batch_norm2d", format!("running stats {:?}/{:?} should be [{c}]", mean.shape(), var.shape()));
@@ -131,7 +135,7 @@ impl Tensor {
                 for t in [mean, var] {
                     check_float("batch_norm2d", t)?;
                 }
-                (Arc::new(mean.storage().cast(DType::F32)?), Arc::new(var.storage().cast(DType::F32)?), None)
+                (Arc::new(mean.storage().cast(DType::F32)?), Arc::new(var.storage().cast(DType::F32)?), None, None)
             }
             Statistics::Batch => {
                 if g.count() < 2 {
@@ -144,7 +148,19 @@ impl Tensor {
                     var: Tensor::from_storage_arc(var.clone(), vec![c]),
                     count: g.count(),
                 };
-                (mean, var, Some(stats))
+                (mean, var, Some(stats), None)
+            }
+            Statistics::Synced(replicas) => {
+                let (mean, var): (Storage, Storage) = dispatch!("batch_norm2d", (self.storage()) => |x| x.batch_norm_stats(g))?;
+                let (mean, var, count) = synced_stats(replicas.as_ref(), &mean, &var, g)?;
+                let dev = self.device();
+                let (mean, var) = (host_storage(mean, DType::F32, &dev)?, host_storage(var, DType::F32, &dev)?);
+                let stats = BatchStats {
+                    mean: Tensor::from_storage_arc(mean.clone(), vec![c]),
+                    var: Tensor::from_storage_arc(var.clone(), vec![c]),
+                    count,
+                };
+                (mean, var, Some(stats), Some((replicas.clone(), count)))
             }
         };
         let out: Storage = dispatch!(
@@ -155,10 +171,13 @@ impl Tensor {
         let (x_in, w_in, b_in) = (self.clone(), weight.clone(), bias.clone());
         let y = Tensor::from_op(out, self.shape().to_vec(), &[self, weight, bias], move |grad, grads| {
             let need = [x_in.requires_grad(), w_in.requires_grad(), b_in.requires_grad()];
-            let (gx, gw, gb): (Option<Storage>, Option<Storage>, Option<Storage>) = dispatch!(
-                "batch_norm2d",
-                (x_in.storage(), w_in.storage(), &*mean, &*var, grad.storage()) => |x, wt, m, v, gs| x.batch_norm_backward(wt, m, v, gs, g, eps, training, need)
-            )?;
+            let (gx, gw, gb) = match &synced {
+                None => dispatch!(
+                    "batch_norm2d",
+                    (x_in.storage(), w_in.storage(), &*mean, &*var, grad.storage()) => |x, wt, m, v, gs| x.batch_norm_backward(wt, m, v, gs, g, eps, training, need)
+                )?,
+                Some((replicas, count)) => synced_backward(replicas.as_ref(), *count, &x_in, &w_in, &mean, &var, &grad, g, eps, need)?,
+            };
             for (t, gt) in [(&x_in, gx), (&w_in, gw), (&b_in, gb)] {
                 if let Some(gt) = gt {
                     grads.accumulate(t.id(), Tensor::from_storage(gt, t.shape().to_vec()))?;
@@ -185,13 +204,133 @@ impl Tensor {
     }
 }
 
+/// Element-wise sums over the replicas of a data-parallel job (an all-reduce), for
+/// [`Statistics::Synced`]. Implemented over MPI/NCCL by `cvn-dist`; this crate knows no engine.
+pub trait CrossReplicaSum: Send + Sync {
+    /// Replaces `values` by their element-wise sum over all replicas. Every replica calls it the
+    /// same number of times with the same length, and all get the same result.
+    fn sum_in_place(&self, values: &mut [f64]) -> Result<()>;
+}
+
 /// Which statistics batch norm normalises with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub enum Statistics<'a> {
     /// The current batch's (training).
     Batch,
     /// Running estimates (evaluation).
     Running { mean: &'a Tensor, var: &'a Tensor },
+    /// The batches of all replicas together (training, `nn.SyncBatchNorm`): each replica's
+    /// per-channel count, `count·mean`, `count·var` and `count·mean²` (from its f32 statistics,
+    /// in f64) are summed in one call, the global mean and biased variance normalise, and the
+    /// returned [`BatchStats`] carry them with the global count (so the running variance is the
+    /// unbiased global one). The backward sums each replica's per-channel `Σdy` and `Σdy·x̂` in
+    /// one more call, so `dx` is the exact gradient of the loss summed over all replicas through
+    /// the global statistics; `dweight`/`dbias` stay this replica's own (the data-parallel
+    /// gradient average combines them like any other gradient). On CUDA the kernels are the same
+    /// as for `Batch`; only the `[C]`-sized sums travel through host memory.
+    Synced(&'a Arc<dyn CrossReplicaSum>),
+}
+
+impl std::fmt::Debug for Statistics<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Batch => f.write_str("Batch"),
+            Self::Running { mean, var } => f.debug_struct("Running").field("mean", mean).field("var", var).finish(),
+            Self::Synced(_) => f.write_str("Synced"),
+        }
+    }
+}
+
+/// `values` (f32 on the host) as a `dtype` storage on `device`.
+fn host_storage(values: Vec<f32>, dtype: DType, device: &crate::device::Device) -> Result<Arc<Storage>> {
+    let n = values.len();
+    let t = Tensor::from_vec(values, &[n])?.to_device(device)?;
+    Ok(Arc::new(t.storage().cast(dtype)?))
+}
+
+/// The global per-channel mean and biased variance and the global count from this replica's
+/// `mean`/`var` over `g.count()` values. The within-replica variances are summed apart from the
+/// spread of the replica means (`Σn·mean²/N − mean²`), so the f32 variances never go through an
+/// `E[x²] − mean²` cancellation.
+fn synced_stats(replicas: &dyn CrossReplicaSum, mean: &Storage, var: &Storage, g: BnGeom) -> Result<(Vec<f32>, Vec<f32>, usize)> {
+    let c = g.c;
+    let (m, v) = (mean.to_f32_vec()?, var.to_f32_vec()?);
+    let n = g.count() as f64;
+    let mut sums = vec![0.0f64; 1 + 3 * c];
+    sums[0] = n;
+    if g.count() > 0 {
+        for ch in 0..c {
+            let (m, v) = (m[ch] as f64, v[ch] as f64);
+            sums[1 + ch] = n * m;
+            sums[1 + c + ch] = n * v;
+            sums[1 + 2 * c + ch] = n * m * m;
+        }
+    }
+    replicas.sum_in_place(&mut sums)?;
+    let total = sums[0];
+    if !(total >= 2.0 && total.fract() == 0.0) {
+        return shape_err("batch_norm2d", format!("synced training needs more than one value per channel over all replicas, got {total}"));
+    }
+    let mean: Vec<f64> = (0..c).map(|ch| sums[1 + ch] / total).collect();
+    let var = (0..c).map(|ch| (sums[1 + c + ch] / total + (sums[1 + 2 * c + ch] / total - mean[ch] * mean[ch]).max(0.0)) as f32).collect();
+    Ok((mean.into_iter().map(|m| m as f32).collect(), var, total as usize))
+}
+
+/// The backward of [`Statistics::Synced`]. The kernels' evaluation-mode backward gives
+/// `k·dy` (`k = weight·rstd`) and this replica's `Σdy·x̂` (dweight) and `Σdy` (dbias); with their
+/// sums over the replicas `S₁ = ΣΣdy`, `S₂ = ΣΣdy·x̂` the exact
+/// `dx = k·(dy − S₁/N − x̂·S₂/N)` is `k·dy` plus the per-channel affine `β·x + α`,
+/// `β = −k·rstd·S₂/N`, `α = −k·S₁/N − β·mean`, which the forward kernel evaluates (mean 0,
+/// variance 1, eps 0). The sums are taken even when `dx` is not needed, so every replica makes
+/// the same calls.
+#[allow(clippy::too_many_arguments)]
+fn synced_backward(
+    replicas: &dyn CrossReplicaSum,
+    count: usize,
+    x: &Tensor,
+    weight: &Tensor,
+    mean: &Storage,
+    var: &Storage,
+    grad: &Tensor,
+    g: BnGeom,
+    eps: f32,
+    need: [bool; 3],
+) -> Result<(Option<Storage>, Option<Storage>, Option<Storage>)> {
+    let (gx, gw, gb): (Option<Storage>, Option<Storage>, Option<Storage>) = dispatch!(
+        "batch_norm2d",
+        (x.storage(), weight.storage(), mean, var, grad.storage()) => |xs, wt, m, v, gs| xs.batch_norm_backward(wt, m, v, gs, g, eps, false, [need[0], true, true])
+    )?;
+    let missing =
+        || crate::error::Error::Shape { op: "batch_norm2d", detail: "the backward kernel returned no weight/bias gradient".into() };
+    let (gw, gb) = (gw.ok_or_else(missing)?, gb.ok_or_else(missing)?);
+    let c = g.c;
+    let mut sums: Vec<f64> = gb.to_f32_vec()?.iter().chain(&gw.to_f32_vec()?).map(|v| *v as f64).collect();
+    replicas.sum_in_place(&mut sums)?;
+    let gx = match gx {
+        Some(mut gx) => {
+            let (w, m, v) = (weight.storage().to_f32_vec()?, mean.to_f32_vec()?, var.to_f32_vec()?);
+            let n = count as f64;
+            let (mut beta, mut alpha) = (vec![0.0f32; c], vec![0.0f32; c]);
+            for ch in 0..c {
+                let rstd = 1.0 / (v[ch] as f64 + eps as f64).sqrt();
+                let k = w[ch] as f64 * rstd;
+                let b = -k * rstd * sums[c + ch] / n;
+                beta[ch] = b as f32;
+                alpha[ch] = (-k * sums[ch] / n - b * m[ch] as f64) as f32;
+            }
+            let dev = x.device();
+            let (beta, alpha) = (host_storage(beta, weight.dtype(), &dev)?, host_storage(alpha, weight.dtype(), &dev)?);
+            let (zeros, ones) = (host_storage(vec![0.0; c], DType::F32, &dev)?, host_storage(vec![1.0; c], DType::F32, &dev)?);
+            let correction: Storage = dispatch!(
+                "batch_norm2d",
+                (x.storage(), &*beta, &*alpha, &*zeros, &*ones) => |xs, bt, al, z, o| xs.batch_norm(bt, al, z, o, g, 0.0)
+            )?;
+            gx.add_assign(&correction)?;
+            Some(gx)
+        }
+        None => None,
+    };
+    Ok((gx, need[1].then_some(gw), need[2].then_some(gb)))
 }
 
 /// A batch's per-channel statistics (f32 tensors `[C]` on the batch's device), to fold into
