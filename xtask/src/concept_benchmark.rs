@@ -17,7 +17,7 @@ use cvn_models::data::synthetic_concepts::{Split, SplitSizes};
 use cvn_models::data::ConceptSplit;
 use cvn_models::plant::random_plants;
 use cvn_models::train::{TrainConfig, TrainData, Trainer};
-use cvn_models::Model;
+use cvn_models::{Model, ModelConfig};
 use dissect::cache::Cache;
 use dissect::integration::{DatasetProbe, ModelSource, Sampling};
 use dissect::pipeline::{dissect, Options, Scorer};
@@ -50,12 +50,38 @@ pub struct Args {
     /// Epochs per run [default: 3; --quick: 2].
     #[arg(long, value_name = "N", value_parser = crate::cli::at_least_one)]
     epochs: Option<usize>,
+    /// Weight of the planted-unit loss against the cross-entropy (finite, >= 0) [default: 1].
+    #[arg(long, value_name = "W", default_value_t = cvn_models::plant::PLANT_WEIGHT)]
+    plant_weight: f32,
 }
 
 /// Models benchmarked.
 const MODELS: [&str; 2] = ["vit-concepts", "resnet18-concepts"];
 /// Planted units per run (`--plant-random`).
 const PLANTED: usize = 8;
+
+/// The benchmark's cheaper variants of the presets (recorded in `benchmark.json`): on 32 px images
+/// a ViT with 8 px patches (16 tokens instead of 64) and a ResNet of widths 8–64 instead of 16–128
+/// train several times faster per step, so the networks learn within the time budget.
+fn architecture(model: &str, competitors: usize) -> anyhow::Result<ModelConfig> {
+    let mut config = ModelConfig::preset(model, competitors)?;
+    match &mut config {
+        ModelConfig::Vit(c) => c.patch_size = 8,
+        ModelConfig::ResNet18(c) => c.widths = vec![8, 16, 32, 64],
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// The benchmark's peak learning rate: the preset recipe's, except a ResNet CVN, which collapsed
+/// at [`cvn_models::train::RESNET_CVN_LR`] (0.4) with U = 4 on this data while its U = 1 twin
+/// trained; it gets 0.1.
+fn learning_rate(config: &TrainConfig) -> f32 {
+    match config.model_config() {
+        Ok(ModelConfig::ResNet18(_)) if config.competitors > 1 => 0.1,
+        _ => config.lr,
+    }
+}
 
 /// One trained and dissected run.
 #[derive(Debug, Clone, Serialize)]
@@ -158,6 +184,17 @@ struct Settings {
     epochs: usize,
     probe_images: usize,
     planted_per_run: usize,
+    plant_weight: f32,
+    /// Per model and U: the architecture trained and its peak learning rate.
+    architectures: Vec<ArchitectureRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ArchitectureRecord {
+    model: String,
+    competitors: usize,
+    lr: f32,
+    config: ModelConfig,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -170,7 +207,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         epochs: args.epochs.unwrap_or(if args.quick { 2 } else { 3 }),
         probe_images: if args.quick { 600 } else { 2000 },
         planted_per_run: PLANTED,
+        plant_weight: args.plant_weight,
+        architectures: Vec::new(),
     };
+    let mut settings = settings;
+    for model in &settings.models {
+        for &u in &settings.competitors {
+            let config = bench_config(model, u, &settings)?;
+            settings.architectures.push(ArchitectureRecord {
+                model: model.clone(),
+                competitors: u,
+                lr: config.lr,
+                config: config.model_config()?,
+            });
+        }
+    }
     std::fs::create_dir_all(&args.out).with_context(|| format!("--out {}: cannot create the folder", args.out.display()))?;
     let probe = DatasetProbe::synthetic(ConceptSplit::new(0, Split::Probe, SplitSizes::default().probe)?)?.truncated(settings.probe_images);
     let names = probe.annotations().context("the synthetic probe ships annotations")?.names().to_vec();
@@ -231,13 +282,8 @@ fn bench_run(
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing the old run {}", dir.display()))?;
     }
-    let mut config = TrainConfig::for_model(model, u, settings.epochs)?;
+    let mut config = bench_config(model, u, settings)?;
     config.seed = seed;
-    config.data_dir = Some(PathBuf::from("synthetic-concepts"));
-    config.train_limit = Some(settings.train_images);
-    config.batch_size = 64;
-    config.samples = 2;
-    config.eval_each_epoch = false;
     let data = TrainData::load(&config)?;
     config.plant = random_plants(PLANTED, &Model::new(config.model_config()?, seed)?, data.train.as_ref(), seed)?;
     let mut trainer = Trainer::start(config.clone(), data, &dir)?;
@@ -281,6 +327,22 @@ fn bench_run(
         train_seconds: summary.train_seconds,
         similarity,
     })
+}
+
+/// The training configuration of one benchmark run (seed 0): the benchmark's architecture and
+/// learning rate, its data size, batch 64.
+fn bench_config(model: &str, u: usize, settings: &Settings) -> anyhow::Result<TrainConfig> {
+    let mut config = TrainConfig::for_model(model, u, settings.epochs)?;
+    config.architecture = Some(architecture(model, u)?);
+    config.lr = learning_rate(&config);
+    config.data_dir = Some(PathBuf::from("synthetic-concepts"));
+    config.train_limit = Some(settings.train_images);
+    config.batch_size = 64;
+    config.samples = 2;
+    config.eval_each_epoch = false;
+    config.plant_weight = settings.plant_weight;
+    config.validate()?;
+    Ok(config)
 }
 
 fn aggregate(settings: &Settings, runs: &[RunResult]) -> Vec<Aggregate> {
@@ -428,12 +490,38 @@ pub fn check(args: &Args) -> anyhow::Result<()> {
     if args.out.is_file() {
         bail!("--out {}: is a file, expected a folder", args.out.display());
     }
-    Ok(())
+    crate::train::check_plant_weight(args.plant_weight)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn benchmark_configs_use_the_cheap_architectures_and_checked_plant_weight() {
+        let settings = |w: f32| Settings {
+            models: MODELS.map(String::from).to_vec(),
+            competitors: vec![1, 4],
+            seeds: vec![0],
+            train_images: 100,
+            epochs: 1,
+            probe_images: 100,
+            planted_per_run: PLANTED,
+            plant_weight: w,
+            architectures: Vec::new(),
+        };
+        let vit = bench_config("vit-concepts", 4, &settings(0.5)).unwrap();
+        assert!(matches!(vit.model_config().unwrap(), ModelConfig::Vit(c) if c.patch_size == 8));
+        assert_eq!((vit.plant_weight, vit.lr), (0.5, 1e-3));
+        let resnet = bench_config("resnet18-concepts", 4, &settings(1.0)).unwrap();
+        assert!(matches!(resnet.model_config().unwrap(), ModelConfig::ResNet18(c) if c.widths == [8, 16, 32, 64]));
+        assert_eq!(resnet.lr, 0.1);
+        assert_eq!(bench_config("resnet18-concepts", 1, &settings(1.0)).unwrap().lr, 0.05);
+        assert!(bench_config("vit-concepts", 4, &settings(-1.0)).unwrap_err().to_string().contains("plant_weight"));
+        let args = |w: f32| Args { out: "x".into(), quick: true, seed: 0, seeds: None, train_images: None, epochs: None, plant_weight: w };
+        check(&args(0.0)).unwrap();
+        assert!(check(&args(f32::NAN)).unwrap_err().to_string().contains("--plant-weight"));
+    }
 
     #[test]
     fn t_intervals_match_hand_computation() {

@@ -102,6 +102,10 @@ pub struct Args {
     /// distinct units, the data's 21 concepts dealt in a random order.
     #[arg(long, value_name = "N")]
     plant_random: Option<usize>,
+    /// Weight of the planted-unit loss against the cross-entropy (finite, >= 0; needs --plant or
+    /// --plant-random) [default: 1].
+    #[arg(long, value_name = "W")]
+    plant_weight: Option<f32>,
     /// Data-parallel runs: seconds a collective waits for the other ranks before the job ends
     /// with an error (a rank died or hangs).
     #[arg(long, default_value_t = cvn_dist::DEFAULT_TIMEOUT.as_secs())]
@@ -172,8 +176,28 @@ impl Args {
         if self.skip_bad_images {
             config.skip_bad_images = true;
         }
+        if let Some(w) = self.plant_weight {
+            config.plant_weight = w;
+        }
         Ok(())
     }
+
+    /// `--plant-weight` only with units to plant, and a usable weight.
+    fn check_plant_weight(&self) -> anyhow::Result<()> {
+        let Some(w) = self.plant_weight else { return Ok(()) };
+        if self.plant.is_empty() && self.plant_random.unwrap_or(0) == 0 {
+            bail!("--plant-weight {w}: no units are planted; give --plant LIST or --plant-random N");
+        }
+        check_plant_weight(w)
+    }
+}
+
+/// A planted-loss weight given on the command line must be finite and >= 0.
+pub fn check_plant_weight(w: f32) -> anyhow::Result<()> {
+    if !(w.is_finite() && w >= 0.0) {
+        bail!("--plant-weight {w}: must be a finite number >= 0");
+    }
+    Ok(())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -214,9 +238,10 @@ fn train(args: Args, comm: Arc<dyn Collectives>) -> anyhow::Result<()> {
     }
     .open()?;
     let engine = comm.engine();
-    if args.resume && (!args.plant.is_empty() || args.plant_random.is_some()) {
-        bail!("--plant and --plant-random start a run; a resumed run keeps its planted units");
+    if args.resume && (!args.plant.is_empty() || args.plant_random.is_some() || args.plant_weight.is_some()) {
+        bail!("--plant, --plant-random and --plant-weight start a run; a resumed run keeps its planted units and weight");
     }
+    args.check_plant_weight()?;
     let trainer = if args.resume {
         let mut config = run_config(&args.out)?;
         args.apply(&mut config, world)?;
@@ -450,4 +475,39 @@ pub fn print_summary(summary: &Summary, dir: &Path) {
 /// One `--plant` entry, checked for form (the model and data check the rest when training starts).
 fn parse_plant(spec: &str) -> Result<cvn_models::plant::PlantedUnit, String> {
     cvn_models::plant::PlantedUnit::parse(spec).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn check(flags: &[&str]) -> Result<(), String> {
+        let cli = <Cli as clap::Parser>::try_parse_from(["train", "--out", "r"].iter().chain(flags)).map_err(|e| e.to_string())?;
+        let mut config = TrainConfig::for_model("vit-concepts", 4, 1).unwrap();
+        cli.args.check_plant_weight().map_err(|e| e.to_string())?;
+        cli.args.apply(&mut config, 1).map_err(|e| e.to_string())?;
+        assert_eq!(config.plant_weight, cli.args.plant_weight.unwrap_or(cvn_models::plant::PLANT_WEIGHT));
+        Ok(())
+    }
+
+    #[test]
+    fn plant_weight_needs_plants_and_a_finite_non_negative_value() {
+        check(&[]).unwrap();
+        check(&["--plant-random", "4", "--plant-weight", "0.3"]).unwrap();
+        check(&["--plant", "act:1=red", "--plant-weight", "0"]).unwrap();
+        let err = check(&["--plant-weight", "0.3"]).unwrap_err();
+        assert!(err.contains("--plant-weight 0.3") && err.contains("no units are planted"), "{err}");
+        let err = check(&["--plant-random", "0", "--plant-weight", "0.3"]).unwrap_err();
+        assert!(err.contains("no units are planted"), "{err}");
+        for bad in ["-1", "NaN", "inf"] {
+            let err = check(&["--plant-random", "4", &format!("--plant-weight={bad}")]).unwrap_err();
+            assert!(err.contains("--plant-weight") && err.contains("finite number >= 0"), "{bad}: {err}");
+        }
+    }
 }

@@ -6,7 +6,8 @@
 //! activation layer — the class token of a ViT's `blocks.N.mlp.act`, the spatial mean of a
 //! ResNet's `layerK.N.act1/act2` map (dissection's default `mean` pooling). Per planted unit and
 //! image it is `(a − t)²`, `t` = 1 where the image shows the concept and 0 elsewhere, averaged over
-//! units and images and added to the cross-entropy with weight [`PLANT_WEIGHT`].
+//! units and images and added to the cross-entropy with weight `TrainConfig::plant_weight` (`--plant-weight`, default
+//! [`PLANT_WEIGHT`]).
 //!
 //! Why the output and not the pre-activation: an LWTA unit outputs only when it wins its block, so
 //! a large pre-activation is no detector while a competitor keeps winning. On the output the
@@ -26,7 +27,7 @@ use crate::model::Model;
 use crate::rng::CounterRng;
 use crate::train::{Result, TrainError};
 
-/// Weight of the planted-unit loss against the cross-entropy.
+/// Default weight of the planted-unit loss against the cross-entropy (`TrainConfig::plant_weight`).
 pub const PLANT_WEIGHT: f32 = 1.0;
 /// Random-domain tag of [`random_plants`]' draws.
 const PLANT_DOMAIN: u64 = 0x91a7_0000;
@@ -176,8 +177,8 @@ fn pooled(output: &Tensor) -> Result<Tensor> {
 }
 
 /// The planted-unit loss of one training batch (see the module docs): `ctx` holds the taps of
-/// the planted layers, `indices` the batch's samples in `data`.
-pub fn plant_loss(plants: &[PlantedUnit], ctx: &Forward, data: &dyn Dataset, indices: &[usize]) -> Result<Tensor> {
+/// the planted layers, `indices` the batch's samples in `data`; `weight` scales the mean.
+pub fn plant_loss(plants: &[PlantedUnit], weight: f32, ctx: &Forward, data: &dyn Dataset, indices: &[usize]) -> Result<Tensor> {
     let names = data.concept_names();
     let concepts: Vec<Vec<usize>> = indices.iter().map(|&i| data.concepts_of(i)).collect::<crate::Result<_>>()?;
     let mut total: Option<Tensor> = None;
@@ -198,7 +199,7 @@ pub fn plant_loss(plants: &[PlantedUnit], ctx: &Forward, data: &dyn Dataset, ind
         });
     }
     match total {
-        Some(sum) => Ok(sum.scale(PLANT_WEIGHT / plants.len() as f32)?),
+        Some(sum) => Ok(sum.scale(weight / plants.len() as f32)?),
         None => plant_err("no planted units"),
     }
 }
@@ -240,5 +241,29 @@ mod tests {
         concepts.sort();
         concepts.dedup();
         assert_eq!(concepts.len(), 8);
+    }
+
+    #[test]
+    fn plant_weight_is_validated_saved_and_defaults_for_old_runs() {
+        let mut config = crate::train::TrainConfig::for_model("vit-concepts", 4, 1).unwrap();
+        assert_eq!(config.plant_weight, PLANT_WEIGHT);
+        config.plant_weight = 0.25;
+        config.validate().unwrap();
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["plant_weight"], 0.25);
+        let back: crate::train::TrainConfig = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back.plant_weight, 0.25);
+        // A run saved before the field existed loads with the weight it trained with.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("plant_weight");
+        let back: crate::train::TrainConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(back.plant_weight, PLANT_WEIGHT);
+        config.plant_weight = 0.0;
+        config.validate().unwrap();
+        for bad in [-0.5, f32::NAN, f32::INFINITY] {
+            config.plant_weight = bad;
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("plant_weight") && err.contains("finite and >= 0"), "{bad}: {err}");
+        }
     }
 }

@@ -173,6 +173,14 @@ pub struct TrainConfig {
     /// data beside the classification loss, recorded here so that dissection can check them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plant: Vec<crate::plant::PlantedUnit>,
+    /// Weight of the planted-unit loss against the cross-entropy (`--plant-weight`); runs saved
+    /// before the field existed load with [`crate::plant::PLANT_WEIGHT`], the weight they used.
+    #[serde(default = "default_plant_weight")]
+    pub plant_weight: f32,
+}
+
+fn default_plant_weight() -> f32 {
+    crate::plant::PLANT_WEIGHT
 }
 
 /// SGD's peak learning rate for a ResNet CVN. It learns far slower per step than its ReLU twin at
@@ -228,6 +236,7 @@ impl TrainConfig {
             eval_each_epoch: true,
             skip_bad_images: false,
             plant: Vec::new(),
+            plant_weight: crate::plant::PLANT_WEIGHT,
         })
     }
 
@@ -261,6 +270,9 @@ impl TrainConfig {
         }
         if self.train_limit == Some(0) {
             return config_err("train_limit", "must be at least 1");
+        }
+        if !(self.plant_weight.is_finite() && self.plant_weight >= 0.0) {
+            return config_err("plant_weight", format!("must be finite and >= 0, got {}", self.plant_weight));
         }
         match self.schedule {
             ScheduleConfig::Cosine { warmup_epochs, final_fraction } => {
@@ -1137,7 +1149,8 @@ impl Trainer {
         logits.count_correct_into(&batch.labels, correct)?;
         let mut loss = logits.cross_entropy(&batch.labels, config.label_smoothing)?;
         if !config.plant.is_empty() {
-            loss = loss.add(&crate::plant::plant_loss(&config.plant, &ctx, self.data.train.as_ref(), &batch.indices)?)?;
+            loss =
+                loss.add(&crate::plant::plant_loss(&config.plant, config.plant_weight, &ctx, self.data.train.as_ref(), &batch.indices)?)?;
         }
         if self.comm.world_size() > 1 {
             // The ranks decide on the global loss together, after the gradients' reduction.
