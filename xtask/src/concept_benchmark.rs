@@ -50,7 +50,7 @@ pub struct Args {
     /// Epochs per run [default: 3; --quick: 2].
     #[arg(long, value_name = "N", value_parser = crate::cli::at_least_one)]
     epochs: Option<usize>,
-    /// Weight of the planted-unit loss against the cross-entropy (finite, >= 0) [default: 1].
+    /// Weight of the planted-unit loss against the cross-entropy (finite, >= 0).
     #[arg(long, value_name = "W", default_value_t = cvn_models::plant::PLANT_WEIGHT)]
     plant_weight: f32,
 }
