@@ -483,7 +483,10 @@ fn resnet_step(x: Vec<f32>, labels: Vec<usize>, ctx: cvn_models::Forward) -> Ste
 fn synced_batch_norm_replicas_train_like_the_whole_batch() {
     let n = 4;
     // Halves with different brightness, so each half's own statistics are far from the whole's.
-    let x: Vec<f32> = (0..n * 784).map(|i| ((i * 37 % 101) as f32 / 101.0) + if i < 2 * 784 { 0.8 } else { 0.0 }).collect();
+    // No ReLU input of these images comes within rounding of 0 (with `i * 37`, one of
+    // `layer2.1.act2` is 3e-7 in one pass and 0 in the other: the kink then moves every gradient
+    // below it by ~1e-3, whatever the summation).
+    let x: Vec<f32> = (0..n * 784).map(|i| ((i * 41 % 101) as f32 / 101.0) + if i < 2 * 784 { 0.8 } else { 0.0 }).collect();
     let labels = vec![3, 1, 4, 1];
     let whole = resnet_step(x.clone(), labels.clone(), cvn_models::Forward::train(7, 0));
     let shared = Arc::new((std::sync::Barrier::new(2), std::sync::Mutex::new([Vec::new(), Vec::new()])));
@@ -510,7 +513,7 @@ fn synced_batch_norm_replicas_train_like_the_whole_batch() {
     }
     for (((name, ga), (_, gb)), (_, want)) in a.2.iter().zip(&b.2).zip(&whole.2) {
         let mean: Vec<f32> = ga.iter().zip(gb).map(|(p, q)| (p + q) / 2.0).collect();
-        assert!(relative(&mean, want) < 1e-4, "{name}: relative difference {:e}", relative(&mean, want));
+        assert!(relative(&mean, want) < 2e-5, "{name}: relative difference {:e}", relative(&mean, want));
     }
     // Not vacuous: each replica's own statistics (plain per-replica BatchNorm) give other logits.
     let own = resnet_step(x[..2 * 784].to_vec(), labels[..2].to_vec(), cvn_models::Forward::train(7, 0));
