@@ -262,7 +262,7 @@ fn a_hung_rank_ends_the_job_when_the_collective_times_out() {
 /// Seed 5 because its 3 steps have no ReLU tie: a ReLU whose input is within rounding of 0 (seen:
 /// 3.6e-7 with one summation order, exactly 0 with the other) switches between the two runs and
 /// moves the gradient of every layer below it by ~1e-3 — measured after one step with seeds 3 and
-/// 4 (1.1e-3, 2.2e-3 in a BatchNorm bias; an in-process two-thread replay of that step shows the
+/// 4 (1.1e-3, 2.2e-3 in a BatchNorm bias; a diagnostic two-thread replay of seed 3's step gave the
 /// same numbers and the two flipped elements), and 6 steps of seed 5 grow one to 8e-3. Without a
 /// tie (seeds 5, 6, 7 over 3 steps) the runs agree to 1.1e-6–1.3e-6.
 fn train_resnet(ranks: usize, out: &Path, extra: &[&str]) -> Command {
