@@ -110,6 +110,14 @@ pub struct Args {
     /// with an error (a rank died or hangs).
     #[arg(long, default_value_t = cvn_dist::DEFAULT_TIMEOUT.as_secs())]
     collective_timeout: u64,
+    /// Data-parallel runs: synchronised BatchNorm (PyTorch's SyncBatchNorm): every BatchNorm layer
+    /// normalises with the statistics of the global batch (all ranks' images) and folds them into
+    /// its running statistics, instead of each rank's own batch; costs two small collectives per
+    /// BatchNorm layer a step. With one process it is exactly plain BatchNorm. Models with
+    /// BatchNorm only (the ResNets). Saved with the run: --resume keeps it, and refuses to add it
+    /// to a run trained without it.
+    #[arg(long)]
+    sync_bn: bool,
     /// With --device cuda: one process per GPU on this machine, ranks of one NCCL job (a build
     /// with `--features nccl`; never run yet).
     #[arg(long)]
@@ -178,6 +186,9 @@ impl Args {
         }
         if let Some(w) = self.plant_weight {
             config.plant_weight = w;
+        }
+        if self.sync_bn {
+            config.sync_bn = true;
         }
         Ok(())
     }
@@ -271,14 +282,21 @@ fn train(args: Args, comm: Arc<dyn Collectives>) -> anyhow::Result<()> {
         }
         Trainer::start_distributed(config, data, &args.out, comm)?
     };
+    let config = trainer.config();
     if world > 1 {
-        let config = trainer.config();
+        let batch_norm = match (config.sync_bn, config.model_config()?.has_batch_norm()) {
+            (true, _) => "; BatchNorm synchronised over the ranks (--sync-bn)",
+            (false, true) => "; BatchNorm normalises per rank (no --sync-bn)",
+            (false, false) => "",
+        };
         say(&format!(
-            "data-parallel: {world} ranks ({engine}) × batch {} = global batch {}; lr {:e} is the global batch's (not rescaled)",
+            "data-parallel: {world} ranks ({engine}) × batch {} = global batch {}; lr {:e} is the global batch's (not rescaled){batch_norm}",
             config.batch_size / world,
             config.batch_size,
             config.lr
         ));
+    } else if config.sync_bn {
+        say("note: --sync-bn with one process: plain BatchNorm over the whole batch");
     }
     let mut trainer = trainer.on_device(&device)?.with_autocast(args.device.autocast());
     let summary = train_with_progress(&mut trainer)?;
@@ -494,6 +512,21 @@ mod tests {
         cli.args.apply(&mut config, 1).map_err(|e| e.to_string())?;
         assert_eq!(config.plant_weight, cli.args.plant_weight.unwrap_or(cvn_models::plant::PLANT_WEIGHT));
         Ok(())
+    }
+
+    #[test]
+    fn sync_bn_is_recorded_and_refused_for_models_without_batch_norm() {
+        let parse = |flags: &[&str]| <Cli as clap::Parser>::try_parse_from(["train", "--out", "r"].iter().chain(flags)).unwrap();
+        let mut config = TrainConfig::for_model("resnet18-fmnist", 1, 1).unwrap();
+        parse(&[]).args.apply(&mut config, 2).unwrap();
+        assert!(!config.sync_bn);
+        parse(&["--sync-bn"]).args.apply(&mut config, 2).unwrap();
+        assert!(config.sync_bn);
+        config.validate().unwrap();
+        let mut vit = TrainConfig::for_model("vit-fmnist", 1, 1).unwrap();
+        parse(&["--sync-bn"]).args.apply(&mut vit, 2).unwrap();
+        let err = vit.validate().unwrap_err().to_string();
+        assert!(err.contains("--sync-bn") && err.contains("`vit-fmnist` has no BatchNorm layers"), "{err}");
     }
 
     #[test]

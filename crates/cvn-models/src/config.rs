@@ -229,6 +229,11 @@ impl ModelConfig {
         }
     }
 
+    /// Whether the architecture has BatchNorm layers (ResNet; a ViT normalises with LayerNorm).
+    pub fn has_batch_norm(&self) -> bool {
+        matches!(self, Self::ResNet18(_))
+    }
+
     /// The input side length the model needs (ViT), or `None` when any size works (ResNet).
     pub fn img_size(&self) -> Option<usize> {
         match self {

@@ -2,8 +2,9 @@
 //! dtype, which layer outputs to record (taps) and whether to count active units (sparsity).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use cvn_autograd::{DType, LwtaMode, Noise, Tensor};
+use cvn_autograd::{CrossReplicaSum, DType, LwtaMode, Noise, Tensor};
 
 use crate::error::Result;
 
@@ -106,7 +107,8 @@ impl ActivityCounters {
 /// Settings and recordings of a forward pass.
 #[derive(Debug, Clone)]
 pub struct Forward {
-    /// `Train`: batch statistics (and running-stat updates) in BatchNorm, dropout, LWTA sampled at
+    /// `Train`: batch statistics (and running-stat updates) in BatchNorm (the global batch's with
+    /// [`Forward::with_synced_batch_norm`]), dropout, LWTA sampled at
     /// τ train. `Sample`: evaluation with LWTA sampled at τ test. `Deterministic`: evaluation with
     /// argmax winners.
     pub mode: LwtaMode,
@@ -120,6 +122,18 @@ pub struct Forward {
     sparsity: Option<ActivityCounters>,
     recalibrating: bool,
     autocast: Option<DType>,
+    synced_bn: Option<SyncedBatchNorm>,
+}
+
+/// The cross-replica sum of a pass whose BatchNorm layers are synchronised
+/// ([`Forward::with_synced_batch_norm`]); a type of its own only to give `Forward` its `Debug`.
+#[derive(Clone)]
+struct SyncedBatchNorm(Arc<dyn CrossReplicaSum>);
+
+impl std::fmt::Debug for SyncedBatchNorm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncedBatchNorm")
+    }
 }
 
 impl Forward {
@@ -134,6 +148,7 @@ impl Forward {
             sparsity: None,
             recalibrating: false,
             autocast: None,
+            synced_bn: None,
         }
     }
 
@@ -194,6 +209,22 @@ impl Forward {
 
     pub(crate) fn recalibrating(&self) -> bool {
         self.recalibrating
+    }
+
+    /// Synchronised BatchNorm (PyTorch's `SyncBatchNorm`) for a training pass of one replica of a
+    /// data-parallel job: every BatchNorm layer normalises with the statistics of all replicas'
+    /// batches together, summed by `replicas`, and folds those global statistics into its running
+    /// ones, so every replica's running statistics are the same. Evaluation and recalibration
+    /// passes ignore it. Every replica must run the same layers in the same order (one sum per
+    /// BatchNorm layer forward and one backward).
+    pub fn with_synced_batch_norm(mut self, replicas: Arc<dyn CrossReplicaSum>) -> Self {
+        self.synced_bn = Some(SyncedBatchNorm(replicas));
+        self
+    }
+
+    /// The cross-replica sum of synchronised BatchNorm, if this pass has one.
+    pub(crate) fn synced_batch_norm(&self) -> Option<&Arc<dyn CrossReplicaSum>> {
+        self.synced_bn.as_ref().map(|s| &s.0)
     }
 
     pub fn requested(&self) -> &BTreeSet<String> {

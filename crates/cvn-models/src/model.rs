@@ -106,7 +106,7 @@ impl Model {
 
     /// Whether the model has BatchNorm layers (whose running statistics depend on the LWTA mode).
     pub fn has_batch_norm(&self) -> bool {
-        matches!(self.net, Net::ResNet(_))
+        self.config.has_batch_norm()
     }
 
     /// Re-estimates every BatchNorm's running statistics as the average of the batch statistics

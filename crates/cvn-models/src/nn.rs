@@ -134,14 +134,20 @@ impl BatchNorm2d {
         })
     }
 
-    /// Training normalises with batch statistics and folds them into the running ones; evaluation
-    /// uses the running statistics. Recalibration normalises like training but makes the running
-    /// statistics the plain average over the batches since `num_batches_tracked` was reset.
+    /// Training normalises with batch statistics — this replica's batch, or with
+    /// [`Forward::with_synced_batch_norm`] all replicas' batches together — and folds them into
+    /// the running ones; evaluation uses the running statistics. Recalibration normalises with
+    /// this replica's batch statistics but makes the running statistics the plain average over the
+    /// batches since `num_batches_tracked` was reset.
     pub fn forward(&self, p: &mut Params, x: &Tensor, ctx: &mut Forward) -> Result<Tensor> {
         let x = for_norm(x, ctx)?;
         let (weight, bias) = (p.at(self.weight), p.at(self.bias));
         let y = if ctx.training() || ctx.recalibrating() {
-            let (y, stats) = x.batch_norm2d(weight, bias, Statistics::Batch, self.eps)?;
+            let statistics = match ctx.synced_batch_norm() {
+                Some(replicas) if !ctx.recalibrating() => Statistics::Synced(replicas),
+                _ => Statistics::Batch,
+            };
+            let (y, stats) = x.batch_norm2d(weight, bias, statistics, self.eps)?;
             if let Some(stats) = stats {
                 // Recalibration starts from reset counters and runs one batch per step, so
                 // `num_batches_tracked` is the step: the running statistics become the plain

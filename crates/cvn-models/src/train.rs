@@ -23,8 +23,11 @@
 //! epoch's permutation ([`Shard`]), so the ranks together see the batches of one process with that
 //! batch. Parameters are broadcast from rank 0 at the start; the gradients (and the loss) are
 //! averaged over the ranks in [`BUCKET_BYTES`] buckets before every update; BatchNorm normalises
-//! with each rank's own batch statistics, and rank 0's running statistics are broadcast at the end
-//! of every epoch, before evaluation and the checkpoint; each rank draws its own LWTA and dropout
+//! with each rank's own batch statistics (DDP's default), or with [`TrainConfig::sync_bn`] with the
+//! global batch's (PyTorch's `SyncBatchNorm`, through [`cvn_dist::BnSum`]); rank 0's running
+//! statistics are broadcast at the end of every epoch, before evaluation and the checkpoint (with
+//! `sync_bn` every rank already holds the same ones, folded from the same global statistics, so
+//! the broadcast changes nothing); each rank draws its own LWTA and dropout
 //! noise ([`crate::RANK_NOISE_STRIDE`]). After every epoch the ranks compare digests of their weights
 //! and optimiser state and stop if they differ. Rank 0 alone takes the run lock and writes
 //! checkpoints, metrics and the summary; the others only read the run folder when resuming. The
@@ -36,8 +39,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cvn_autograd::optim::{AdamW, Optimizer, Schedule, Sgd};
-use cvn_autograd::{DType, Device, Gradients, LwtaMode, Tape, Tensor};
-use cvn_dist::{all_reduce_average_bucketed, Collectives, Single, BUCKET_BYTES};
+use cvn_autograd::{CrossReplicaSum, DType, Device, Gradients, LwtaMode, Tape, Tensor};
+use cvn_dist::{all_reduce_average_bucketed, BnSum, Collectives, Single, BUCKET_BYTES};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -177,6 +180,13 @@ pub struct TrainConfig {
     /// before the field existed load with [`crate::plant::PLANT_WEIGHT`], the weight they used.
     #[serde(default = "default_plant_weight")]
     pub plant_weight: f32,
+    /// Synchronised BatchNorm (`--sync-bn`, PyTorch's `nn.SyncBatchNorm`): in a data-parallel run
+    /// every BatchNorm layer normalises with, and folds into its running statistics, the
+    /// statistics of the global batch (all ranks' images) instead of its rank's; with one process
+    /// it is plain BatchNorm. Only for models with BatchNorm; runs saved before the field existed
+    /// load without it.
+    #[serde(default)]
+    pub sync_bn: bool,
 }
 
 fn default_plant_weight() -> f32 {
@@ -237,6 +247,7 @@ impl TrainConfig {
             skip_bad_images: false,
             plant: Vec::new(),
             plant_weight: crate::plant::PLANT_WEIGHT,
+            sync_bn: false,
         })
     }
 
@@ -249,7 +260,13 @@ impl TrainConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        self.model_config()?;
+        let model = self.model_config()?;
+        if self.sync_bn && !model.has_batch_norm() {
+            return config_err(
+                "sync_bn",
+                format!("--sync-bn synchronises BatchNorm statistics, but model `{}` has no BatchNorm layers", self.model),
+            );
+        }
         if self.epochs == 0 {
             return config_err("epochs", "must be at least 1");
         }
@@ -612,6 +629,9 @@ pub struct Trainer {
     autocast: Option<DType>,
     /// The ranks of a data-parallel run ([`Single`] for one process).
     comm: Arc<dyn Collectives>,
+    /// The sum over the ranks of synchronised BatchNorm: only with `sync_bn` and more than one
+    /// rank (one process trains exactly as without `sync_bn`).
+    bn_sum: Option<Arc<dyn CrossReplicaSum>>,
 }
 
 /// The configuration a run folder was trained with (to load its data before resuming).
@@ -733,6 +753,7 @@ impl Trainer {
             wall_before: 0.0,
             autocast: None,
             comm: Arc::new(Single),
+            bn_sum: None,
         })
     }
 
@@ -768,6 +789,9 @@ impl Trainer {
                 "batch",
                 format!("the global batch {} does not split evenly over {world} ranks", self.state.config.batch_size),
             );
+        }
+        if world > 1 && self.state.config.sync_bn {
+            self.bn_sum = Some(Arc::new(BnSum(comm.clone())));
         }
         self.comm = comm;
         if world > 1 {
@@ -919,6 +943,7 @@ impl Trainer {
             wall_before,
             autocast: None,
             comm: Arc::new(Single),
+            bn_sum: None,
         };
         if trainer.writes() {
             trainer.truncate_metrics()?;
@@ -994,7 +1019,8 @@ impl Trainer {
             let mut metrics = self.train_epoch(&schedule, steps_per_epoch, progress)?;
             if self.comm.world_size() > 1 {
                 // Rank 0's running statistics for evaluation and the checkpoint, as DDP's buffer
-                // broadcast; then every rank must hold what rank 0 is about to save.
+                // broadcast (a no-op with synchronised BatchNorm, whose ranks fold the same global
+                // statistics); then every rank must hold what rank 0 is about to save.
                 self.broadcast_params(|kind| !kind.trainable())?;
                 self.check_replicas(&format!("after epoch {}", self.state.epochs_done + 1))?;
             }
@@ -1144,6 +1170,9 @@ impl Trainer {
             Forward::train(config.seed, self.state.step).on_rank(self.comm.rank()).with_taps(config.plant.iter().map(|p| p.layer.clone()));
         if let Some(dtype) = self.autocast {
             ctx = ctx.with_autocast(dtype);
+        }
+        if let Some(sum) = &self.bn_sum {
+            ctx = ctx.with_synced_batch_norm(sum.clone());
         }
         let logits = self.model.forward(&x, &mut ctx)?;
         logits.count_correct_into(&batch.labels, correct)?;

@@ -408,3 +408,114 @@ fn synthetic_concepts_load_by_name_and_train() {
     assert!(epochs[0].train_loss.is_finite() && epochs[0].train_loss > 0.0, "{:?}", epochs[0]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn sync_bn_with_one_process_is_plain_batch_norm_and_resuming_keeps_it() {
+    let (plain_config, data) = tiny("resnet18-fmnist", 1, 2, 64, 32);
+    let synced_config = TrainConfig { sync_bn: true, ..plain_config.clone() };
+    let (plain, synced) = (temp_dir("plain-bn"), temp_dir("sync-bn-one"));
+    Trainer::start(plain_config.clone(), data.clone(), &plain).unwrap().train(1, &mut nothing).unwrap();
+    let comm: Arc<dyn cvn_dist::Collectives> = Arc::new(cvn_dist::Single);
+    Trainer::start_distributed(synced_config.clone(), data.clone(), &synced, comm).unwrap().train(1, &mut nothing).unwrap();
+    assert_same_checkpoints(&synced, &plain);
+    assert!(run_config(&synced).unwrap().sync_bn, "the setting is saved with the run");
+
+    // Resuming keeps the setting: neither dropped nor added.
+    let err = Trainer::resume(&synced, plain_config.clone(), data.clone()).err().unwrap().to_string();
+    assert!(err.contains("sync_bn (run: true, now: false)"), "{err}");
+    let err = Trainer::resume(&plain, synced_config.clone(), data.clone()).err().unwrap().to_string();
+    assert!(err.contains("sync_bn (run: false, now: true)"), "{err}");
+    Trainer::resume(&synced, synced_config, data).unwrap();
+
+    // A run saved before the field existed loads without it; a model without BatchNorm refuses it.
+    let mut old = serde_json::to_value(&plain_config).unwrap();
+    old.as_object_mut().unwrap().remove("sync_bn").unwrap();
+    assert!(!serde_json::from_value::<TrainConfig>(old).unwrap().sync_bn);
+    let (vit, vit_data) = tiny("vit-fmnist", 1, 1, 32, 32);
+    let err = Trainer::start(TrainConfig { sync_bn: true, ..vit }, vit_data, &temp_dir("sync-bn-vit")).err().unwrap().to_string();
+    assert!(err.contains("`sync_bn`") && err.contains("`vit-fmnist` has no BatchNorm layers"), "{err}");
+    for dir in [plain, synced] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// Two replicas in one process: each calls `sum_in_place` from its own thread; the sum waits for
+/// both, then adds replica 0's values and replica 1's in that order (the same on both).
+struct PairSum {
+    rank: usize,
+    shared: Arc<(std::sync::Barrier, std::sync::Mutex<[Vec<f64>; 2]>)>,
+}
+
+impl cvn_autograd::CrossReplicaSum for PairSum {
+    fn sum_in_place(&self, values: &mut [f64]) -> cvn_autograd::Result<()> {
+        let (barrier, slots) = &*self.shared;
+        slots.lock().unwrap()[self.rank] = values.to_vec();
+        barrier.wait();
+        {
+            let s = slots.lock().unwrap();
+            values.iter_mut().enumerate().for_each(|(i, v)| *v = s[0][i] + s[1][i]);
+        }
+        barrier.wait();
+        Ok(())
+    }
+}
+
+/// `x`'s logits, BatchNorm buffers and the gradient of every trainable tensor (by name) of one
+/// training step of a fresh resnet18-fmnist twin (seed 5) on `labels`, the pass set up by `ctx`.
+type StepOut = (Vec<f32>, std::collections::BTreeMap<String, Vec<f32>>, Vec<(String, Vec<f32>)>);
+
+fn resnet_step(x: Vec<f32>, labels: Vec<usize>, ctx: cvn_models::Forward) -> StepOut {
+    let mut model = Model::preset("resnet18-fmnist", 1, 5).unwrap();
+    let tape = cvn_autograd::Tape::new();
+    let x = cvn_autograd::Tensor::from_vec(x, &[labels.len(), 1, 28, 28]).unwrap().traced(&tape);
+    let logits = model.forward(&x, &mut { ctx }).unwrap();
+    let grads = logits.cross_entropy(&labels, 0.0).unwrap().backward().unwrap();
+    let gradients =
+        model.params_mut().trainable_mut().map(|(name, p, _)| (name.to_string(), grads.get(p).unwrap().to_vec().unwrap())).collect();
+    let buffers = model.batch_norm_statistics().into_iter().map(|(k, t)| (k, t.to_vec().unwrap())).collect();
+    (logits.to_vec().unwrap(), buffers, gradients)
+}
+
+/// The model's BatchNorm layers use `Forward::with_synced_batch_norm`: two replicas, each with
+/// half of a batch, compute the whole batch's logits and running statistics, and their mean
+/// gradient (what data-parallel training averages) is the whole batch's.
+#[test]
+fn synced_batch_norm_replicas_train_like_the_whole_batch() {
+    let n = 4;
+    // Halves with different brightness, so each half's own statistics are far from the whole's.
+    // No ReLU input of these images comes within rounding of 0 (with `i * 37`, one of
+    // `layer2.1.act2` is 3e-7 in one pass and 0 in the other: the kink then moves every gradient
+    // below it by ~1e-3, whatever the summation).
+    let x: Vec<f32> = (0..n * 784).map(|i| ((i * 41 % 101) as f32 / 101.0) + if i < 2 * 784 { 0.8 } else { 0.0 }).collect();
+    let labels = vec![3, 1, 4, 1];
+    let whole = resnet_step(x.clone(), labels.clone(), cvn_models::Forward::train(7, 0));
+    let shared = Arc::new((std::sync::Barrier::new(2), std::sync::Mutex::new([Vec::new(), Vec::new()])));
+    let [a, b]: [StepOut; 2] = std::thread::scope(|s| {
+        let replicas: Vec<_> = (0..2)
+            .map(|r| {
+                let sum: Arc<dyn cvn_autograd::CrossReplicaSum> = Arc::new(PairSum { rank: r, shared: shared.clone() });
+                let (x, labels) = (x[r * 2 * 784..(r + 1) * 2 * 784].to_vec(), labels[r * 2..(r + 1) * 2].to_vec());
+                s.spawn(move || resnet_step(x, labels, cvn_models::Forward::train(7, 0).on_rank(r).with_synced_batch_norm(sum)))
+            })
+            .collect();
+        let mut outs = replicas.into_iter().map(|h| h.join().unwrap());
+        [outs.next().unwrap(), outs.next().unwrap()]
+    });
+    let relative = |got: &[f32], want: &[f32]| {
+        let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|e| e * e).sum::<f64>().sqrt();
+        norm(&mut got.iter().zip(want).map(|(p, q)| (p - q) as f64)) / norm(&mut want.iter().map(|q| *q as f64)).max(1e-30)
+    };
+    let logits: Vec<f32> = a.0.iter().chain(&b.0).copied().collect();
+    assert!(relative(&logits, &whole.0) < 1e-5, "logits {logits:?} vs {:?}", whole.0);
+    assert_eq!(a.1, b.1, "the replicas' running statistics agree exactly");
+    for (name, values) in &whole.1 {
+        assert!(relative(&a.1[name], values) < 1e-5, "{name}: {:?} vs {values:?}", a.1[name]);
+    }
+    for (((name, ga), (_, gb)), (_, want)) in a.2.iter().zip(&b.2).zip(&whole.2) {
+        let mean: Vec<f32> = ga.iter().zip(gb).map(|(p, q)| (p + q) / 2.0).collect();
+        assert!(relative(&mean, want) < 2e-5, "{name}: relative difference {:e}", relative(&mean, want));
+    }
+    // Not vacuous: each replica's own statistics (plain per-replica BatchNorm) give other logits.
+    let own = resnet_step(x[..2 * 784].to_vec(), labels[..2].to_vec(), cvn_models::Forward::train(7, 0));
+    assert!(relative(&own.0, &whole.0[..own.0.len()]) > 1e-2, "per-replica statistics changed nothing");
+}
