@@ -35,7 +35,7 @@ pub struct Args {
     /// Folder for benchmark.json, benchmark.md, benchmark.html and the runs (runs/).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// One seed, U = 1 and 4, 2000 training images for 5 epochs, a 600-image probe set.
+    /// One seed, U = 1 and 4, a 600-image probe set (training images and epochs unchanged).
     #[arg(long)]
     quick: bool,
     /// The first seed; the runs use seeds N, N+1, … (weights, data order, noise, planted units).
@@ -44,10 +44,10 @@ pub struct Args {
     /// Seeds per configuration [default: 3; --quick: 1].
     #[arg(long, value_name = "N", value_parser = crate::cli::at_least_one)]
     seeds: Option<usize>,
-    /// Training images per run [default: 3000; --quick: 2000].
+    /// Training images per run [default: 2000].
     #[arg(long, value_name = "N", value_parser = crate::cli::at_least_one)]
     train_images: Option<usize>,
-    /// Epochs per run [default: 5; --quick: 5].
+    /// Epochs per run [default: 5].
     #[arg(long, value_name = "N", value_parser = crate::cli::at_least_one)]
     epochs: Option<usize>,
     /// Weight of the planted-unit loss against the cross-entropy (finite, >= 0).
@@ -224,7 +224,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         models: MODELS.map(String::from).to_vec(),
         competitors: if args.quick { vec![1, 4] } else { vec![1, 2, 4, 8] },
         seeds: (0..args.seeds.unwrap_or(if args.quick { 1 } else { 3 }) as u64).map(|k| args.seed + k).collect(),
-        train_images: args.train_images.unwrap_or(if args.quick { 2000 } else { 3000 }),
+        train_images: args.train_images.unwrap_or(2000),
         epochs: args.epochs.unwrap_or(5),
         probe_images: if args.quick { 600 } else { 2000 },
         planted_per_run: PLANTED,
