@@ -112,8 +112,8 @@ pub struct Args {
     collective_timeout: u64,
     /// Data-parallel runs: synchronised BatchNorm (PyTorch's SyncBatchNorm): every BatchNorm layer
     /// normalises with the statistics of the global batch (all ranks' images) and folds them into
-    /// its running statistics, instead of each rank's own batch; costs two small collectives per
-    /// BatchNorm layer a step. With one process it is exactly plain BatchNorm. Models with
+    /// its running statistics, instead of each rank's own batch; costs two small cross-rank sums per
+    /// BatchNorm layer a step (each made of one broadcast per rank). With one process it is exactly plain BatchNorm. Models with
     /// BatchNorm only (the ResNets). Saved with the run: --resume keeps it, and refuses to add it
     /// to a run trained without it.
     #[arg(long)]
