@@ -30,7 +30,7 @@ use rayon::prelude::*;
 
 use crate::philox::{gumbel, gumbel_by_lane, gumbel_logits_with};
 use crate::simd::{self, load_padded, store_partial, Isa, Simd};
-use crate::{expect_len, BlockGeometry, LwtaError, Noise, Result};
+use crate::{expect_len, par, BlockGeometry, LwtaError, Noise, Result};
 
 /// Elements per rayon task: enough work (tens of µs) to amortise scheduling, and the chunk's
 /// logits (64 KiB) stay in L2 next to its slices of `x`, `y` / `dy`, `dx`.
@@ -46,23 +46,58 @@ pub fn forward(x: &[f32], y: &mut [f32], winners: &mut [u8], geom: BlockGeometry
     forward_on(simd::isa(), x, y, winners, geom, u, noise)
 }
 
+/// [`forward`] into new vectors `(y, winners)` (see [`crate::par`]: no zero-filling pass first).
+pub fn forward_to_vec(x: &[f32], geom: BlockGeometry, u: usize, noise: Noise) -> Result<(Vec<f32>, Vec<u8>)> {
+    let isa = simd::isa();
+    check_forward(x, geom, u, noise)?;
+    let mut winners = vec![0; geom.blocks(u)];
+    let Some(split) = Split::new(geom, u) else {
+        return Ok((Vec::new(), winners));
+    };
+    let inputs = x.par_chunks(split.elements).zip(winners.par_chunks_mut(split.blocks)).enumerate();
+    let y = par::collect_chunks(x.len(), split.elements, inputs, |(i, (x, winners)), y| {
+        forward_chunk(isa, &split, i, x, y, winners, geom, u, noise)
+    });
+    Ok((y, winners))
+}
+
 /// [`forward`] with a given instruction set (the tests compare them).
 fn forward_on(isa: Isa, x: &[f32], y: &mut [f32], winners: &mut [u8], geom: BlockGeometry, u: usize, noise: Noise) -> Result<()> {
-    geom.check(u, "lwta_kernels::cpu::forward")?;
-    expect_len("x", x.len(), geom.len())?;
+    check_forward(x, geom, u, noise)?;
     expect_len("y", y.len(), geom.len())?;
     expect_len("winners", winners.len(), geom.blocks(u))?;
-    expect_noise(noise, geom.len())?;
     let Some(split) = Split::new(geom, u) else {
         return Ok(());
     };
-    x.par_chunks(split.elements).zip(y.par_chunks_mut(split.elements)).zip(winners.par_chunks_mut(split.blocks)).enumerate().for_each(
-        |(i, ((x, y), winners))| {
-            let chunk = Chunk { x, start: i * split.elements, u, inner: geom.inner, noise };
-            simd::run_with(isa, Forward { chunk, y, winners });
-        },
-    );
+    x.par_chunks(split.elements)
+        .zip(y.par_chunks_mut(split.elements))
+        .zip(winners.par_chunks_mut(split.blocks))
+        .enumerate()
+        .for_each(|(i, ((x, y), winners))| forward_chunk(isa, &split, i, x, y, winners, geom, u, noise));
     Ok(())
+}
+
+fn check_forward(x: &[f32], geom: BlockGeometry, u: usize, noise: Noise) -> Result<()> {
+    geom.check(u, "lwta_kernels::cpu::forward")?;
+    expect_len("x", x.len(), geom.len())?;
+    expect_noise(noise, geom.len())
+}
+
+/// The forward of chunk `i` of the [`Split`].
+#[allow(clippy::too_many_arguments)]
+fn forward_chunk(
+    isa: Isa,
+    split: &Split,
+    i: usize,
+    x: &[f32],
+    y: &mut [f32],
+    winners: &mut [u8],
+    geom: BlockGeometry,
+    u: usize,
+    noise: Noise,
+) {
+    let chunk = Chunk { x, start: i * split.elements, u, inner: geom.inner, noise };
+    simd::run_with(isa, Forward { chunk, y, winners });
 }
 
 /// Backward pass of the straight-through hard Gumbel-softmax at temperature `tau`:
@@ -73,27 +108,61 @@ pub fn backward(x: &[f32], dy: &[f32], dx: &mut [f32], geom: BlockGeometry, u: u
     backward_on(simd::isa(), x, dy, dx, geom, u, tau, noise)
 }
 
+/// [`backward`] into a new vector `dx` (see [`crate::par`]: no zero-filling pass first).
+pub fn backward_to_vec(x: &[f32], dy: &[f32], geom: BlockGeometry, u: usize, tau: f32, noise: Noise) -> Result<Vec<f32>> {
+    let isa = simd::isa();
+    check_backward(x, dy, geom, u, tau, noise)?;
+    let Some(split) = Split::new(geom, u) else {
+        return Ok(Vec::new());
+    };
+    let inputs = x.par_chunks(split.elements).zip(dy.par_chunks(split.elements)).enumerate();
+    Ok(par::collect_chunks(x.len(), split.elements, inputs, |(i, (x, dy)), dx| {
+        backward_chunk(isa, &split, i, x, dy, dx, geom, u, tau, noise)
+    }))
+}
+
 /// [`backward`] with a given instruction set (the tests compare them).
 #[allow(clippy::too_many_arguments)]
 fn backward_on(isa: Isa, x: &[f32], dy: &[f32], dx: &mut [f32], geom: BlockGeometry, u: usize, tau: f32, noise: Noise) -> Result<()> {
+    check_backward(x, dy, geom, u, tau, noise)?;
+    expect_len("dx", dx.len(), geom.len())?;
+    let Some(split) = Split::new(geom, u) else {
+        return Ok(());
+    };
+    x.par_chunks(split.elements)
+        .zip(dy.par_chunks(split.elements))
+        .zip(dx.par_chunks_mut(split.elements))
+        .enumerate()
+        .for_each(|(i, ((x, dy), dx))| backward_chunk(isa, &split, i, x, dy, dx, geom, u, tau, noise));
+    Ok(())
+}
+
+fn check_backward(x: &[f32], dy: &[f32], geom: BlockGeometry, u: usize, tau: f32, noise: Noise) -> Result<()> {
     geom.check(u, "lwta_kernels::cpu::backward")?;
     if !(tau.is_finite() && tau > 0.0) {
         return Err(LwtaError::Tau(tau));
     }
     expect_len("x", x.len(), geom.len())?;
     expect_len("dy", dy.len(), geom.len())?;
-    expect_len("dx", dx.len(), geom.len())?;
-    expect_noise(noise, geom.len())?;
-    let Some(split) = Split::new(geom, u) else {
-        return Ok(());
-    };
-    x.par_chunks(split.elements).zip(dy.par_chunks(split.elements)).zip(dx.par_chunks_mut(split.elements)).enumerate().for_each(
-        |(i, ((x, dy), dx))| {
-            let chunk = Chunk { x, start: i * split.elements, u, inner: geom.inner, noise };
-            simd::run_with(isa, Backward { chunk, dy, dx, inv_tau: 1.0 / tau });
-        },
-    );
-    Ok(())
+    expect_noise(noise, geom.len())
+}
+
+/// The backward of chunk `i` of the [`Split`].
+#[allow(clippy::too_many_arguments)]
+fn backward_chunk(
+    isa: Isa,
+    split: &Split,
+    i: usize,
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    geom: BlockGeometry,
+    u: usize,
+    tau: f32,
+    noise: Noise,
+) {
+    let chunk = Chunk { x, start: i * split.elements, u, inner: geom.inner, noise };
+    simd::run_with(isa, Backward { chunk, dy, dx, inv_tau: 1.0 / tau });
 }
 
 fn expect_noise(noise: Noise, elements: usize) -> Result<()> {
@@ -663,6 +732,14 @@ mod tests {
                 for isa in simd::supported() {
                     assert!(run(isa) == reference, "{isa:?} differs from scalar: {geom:?} U={u} {noise:?}");
                 }
+                // The entry points that allocate their outputs give the same bits.
+                let (y, winners) = forward_to_vec(&x, geom, u, noise).unwrap();
+                let dx = backward_to_vec(&x, &dy, geom, u, 0.67, noise).unwrap();
+                assert!(
+                    y.iter().chain(&dx).map(|v| v.to_bits()).eq(reference.0.iter().copied()),
+                    "forward_to_vec/backward_to_vec: {geom:?} U={u}"
+                );
+                assert_eq!(winners, reference.1, "forward_to_vec winners: {geom:?} U={u}");
             }
         }
     }

@@ -11,6 +11,7 @@
 //! parity checks call the same functions. Its parts:
 //! * [`philox`] — Philox4x32-10 and the noise *stream contract* shared by CPU and GPU;
 //! * [`cpu`] — the multi-threaded single-pass CPU reference (forward, backward);
+//! * [`par`] — fresh output buffers written chunk by chunk on rayon's threads (no zero-filling pass);
 //! * [`simd`] — the explicit-SIMD layer the CPU kernels (and `cvn-autograd`'s activations) are
 //!   written against, compiled for AVX-512, AVX2 and scalar code and picked at run time;
 //! * [`fixtures`] — [`parity_checks`] against the float64 reference fixtures;
@@ -30,6 +31,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod fixtures;
+pub mod par;
 pub mod parity;
 pub mod philox;
 pub mod simd;

@@ -5,12 +5,13 @@
 //! The slices must have equal lengths (the tape's ops guarantee it; a mismatch is a programming
 //! error and panics with the lengths).
 
+use lwta_kernels::par;
 use lwta_kernels::simd::{self, load_padded, store_partial, Scalar, Simd};
 use rayon::prelude::*;
 
 use super::{UnaryOp, UnaryOps};
 use crate::cpu::{CpuStorage, PAR_CHUNK};
-use crate::error::Result;
+use crate::error::{shape_err, Result};
 use crate::storage::BackendStorage;
 
 impl UnaryOps for CpuStorage {
@@ -22,23 +23,24 @@ impl UnaryOps for CpuStorage {
 
     fn unary(&self, op: UnaryOp) -> Result<Self> {
         let x = self.floats(op.name())?;
-        let mut y = vec![0.0; x.len()];
-        match op {
-            UnaryOp::Gelu => gelu_forward(&x, &mut y),
-            UnaryOp::QuickGelu => quick_gelu_forward(&x, &mut y),
-            UnaryOp::Relu => relu_forward(&x, &mut y),
-        }
+        let y = match op {
+            UnaryOp::Gelu => forward_to_vec(Gelu, &x),
+            UnaryOp::QuickGelu => forward_to_vec(QuickGelu, &x),
+            UnaryOp::Relu => forward_to_vec(Relu, &x),
+        };
         Ok(CpuStorage::from_floats(y, self.dtype()))
     }
 
     fn unary_grad(&self, grad: &Self, op: UnaryOp) -> Result<Self> {
         let (x, g) = (self.floats(op.name())?, grad.floats(op.name())?);
-        let mut dx = vec![0.0; x.len()];
-        match op {
-            UnaryOp::Gelu => gelu_backward(&x, &g, &mut dx),
-            UnaryOp::QuickGelu => quick_gelu_backward(&x, &g, &mut dx),
-            UnaryOp::Relu => relu_backward(&x, &g, &mut dx),
+        if x.len() != g.len() {
+            return shape_err(op.name(), format!("backward: {} inputs, {} gradient elements", x.len(), g.len()));
         }
+        let dx = match op {
+            UnaryOp::Gelu => backward_to_vec(Gelu, &x, &g),
+            UnaryOp::QuickGelu => backward_to_vec(QuickGelu, &x, &g),
+            UnaryOp::Relu => backward_to_vec(Relu, &x, &g),
+        };
         Ok(CpuStorage::from_floats(dx, grad.dtype()))
     }
 }
@@ -216,6 +218,16 @@ fn forward<A: Pointwise>(a: A, x: &[f32], y: &mut [f32]) {
     y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| simd::run(Forward { a, x, y }));
 }
 
+/// [`forward`] into a new vector (`lwta_kernels::par`: no zero-filling pass first).
+fn forward_to_vec<A: Pointwise>(a: A, x: &[f32]) -> Vec<f32> {
+    par::collect_chunks(x.len(), CHUNK, x.par_chunks(CHUNK), |x, y| simd::run(Forward { a, x, y }))
+}
+
+/// [`backward`] into a new vector; `dy` has `x`'s length (checked by the caller).
+fn backward_to_vec<A: Pointwise>(a: A, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    par::collect_chunks(x.len(), CHUNK, x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)), |(x, dy), dx| simd::run(Backward { a, x, dy, dx }))
+}
+
 fn backward<A: Pointwise>(a: A, x: &[f32], dy: &[f32], dx: &mut [f32]) {
     assert!(x.len() == dy.len() && x.len() == dx.len(), "activation backward: x, dy and dx lengths differ");
     dx.par_chunks_mut(CHUNK)
@@ -326,6 +338,22 @@ mod tests {
                 assert!((dx[i] as f64 - d).abs() <= 5e-7 * d.abs().max(1.0), "{name}'({xv})·{g} = {} vs {d}", dx[i]);
             }
         }
+    }
+
+    /// The ops' outputs (new vectors, chunk by chunk) are the slice kernels' bits, over several
+    /// chunks and a partial one.
+    #[test]
+    fn to_vec_gives_the_slice_kernels_bits() {
+        let x: Vec<f32> = (0..3 * CHUNK + 77).map(|i| (i as f32 - 25_000.0) * 3e-4).collect();
+        let dy: Vec<f32> = (0..x.len()).map(|i| 0.5 + (i % 5) as f32 * 0.3).collect();
+        let (mut y, mut dx) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        gelu_forward(&x, &mut y);
+        gelu_backward(&x, &dy, &mut dx);
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&forward_to_vec(Gelu, &x)), bits(&y));
+        assert_eq!(bits(&backward_to_vec(Gelu, &x, &dy)), bits(&dx));
+        relu_forward(&x, &mut y);
+        assert_eq!(bits(&forward_to_vec(Relu, &x)), bits(&y));
     }
 
     /// Backward against central differences of the forward kernels themselves.
