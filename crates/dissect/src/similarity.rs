@@ -11,14 +11,18 @@
 //! `a·clip`), then `D − λ·logmeanexp_k(D)`: it gathers a top_k × M block per neuron and takes
 //! K·top_k·M logarithms. Here:
 //! * the sum of logs is the log of a product: factors are multiplied in f64 and one logarithm is
-//!   taken per `chunk` factors (as many as cannot underflow; with the defaults, all of them) —
-//!   K·M logarithms;
+//!   taken per chunk of factors (as many as cannot underflow; with the defaults, all of them, so
+//!   the only logarithms are the K·M at the end);
 //! * the softmax is computed once per probe row that is some neuron's top image (never for the
 //!   others), rows in parallel, with a vectorised `exp`; each factor is rounded in f32 exactly as
 //!   PyTorch's expression, so only the (more accurate) summation differs from the reference;
 //! * the accumulators are split into column blocks small enough for a core's L2 cache; the softmax
-//!   values are written block-major so that each block streams through its part, applying the
-//!   factors of the (on average top_k·K/N) neurons that use each row;
+//!   values are computed in rounds of rows and written block-major, and each block then takes its
+//!   neurons one by one, multiplying in all of a neuron's factors from the round's rows with 32
+//!   columns of its accumulators held in registers (loaded and stored once per round, not once per
+//!   factor);
+//! * each column's top-k rows are found in one pass that keeps a bar (the k-th best so far), so
+//!   most values cost one comparison;
 //! * the hot loops are compiled for AVX-512 or AVX2 when the CPU has them (see `simd`).
 //!
 //! `cos` and `cos-cubed` are one GEMM (the workspace's checked `cvn_autograd::cpu::gemm`, threaded) scaled by column norms.
@@ -318,27 +322,83 @@ pub(crate) fn largest(mut values: Vec<(f32, u32)>, n: usize) -> Vec<u32> {
     values.into_iter().map(|(_, i)| i).collect()
 }
 
-/// Columns gathered per task in [`top_rows_per_column`]: 16 f32 = one cache line of each row.
-const GATHER_COLUMNS: usize = 16;
+/// Columns scanned per task in [`top_rows_per_column`]: 64 f32 = four cache lines of each row.
+const SCAN_COLUMNS: usize = 64;
+
+/// `total_cmp`'s order of f32 as an integer order (NaN with the sign bit clear is the largest).
+#[inline]
+fn order_key(v: f32) -> i32 {
+    let bits = v.to_bits() as i32;
+    bits ^ (((bits >> 31) as u32) >> 1) as i32
+}
+
+/// The `k` best rows of one column seen so far (as [`largest`]: larger value first, ties to the
+/// lower row), found in one pass: candidates collect in a buffer of `2k`; when it is full the best
+/// `k` are kept and the worst of them becomes the bar a later row must pass (a later row that only
+/// ties the bar ranks after it). On random data few rows pass, so the scan is one compare per value.
+struct TopRows {
+    k: usize,
+    /// `(order_key, row)`; the bar is i64::MIN (admits everything) until the first cut.
+    candidates: Vec<(i32, u32)>,
+    bar: i64,
+}
+
+impl TopRows {
+    fn new(k: usize) -> Self {
+        Self { k, candidates: Vec::with_capacity(2 * k), bar: i64::MIN }
+    }
+
+    #[inline]
+    fn offer(&mut self, v: f32, row: u32) {
+        let key = order_key(v);
+        if key as i64 > self.bar {
+            self.candidates.push((key, row));
+            if self.candidates.len() == 2 * self.k {
+                self.cut();
+            }
+        }
+    }
+
+    fn order(a: &(i32, u32), b: &(i32, u32)) -> std::cmp::Ordering {
+        b.0.cmp(&a.0).then(a.1.cmp(&b.1))
+    }
+
+    /// Keeps the best `k` candidates; the worst of them is the new bar.
+    fn cut(&mut self) {
+        self.candidates.select_nth_unstable_by(self.k - 1, Self::order);
+        self.candidates.truncate(self.k);
+        self.bar = self.candidates[self.k - 1].0 as i64;
+    }
+
+    /// The rows, best first (fewer than `k` when the column has fewer rows).
+    fn into_rows(mut self) -> impl Iterator<Item = u32> {
+        if self.candidates.len() > self.k {
+            self.cut();
+        }
+        self.candidates.sort_unstable_by(Self::order);
+        self.candidates.into_iter().map(|(_, row)| row)
+    }
+}
 
 /// For each column of a row-major `rows × cols` matrix, the row indices of its `k` largest entries
-/// ([`largest`]), as `cols × k` row-major.
+/// ([`largest`]'s order), as `cols × k` row-major. `k` must be at most `rows` (the callers check).
 pub(crate) fn top_rows_per_column(data: &[f32], rows: usize, cols: usize, k: usize) -> Vec<u32> {
     let mut out = vec![0u32; cols * k];
     if k == 0 {
         return out;
     }
-    out.par_chunks_mut(k * GATHER_COLUMNS).enumerate().for_each(|(group, tops)| {
-        let c0 = group * GATHER_COLUMNS;
+    assert!(k <= rows, "top_rows_per_column: {k} of {rows} rows");
+    out.par_chunks_mut(k * SCAN_COLUMNS).enumerate().for_each(|(group, tops)| {
+        let c0 = group * SCAN_COLUMNS;
         let width = tops.len() / k;
-        let mut columns: Vec<Vec<(f32, u32)>> = (0..width).map(|_| Vec::with_capacity(rows)).collect();
+        let mut columns: Vec<TopRows> = (0..width).map(|_| TopRows::new(k)).collect();
         for (r, row) in data.chunks_exact(cols).enumerate() {
             for (column, &v) in columns.iter_mut().zip(&row[c0..c0 + width]) {
-                column.push((v, r as u32));
+                column.offer(v, r as u32);
             }
         }
         for (top, column) in tops.chunks_exact_mut(k).zip(columns) {
-            top.copy_from_slice(&largest(column, k));
+            top.iter_mut().zip(column.into_rows()).for_each(|(t, row)| *t = row);
         }
     });
     out
@@ -392,17 +452,19 @@ impl Terms {
 
     /// How many factors can be multiplied in f64 before a logarithm must be taken: as many as keep
     /// the product of the smallest factors above f64's smallest normal number (e^−708), so the
-    /// product never underflows. A non-positive factor gets its own `ln` (−inf/NaN, as the reference).
-    fn chunk(&self, top_k: usize) -> usize {
+    /// product never underflows; `None` when all `top_k` fit (no logarithm until the end). A
+    /// non-positive factor gets its own `ln` (−inf/NaN, as the reference).
+    fn fold_every(&self, top_k: usize) -> Option<usize> {
         const LN_SMALLEST_F64: f64 = -700.0; // f64::MIN_POSITIVE is e^-708.4; keep a margin
         let smallest = self.smallest(top_k);
-        if smallest >= 1.0 {
-            top_k.max(1)
+        let chunk = if smallest >= 1.0 {
+            top_k
         } else if smallest > 0.0 {
             ((LN_SMALLEST_F64 / smallest.ln()).floor() as usize).clamp(1, top_k.max(1))
         } else {
             1
-        }
+        };
+        (chunk < top_k).then_some(chunk)
     }
 }
 
@@ -417,14 +479,51 @@ impl Term {
     }
 }
 
+/// `acc[i] *= term(c[i])`. Matching outside the loop gives each arm a loop in which the variant is
+/// known, so it vectorises without a branch per element. Inlined into [`multiply_rows`]'s
+/// instruction-set versions.
+#[inline(always)]
+fn multiply_factors(acc: &mut [f64], c: &[f32], term: Term) {
+    match term {
+        Term::Soft { .. } => acc.iter_mut().zip(c).for_each(|(a, &v)| *a *= term.value(v) as f64),
+        Term::Plain { .. } => acc.iter_mut().zip(c).for_each(|(a, &v)| *a *= term.value(v) as f64),
+    }
+}
+
+/// Accumulators of one neuron kept in registers while its factors from a round's rows are multiplied
+/// in (4 AVX-512 or 8 AVX2 registers of f64).
+const REGISTER_COLUMNS: usize = 32;
+
 multiversion! {
-    /// `acc[i] *= term(c[i])`. Matching outside the loop gives each arm a loop in which the variant
-    /// is known, so it vectorises without a branch per element.
-    fn multiply_terms(acc: &mut [f64], c: &[f32], term: Term) {
-        match term {
-            Term::Soft { .. } => acc.iter_mut().zip(c).for_each(|(a, &v)| *a *= term.value(v) as f64),
-            Term::Plain { .. } => acc.iter_mut().zip(c).for_each(|(a, &v)| *a *= term.value(v) as f64),
+    /// `acc[c] *= term_rank(softmax[i·w + c])` for every `(i, rank)` of `uses` in order, `softmax`
+    /// being a round's rows × `w = acc.len()` values. Each group of [`REGISTER_COLUMNS`] accumulators
+    /// stays in registers across all the uses, so it is loaded and stored once per round, not once
+    /// per factor (the accumulators live in L2; their traffic was most of this loop's time).
+    fn multiply_rows(acc: &mut [f64], softmax: &[f32], uses: &[(u32, u32)], terms: &Terms) {
+        let w = acc.len();
+        for (g, acc) in acc.chunks_mut(REGISTER_COLUMNS).enumerate() {
+            let c0 = g * REGISTER_COLUMNS;
+            if let Ok(acc) = <&mut [f64; REGISTER_COLUMNS]>::try_from(&mut *acc) {
+                let mut a = *acc;
+                for &(i, rank) in uses {
+                    let c: &[f32; REGISTER_COLUMNS] = softmax[i as usize * w + c0..][..REGISTER_COLUMNS].try_into().expect("a full group");
+                    multiply_factors(&mut a, c, terms.at(rank as usize));
+                }
+                *acc = a;
+            } else {
+                for &(i, rank) in uses {
+                    multiply_factors(acc, &softmax[i as usize * w + c0..][..acc.len()], terms.at(rank as usize));
+                }
+            }
         }
+    }
+}
+
+multiversion! {
+    /// `values *= factor` (a row's numerators times the reciprocal of its sum: the softmax, rounded
+    /// as PyTorch's).
+    fn scale(values: &mut [f32], factor: f32) {
+        values.iter_mut().for_each(|e| *e *= factor);
     }
 }
 
@@ -507,6 +606,41 @@ impl RowUses {
     }
 }
 
+/// The uses of one round's rows, neuron-major: `of(n)` are neuron n's `(row within the round, rank)`
+/// pairs, rows ascending (so each neuron's factors are multiplied in row order, as one row at a time
+/// would).
+struct RoundUses {
+    starts: Vec<usize>,
+    uses: Vec<(u32, u32)>,
+}
+
+impl RoundUses {
+    /// Rows `first .. first + n_rows` of `rows` (indices into `rows.rows`).
+    fn new(rows: &RowUses, first: usize, n_rows: usize, neurons: usize) -> Self {
+        let of_row = |i: usize| &rows.uses[rows.starts[first + i]..rows.starts[first + i + 1]];
+        let mut starts = vec![0usize; neurons + 1];
+        for i in 0..n_rows {
+            of_row(i).iter().for_each(|&(n, _)| starts[n as usize + 1] += 1);
+        }
+        for n in 0..neurons {
+            starts[n + 1] += starts[n];
+        }
+        let mut next = starts[..neurons].to_vec();
+        let mut uses = vec![(0u32, 0u32); starts[neurons]];
+        for i in 0..n_rows {
+            for &(n, rank) in of_row(i) {
+                uses[next[n as usize]] = (i as u32, rank);
+                next[n as usize] += 1;
+            }
+        }
+        Self { starts, uses }
+    }
+
+    fn of(&self, neuron: usize) -> &[(u32, u32)] {
+        &self.uses[self.starts[neuron]..self.starts[neuron + 1]]
+    }
+}
+
 /// Bytes of f64 accumulators (product and log sum per neuron and column) per column block: small
 /// enough to stay in a core's L2 while the block's rows stream past.
 const BLOCK_ACCUMULATOR_BYTES: usize = 1 << 20;
@@ -533,10 +667,7 @@ impl Block {
         if self.logs.is_empty() {
             self.logs = vec![0.0; self.products.len()];
         }
-        for (p, l) in self.products[n * w..][..w].iter_mut().zip(&mut self.logs[n * w..][..w]) {
-            *l += ln_product(*p);
-            *p = 1.0;
-        }
+        fold_products(&mut self.products[n * w..][..w], &mut self.logs[n * w..][..w]);
         self.pending[n] = 0;
     }
 
@@ -565,6 +696,16 @@ fn ln_product(p: f64) -> f64 {
         p
     } else {
         f64::NAN
+    }
+}
+
+multiversion! {
+    /// `logs[i] += ln products[i]`, then `products[i] = 1`.
+    fn fold_products(products: &mut [f64], logs: &mut [f64]) {
+        products.iter_mut().zip(logs).for_each(|(p, l)| {
+            *l += ln_product(*p);
+            *p = 1.0;
+        });
     }
 }
 
@@ -635,7 +776,7 @@ fn mutual_information(
     let a = a as f32;
     let top = top_rows_per_column(&t, d.images, k, top_k);
     let uses = RowUses::new(&top, top_k, d.images);
-    let chunk = terms.chunk(top_k);
+    let fold_every = terms.fold_every(top_k);
 
     let threads = rayon::current_num_threads();
     let width = (BLOCK_ACCUMULATOR_BYTES / (16 * k)).min(m.div_ceil(4 * threads)).clamp(8, m.max(8)).min(m);
@@ -648,10 +789,9 @@ fn mutual_information(
         .collect();
     let rows_per_round = (ROUND_BYTES / (4 * m)).clamp(1, uses.rows.len().max(1));
     let rows_per_task = rows_per_round.div_ceil(4 * threads);
-    // Numerators of a round, block-major: block b's rows × width_b at [rows·c0_b ..], so that each
+    // Softmax values of a round, block-major: block b's rows × width_b at [rows·c0_b ..], so that each
     // block reads its part as one contiguous stream.
     let mut numerators = vec![0.0f32; rows_per_round * m];
-    let mut inv_sums = vec![0.0f32; rows_per_round];
     for (round, rows) in uses.rows.chunks(rows_per_round).enumerate() {
         let n_rows = rows.len();
         // Rows in parallel, in tasks of `rows_per_task` rows; each task owns those rows of every
@@ -662,36 +802,38 @@ fn mutual_information(
                 task.push(part);
             }
         }
-        tasks.into_par_iter().zip(inv_sums.par_chunks_mut(rows_per_task)).zip(rows.par_chunks(rows_per_task)).for_each(
-            |((mut parts, inv_sums), rows)| {
-                for (i, (&row, inv_sum)) in rows.iter().zip(inv_sums).enumerate() {
-                    let x = &c[row as usize * m..][..m];
-                    let max = scaled_max(x, a);
-                    let mut sum = 0.0f32;
-                    for (part, block) in parts.iter_mut().zip(&blocks) {
-                        let w = block.width;
-                        sum += softmax_numerators(&x[block.c0..][..w], a, max, &mut part[i * w..][..w]);
-                    }
-                    *inv_sum = 1.0 / sum;
+        tasks.into_par_iter().zip(rows.par_chunks(rows_per_task)).for_each(|(mut parts, rows)| {
+            for (i, &row) in rows.iter().enumerate() {
+                let x = &c[row as usize * m..][..m];
+                let max = scaled_max(x, a);
+                let mut sum = 0.0f32;
+                for (part, block) in parts.iter_mut().zip(&blocks) {
+                    let w = block.width;
+                    sum += softmax_numerators(&x[block.c0..][..w], a, max, &mut part[i * w..][..w]);
                 }
-            },
-        );
-        // Blocks in parallel, each streaming through its region.
+                // Normalised while the row is still in this core's cache.
+                let inv_sum = 1.0 / sum;
+                for (part, block) in parts.iter_mut().zip(&blocks) {
+                    scale(&mut part[i * block.width..][..block.width], inv_sum);
+                }
+            }
+        });
+        // Blocks in parallel, each streaming through its region neuron by neuron.
+        let round_uses = RoundUses::new(&uses, round * rows_per_round, n_rows, k);
         blocks.par_iter_mut().zip(numerators[..n_rows * m].par_chunks(n_rows * width)).for_each(|(block, region)| {
             let w = block.width;
-            let mut softmax = vec![0.0f32; w];
-            for (i, (row_numerators, inv_sum)) in region.chunks_exact(w).zip(&inv_sums).enumerate() {
-                for (s, &e) in softmax.iter_mut().zip(row_numerators) {
-                    *s = e * inv_sum;
-                }
-                let r = round * rows_per_round + i;
-                for &(neuron, rank) in &uses.uses[uses.starts[r]..uses.starts[r + 1]] {
-                    let n = neuron as usize;
-                    multiply_terms(&mut block.products[n * w..][..w], &softmax, terms.at(rank as usize));
-                    block.pending[n] += 1;
-                    if block.pending[n] == chunk {
+            for n in 0..k {
+                let mut todo = round_uses.of(n);
+                while !todo.is_empty() {
+                    // Up to the next fold, so that no product holds more factors than can't underflow.
+                    let take = fold_every.map_or(todo.len(), |every| (every - block.pending[n]).min(todo.len()));
+                    let (now, rest) = todo.split_at(take);
+                    multiply_rows(&mut block.products[n * w..][..w], region, now, terms);
+                    block.pending[n] += take;
+                    if Some(block.pending[n]) == fold_every {
                         block.fold(n);
                     }
+                    todo = rest;
                 }
             }
         });
@@ -847,7 +989,7 @@ mod tests {
             p: (0..40).map(|j| params.p_start as f32 - (j as f32 / 40.0) * diff).collect(),
             min_prob: params.min_prob as f32,
         };
-        assert!(terms.chunk(40) < 40, "test must exercise chunked logs");
+        assert!(terms.fold_every(40).is_some(), "test must exercise chunked logs");
         let got = soft_wpmi(clip.view(), target.view(), &params).unwrap();
         let want = direct_mi(&clip, &target, 40, 10.0, 1.0, |j, c| match terms.at(j) {
             t @ Term::Soft { .. } => t.value(c),
@@ -932,6 +1074,31 @@ mod tests {
             assert_eq!(name.parse::<Similarity>().unwrap().name(), name);
         }
         assert_eq!(Similarity::default().name(), "soft-wpmi");
+    }
+
+    /// The one-pass scan cuts its candidates many times on long columns; with many ties, NaNs of
+    /// both signs and infinities it must still pick exactly what sorting the whole column picks.
+    #[test]
+    fn top_rows_scan_agrees_with_full_selection_on_long_columns_with_ties() {
+        let specials = [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0];
+        let (rows, cols) = (700, 70);
+        let data: Vec<f32> = (0..rows * cols)
+            .map(|i| {
+                let h = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+                if h.is_multiple_of(53) {
+                    specials[(h / 53) as usize % specials.len()]
+                } else {
+                    (h % 29) as f32 - 14.0
+                }
+            })
+            .collect();
+        for k in [1, 7, 100, rows] {
+            let top = top_rows_per_column(&data, rows, cols, k);
+            for col in [0, 1, 63, 64, 69] {
+                let column = (0..rows).map(|r| (data[r * cols + col], r as u32)).collect();
+                assert_eq!(&top[col * k..][..k], &largest(column, k)[..], "k {k}, column {col}");
+            }
+        }
     }
 
     #[test]
