@@ -498,7 +498,7 @@ multiversion! {
     /// `acc[c] *= term_rank(softmax[i·w + c])` for every `(i, rank)` of `uses` in order, `softmax`
     /// being a round's rows × `w = acc.len()` values. Each group of [`REGISTER_COLUMNS`] accumulators
     /// stays in registers across all the uses, so it is loaded and stored once per round, not once
-    /// per factor (the accumulators live in L2; their traffic was most of this loop's time).
+    /// per factor (those L2 loads and stores were the hottest instructions of the old loop in `perf`).
     fn multiply_rows(acc: &mut [f64], softmax: &[f32], uses: &[(u32, u32)], terms: &Terms) {
         let w = acc.len();
         for (g, acc) in acc.chunks_mut(REGISTER_COLUMNS).enumerate() {
@@ -825,7 +825,7 @@ fn mutual_information(
             for n in 0..k {
                 let mut todo = round_uses.of(n);
                 while !todo.is_empty() {
-                    // Up to the next fold, so that no product holds more factors than can't underflow.
+                    // Only up to the next fold: a product never holds more factors than f64 can take.
                     let take = fold_every.map_or(todo.len(), |every| (every - block.pending[n]).min(todo.len()));
                     let (now, rest) = todo.split_at(take);
                     multiply_rows(&mut block.products[n * w..][..w], region, now, terms);
