@@ -56,7 +56,7 @@ pub fn forward_to_vec(x: &[f32], geom: BlockGeometry, u: usize, noise: Noise) ->
     };
     let inputs = x.par_chunks(split.elements).zip(winners.par_chunks_mut(split.blocks)).enumerate();
     let y = par::collect_chunks(x.len(), split.elements, inputs, |(i, (x, winners)), y| {
-        forward_chunk(isa, &split, i, x, y, winners, geom, u, noise)
+        simd::run_with(isa, Forward { chunk: split.chunk(i, x, geom, u, noise), y, winners })
     });
     Ok((y, winners))
 }
@@ -73,7 +73,7 @@ fn forward_on(isa: Isa, x: &[f32], y: &mut [f32], winners: &mut [u8], geom: Bloc
         .zip(y.par_chunks_mut(split.elements))
         .zip(winners.par_chunks_mut(split.blocks))
         .enumerate()
-        .for_each(|(i, ((x, y), winners))| forward_chunk(isa, &split, i, x, y, winners, geom, u, noise));
+        .for_each(|(i, ((x, y), winners))| simd::run_with(isa, Forward { chunk: split.chunk(i, x, geom, u, noise), y, winners }));
     Ok(())
 }
 
@@ -81,23 +81,6 @@ fn check_forward(x: &[f32], geom: BlockGeometry, u: usize, noise: Noise) -> Resu
     geom.check(u, "lwta_kernels::cpu::forward")?;
     expect_len("x", x.len(), geom.len())?;
     expect_noise(noise, geom.len())
-}
-
-/// The forward of chunk `i` of the [`Split`].
-#[allow(clippy::too_many_arguments)]
-fn forward_chunk(
-    isa: Isa,
-    split: &Split,
-    i: usize,
-    x: &[f32],
-    y: &mut [f32],
-    winners: &mut [u8],
-    geom: BlockGeometry,
-    u: usize,
-    noise: Noise,
-) {
-    let chunk = Chunk { x, start: i * split.elements, u, inner: geom.inner, noise };
-    simd::run_with(isa, Forward { chunk, y, winners });
 }
 
 /// Backward pass of the straight-through hard Gumbel-softmax at temperature `tau`:
@@ -117,7 +100,7 @@ pub fn backward_to_vec(x: &[f32], dy: &[f32], geom: BlockGeometry, u: usize, tau
     };
     let inputs = x.par_chunks(split.elements).zip(dy.par_chunks(split.elements)).enumerate();
     Ok(par::collect_chunks(x.len(), split.elements, inputs, |(i, (x, dy)), dx| {
-        backward_chunk(isa, &split, i, x, dy, dx, geom, u, tau, noise)
+        simd::run_with(isa, Backward { chunk: split.chunk(i, x, geom, u, noise), dy, dx, inv_tau: 1.0 / tau })
     }))
 }
 
@@ -129,11 +112,9 @@ fn backward_on(isa: Isa, x: &[f32], dy: &[f32], dx: &mut [f32], geom: BlockGeome
     let Some(split) = Split::new(geom, u) else {
         return Ok(());
     };
-    x.par_chunks(split.elements)
-        .zip(dy.par_chunks(split.elements))
-        .zip(dx.par_chunks_mut(split.elements))
-        .enumerate()
-        .for_each(|(i, ((x, dy), dx))| backward_chunk(isa, &split, i, x, dy, dx, geom, u, tau, noise));
+    x.par_chunks(split.elements).zip(dy.par_chunks(split.elements)).zip(dx.par_chunks_mut(split.elements)).enumerate().for_each(
+        |(i, ((x, dy), dx))| simd::run_with(isa, Backward { chunk: split.chunk(i, x, geom, u, noise), dy, dx, inv_tau: 1.0 / tau }),
+    );
     Ok(())
 }
 
@@ -145,24 +126,6 @@ fn check_backward(x: &[f32], dy: &[f32], geom: BlockGeometry, u: usize, tau: f32
     expect_len("x", x.len(), geom.len())?;
     expect_len("dy", dy.len(), geom.len())?;
     expect_noise(noise, geom.len())
-}
-
-/// The backward of chunk `i` of the [`Split`].
-#[allow(clippy::too_many_arguments)]
-fn backward_chunk(
-    isa: Isa,
-    split: &Split,
-    i: usize,
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    geom: BlockGeometry,
-    u: usize,
-    tau: f32,
-    noise: Noise,
-) {
-    let chunk = Chunk { x, start: i * split.elements, u, inner: geom.inner, noise };
-    simd::run_with(isa, Backward { chunk, dy, dx, inv_tau: 1.0 / tau });
 }
 
 fn expect_noise(noise: Noise, elements: usize) -> Result<()> {
@@ -189,6 +152,11 @@ impl Split {
         let slab = u * geom.inner;
         let slabs = (CHUNK_ELEMENTS / slab).max(1);
         Some(Self { elements: slabs * slab, blocks: slabs * geom.inner })
+    }
+
+    /// Chunk `i`, whose elements are `x`.
+    fn chunk<'a>(&self, i: usize, x: &'a [f32], geom: BlockGeometry, u: usize, noise: Noise<'a>) -> Chunk<'a> {
+        Chunk { x, start: i * self.elements, u, inner: geom.inner, noise }
     }
 }
 
